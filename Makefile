@@ -1,0 +1,52 @@
+# deepdream-caffe: `make help` lists the targets.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CUDA ?= 0
+export CUDA
+CAFFE_DIR = $(shell PYTHON=$(PY) scripts/build-caffe.sh --print-dir)
+OUT := out
+PYTEST_ARGS ?=
+
+.PHONY: help setup dream test pytest caffe caffe-test pycaffe-test lint clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@echo "  (CUDA=1 with setup/caffe builds the CUDA variant)"
+
+setup:  ## apt deps, Caffe + pycaffe (cached), .venv/ with the project
+	scripts/setup.sh
+
+dream: setup  ## the main job: the notebook's default dream of sky1024px.jpg into out/
+	@mkdir -p $(OUT)
+	sky=$$($(PY) -c 'from deepdream_caffe import assets as a; print(a.fetch(a.NOTEBOOK_ASSETS["sky1024px.jpg"]))') && \
+	$(VENV)/bin/deepdream-caffe dream "$$sky" -o $(OUT)/sky_dream.png --seed 0
+
+test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests
+
+pytest: setup  ## the project's pytest suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+caffe: setup  ## build Caffe only (same as the build step of setup)
+
+caffe-test: setup  ## build and run Caffe's own CPU gtest suite (GPU tests filtered out)
+	PYTHON=$(PY) scripts/build-caffe.sh --test-binary >/dev/null
+	$(CAFFE_DIR)/build/test/test.testbin --gtest_filter='-*GPU*' --gtest_brief=1 2>&1 | tail -n 5; \
+	  exit $${PIPESTATUS[0]}
+
+pycaffe-test: setup  ## pycaffe's unit tests, against the installed pycaffe
+	GLOG_minloglevel=2 $(PY) -m pytest -q -p no:cacheprovider --import-mode=importlib \
+	  -W ignore::DeprecationWarning $(CAFFE_DIR)/src/python/caffe/test \
+	  --deselect $(CAFFE_DIR)/src/python/caffe/test/test_draw.py \
+	  -o addopts= -o filterwarnings= --rootdir=$(CAFFE_DIR)/src/python
+
+lint:  ## ruff over the package and tests
+	$(VENV)/bin/ruff check deepdream_caffe tests
+
+clean:  ## remove outputs and Python caches in the checkout
+	rm -rf $(OUT) .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean  ## also remove .venv/ and this configuration's Caffe build cache
+	-rm -rf "$(CAFFE_DIR)"
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""DeepDream, faithful to google/deepdream dream.ipynb, on pristine BVLC Caffe."""

@@ -1,0 +1,115 @@
+"""Verified downloads: a registry of files, mirror folders, and a hash-checked cache.
+
+Every file the project downloads is an :class:`Asset` with a checksum. :func:`fetch` looks in
+the folders of ``DEEPDREAM_CAFFE_MIRROR`` first (by file name), then downloads with pooch
+into ``$DEEPDREAM_CAFFE_CACHE/data`` (default ``~/.cache/deepdream-caffe/data``). pooch
+writes to a temporary file and moves it into place only after the hash matched, so a
+partial or wrong file is never left under the expected name. This module never imports
+Caffe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DreamError
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_COMMIT = "bbc2ddf9e7632cc3f4d3e70211e85ae7169f366f"
+NOTEBOOK_URL = f"https://raw.githubusercontent.com/google/deepdream/{NOTEBOOK_COMMIT}/"
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One downloadable file: its name in caches and mirrors, where it lives, its checksum."""
+
+    filename: str
+    url: str
+    hash: str  # "sha256:<hex>" or "sha1:<hex>", as pooch spells it
+    size: int | None = None  # bytes, when known
+
+
+NOTEBOOK_ASSETS = {
+    a.filename: a
+    for a in [
+        Asset("sky1024px.jpg", NOTEBOOK_URL + "sky1024px.jpg",
+              "sha256:779ddda9280908ccda18d7ade2f7f84805bf22cdbce3b61ddddd7ea4a4697050", 65049),
+        Asset("flowers.jpg", NOTEBOOK_URL + "flowers.jpg",
+              "sha256:bdcaf97d07f9619a3dde0b04694ec83c2b2a3188e3e24d88db952e81b9d9f740", 30570),
+        Asset("dream.ipynb", NOTEBOOK_URL + "dream.ipynb",
+              "sha256:96c829d1e7d231850504c4cae3fd4d34c35cecc86fd626c00344834bedfb88f7", 827939),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: ``$DEEPDREAM_CAFFE_CACHE/data``."""
+    root = os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache" / "deepdream-caffe"
+    return Path(root) / "data"
+
+
+def mirror_dirs() -> list[Path]:
+    """The folders named by ``DEEPDREAM_CAFFE_MIRROR`` (a path list, like PATH)."""
+    value = os.environ.get("DEEPDREAM_CAFFE_MIRROR", "")
+    return [Path(p) for p in value.split(os.pathsep) if p]
+
+
+def file_hash(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def matches(path: Path, asset: Asset) -> bool:
+    """True if the file at ``path`` has the asset's size (when known) and checksum."""
+    algorithm, _, digest = asset.hash.partition(":")
+    if asset.size is not None and path.stat().st_size != asset.size:
+        return False
+    return file_hash(path, algorithm) == digest
+
+
+def fetch(asset: Asset, progress: bool = True) -> Path:
+    """Return the path of a verified copy of ``asset``: mirror, then cache, then download."""
+    for folder in mirror_dirs():
+        candidate = folder / asset.filename
+        if candidate.is_file():
+            if matches(candidate, asset):
+                return candidate
+            log.warning("ignoring %s: its checksum is not %s", candidate, asset.hash)
+
+    target = cache_dir() / asset.filename
+    if target.is_file() and not matches(target, asset):
+        log.warning("removing %s: its checksum is not %s", target, asset.hash)
+        target.unlink()
+    if target.is_file():
+        return target
+
+    import pooch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        downloader = pooch.HTTPDownloader(progressbar=progress, timeout=60)
+        path = pooch.retrieve(asset.url, known_hash=asset.hash, fname=asset.filename,
+                              path=target.parent, downloader=downloader)
+    except ValueError as e:  # pooch: hash mismatch (it has already removed the download)
+        raise DreamError(f"{asset.url} downloaded, but {e}; the file was not kept",
+                         "check the address or download it yourself and put it in a folder "
+                         "of DEEPDREAM_CAFFE_MIRROR") from e
+    except Exception as e:  # network errors of every kind
+        mirrors = os.pathsep.join(str(m) for m in mirror_dirs()) or "unset"
+        raise DreamError(
+            f"cannot download {asset.filename} from {asset.url} ({type(e).__name__}: {e})",
+            f"put a copy named {asset.filename} in a folder listed in DEEPDREAM_CAFFE_MIRROR "
+            f"(now: {mirrors}), or pass your own file (--weights for model weights)") from e
+    path = Path(path)
+    if asset.size is not None and path.stat().st_size != asset.size:  # belt and braces
+        path.unlink()
+        raise DreamError(f"{asset.url} has the wrong size", "try again later")
+    return path

@@ -1,0 +1,374 @@
+"""The ``deepdream-caffe`` command: parses flags, builds parameters, calls in.
+
+Subcommands: dream, guide, zoom, layers, fetch, info. Every failure a user can cause ends
+with one line on stderr and exit status 1 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import assets, dream, models, report
+from .errors import DreamError
+from .imageio import load_image, save_array, save_image, save_json
+from .params import GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
+
+DEFAULTS = DreamParams()
+
+
+# --- argument types: argparse turns their ValueError into a usage error ------------------
+def _number(kind, low=None, low_inclusive=True, what=""):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            raise argparse.ArgumentTypeError(f"{text} {what}")
+        return value
+    return parse
+
+
+def _triple(kind):
+    def parse(text):
+        parts = text.split(",")
+        try:
+            values = tuple(kind(p) for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers") \
+                from None
+        if len(values) != 3:
+            raise argparse.ArgumentTypeError(f"{text!r} must have three values")
+        return values
+    return parse
+
+
+def _size(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return w, h
+
+
+# --- the parser ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="deepdream-caffe", formatter_class=fmt,
+        description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = argparse.ArgumentParser(add_help=False)
+    g = model.add_argument_group("model")
+    g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
+                   help="a known model (weights downloaded and verified)")
+    g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
+                   help="your own net definition (with --weights)")
+    g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
+                   help="weights for --model-def, or local weights for --model")
+    g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
+                   help="mean subtracted from the input, BGR (default: the model's; "
+                        "the notebook's 104,116,122 for --model-def)")
+    g.add_argument("--places-mean", action="store_true",
+                   help="with places205_googlenet: use its own training mean instead of the "
+                        "ImageNet mean the notebook used")
+    g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
+                   help="input channel order the net expects (default: BGR, 2,1,0)")
+    g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
+                   help="run on GPU N (default: CPU)")
+    g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
+
+    common = argparse.ArgumentParser(add_help=False, parents=[model])
+    d = common.add_argument_group("dream")
+    d.add_argument("--iter-n", type=_number(int, 1, what="must be at least 1"),
+                   default=DEFAULTS.iter_n, help="gradient steps per octave")
+    d.add_argument("--octave-n", type=_number(int, 1, what="must be at least 1"),
+                   default=DEFAULTS.octave_n, help="number of octaves (scales)")
+    d.add_argument("--octave-scale", type=_number(float, 1, False, "must be greater than 1"),
+                   default=DEFAULTS.octave_scale, help="size ratio between octaves")
+    d.add_argument("--step-size", type=_number(float, 0, False, "must be greater than 0"),
+                   default=DEFAULTS.step_size, help="normalised step size")
+    d.add_argument("--jitter", type=_number(int, 0, what="must not be negative"),
+                   default=DEFAULTS.jitter, help="largest random shift in pixels")
+    d.add_argument("--no-clip", dest="clip", action="store_false",
+                   help="do not clip pixels to 0..255 after each step (default: clip)")
+    d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
+                   help="jitter seed: equals the notebook after np.random.seed(SEED) "
+                        "(default: a random seed, printed and recorded)")
+    d.add_argument("--jpeg-quality", type=_number(int, 1, what="must be 1..95"), default=95,
+                   help="quality for .jpg outputs")
+
+    one = argparse.ArgumentParser(add_help=False, parents=[common])
+    one.add_argument("-o", "--output", type=Path, required=True,
+                     help="output image (.png lossless, .jpg); a .json sidecar goes beside it")
+    one.add_argument("--raw", type=Path, metavar="OUT.npy",
+                     help="also save the float32 result before the uint8 cast")
+    one.add_argument("--save-steps", type=Path, metavar="DIR",
+                     help="save the image after every step, as the notebook displayed it")
+
+    p = sub.add_parser("dream", parents=[one], formatter_class=fmt,
+                       help="dream on an image (notebook cell 12)")
+    p.add_argument("input", type=Path, help="input image")
+    p.add_argument("--end", default=None,
+                   help=f"layer to amplify (default: the model's, {DEFAULTS.end})")
+
+    p = sub.add_parser("guide", parents=[one], formatter_class=fmt,
+                       help="dream guided by another image (notebook cells 25-27)")
+    p.add_argument("input", type=Path, help="input image")
+    p.add_argument("guide", type=Path, help="guide image")
+    p.add_argument("--end", default=GUIDE_END, help="layer to match")
+
+    p = sub.add_parser("zoom", parents=[common], formatter_class=fmt,
+                       help="dream, zoom in, repeat (notebook cell 19)")
+    p.add_argument("input", type=Path, help="first frame")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FRAMES_DIR",
+                   help="folder for frames/NNNN.png")
+    p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
+    p.add_argument("--frames", type=_number(int, 1, what="must be at least 1"),
+                   default=ZOOM_FRAMES, help="number of frames")
+    p.add_argument("--scale", type=_number(float, 0, False, "must be in (0, 1)"),
+                   default=ZOOM_SCALE, help="zoom per frame")
+    p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
+    p.add_argument("--video", type=Path, metavar="OUT.mp4",
+                   help="also encode the frames with ffmpeg")
+
+    p = sub.add_parser("layers", parents=[model], formatter_class=fmt,
+                       help="list the layers usable as --end")
+    p.add_argument("--size", type=_size, default=(1024, 575), metavar="WxH",
+                   help="input size for the blob shapes")
+
+    p = sub.add_parser("fetch", formatter_class=fmt, help="download and verify files")
+    p.add_argument("what", nargs="?", choices=["models", "assets", "all"], default="all")
+
+    sub.add_parser("info", formatter_class=fmt,
+                   help="versions, the Caffe build record, BLAS threads, GPU")
+    return parser
+
+
+# --- shared steps ----------------------------------------------------------------------
+def model_config(args, end):
+    """Resolve (definition, weights, mean, channel swap, model name) from the flags."""
+    if args.model_def:
+        if not args.weights:
+            raise DreamError("--model-def needs --weights", "pass the .caffemodel too")
+        mean = args.mean or models.IMAGENET_MEAN_BGR
+        return args.model_def, args.weights, mean, args.channel_swap or models.BGR, "custom"
+    record = models.get_model(args.model)
+    if args.weights:  # your own copy of the weights for a known architecture
+        definition, weights = models.model_definition(record), args.weights
+    else:
+        definition, weights = models.model_files(record)
+    mean = args.mean or (models.PLACES205_MEAN_BGR if args.places_mean else record.mean)
+    return definition, weights, mean, args.channel_swap or record.channel_swap, record.name
+
+
+def default_end(args):
+    if args.end:
+        return args.end
+    if args.model_def:
+        return DEFAULTS.end
+    return models.get_model(args.model).default_end
+
+
+def make_rng(args, say):
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    if args.seed is None:
+        say(f"seed: {seed} (pass --seed {seed} to repeat this run)")
+    return seed, np.random.RandomState(seed)
+
+
+def check_output(path: Path, *inputs: Path) -> None:
+    if not path.parent.is_dir():
+        raise DreamError(f"output folder {path.parent} does not exist", "create it first")
+    for inp in inputs:
+        if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
+            raise DreamError(f"output {path} is the input", "choose another output name")
+
+
+class Progress:
+    """A tqdm bar over octaves x iterations; also saves every step with --save-steps."""
+
+    def __init__(self, total, save_steps=None, clip=True, desc="dream"):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=None, leave=False)
+        self.save_steps, self.clip = save_steps, clip
+
+    def __call__(self, octave, i, net):
+        self.bar.update(1)
+        if self.save_steps is not None:
+            vis = dream.visible(net, self.clip)
+            save_image(dream.to_uint8(vis), self.save_steps / f"octave{octave}_step{i:02d}.png")
+
+    def close(self):
+        self.bar.close()
+
+
+def run_dream(args, objective_for=None):
+    """dream and guide: one image in, one image out (plus sidecar and --raw)."""
+    say = log_to_stderr
+    end = default_end(args)
+    check_output(args.output, args.input, getattr(args, "guide", None))
+    img = load_image(args.input, log=say if args.verbose else None)
+    definition, weights, mean, swap, model_name = model_config(args, end)
+    from .net import load_net
+    t0 = time.perf_counter()
+    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu)
+    t_load = time.perf_counter() - t0
+    seed, rng = make_rng(args, say)
+    params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
+                         octave_scale=args.octave_scale, step_size=args.step_size,
+                         jitter=args.jitter, clip=args.clip)
+    step_params = {"rng": rng}
+    extra = {}
+    if objective_for is not None:
+        guide = load_image(args.guide, log=say if args.verbose else None)
+        step_params["objective"] = dream.objective_guide(dream.guide_features(net, guide, end))
+        extra["guide"] = report.file_record(args.guide)
+    if args.save_steps:
+        args.save_steps.mkdir(parents=True, exist_ok=True)
+    progress = Progress(params.octave_n * params.iter_n, args.save_steps, params.clip)
+    t0 = time.perf_counter()
+    try:
+        result = dream.deepdream(net, img, callback=progress, **params.as_kwargs(),
+                                 **step_params)
+    finally:
+        progress.close()
+    t_dream = time.perf_counter() - t0
+    shown = result if params.clip else dream.stretch(result)
+    save_image(dream.to_uint8(shown), args.output, args.jpeg_quality)
+    if args.raw:
+        save_array(result, args.raw)
+    sidecar = report.run_record(args, params, seed, model_name, definition, weights, mean, swap,
+                                {"load_s": t_load, "dream_s": t_dream}, **extra)
+    save_json(sidecar, args.output.with_name(args.output.name + ".json"))
+    say(f"wrote {args.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
+
+
+def cmd_dream(args):
+    run_dream(args)
+
+
+def cmd_guide(args):
+    run_dream(args, objective_for=args.guide)
+
+
+def cmd_zoom(args):
+    say = log_to_stderr
+    end = default_end(args)
+    if args.scale >= 1:
+        raise DreamError(f"--scale {args.scale} must be below 1", "try the notebook's 0.05")
+    if args.video and shutil.which("ffmpeg") is None:
+        raise DreamError("--video needs ffmpeg, which is not installed",
+                         "apt-get install ffmpeg, or leave out --video")
+    frame = load_image(args.input, log=say if args.verbose else None)
+    definition, weights, mean, swap, model_name = model_config(args, end)
+    from .net import load_net
+    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu)
+    seed, rng = make_rng(args, say)
+    params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
+                         octave_scale=args.octave_scale, step_size=args.step_size,
+                         jitter=args.jitter, clip=args.clip)
+    args.output.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+    bar = tqdm(total=args.frames, desc="zoom", unit="frame", disable=None)
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        for i, img in dream.zoom_frames(net, frame, args.frames, args.scale, rng=rng,
+                                        **params.as_kwargs()):
+            save_image(dream.to_uint8(img), args.output / f"{i:04d}.{args.format}",
+                       args.jpeg_quality)
+            done = i + 1
+            bar.update(1)
+    finally:
+        bar.close()
+        sidecar = report.run_record(args, params, seed, model_name, definition, weights, mean,
+                                    swap, {"dream_s": time.perf_counter() - t0},
+                                    zoom={"frames_done": done, "frames": args.frames,
+                                          "scale": args.scale})
+        save_json(sidecar, args.output / "zoom.json")
+    if args.video:
+        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", "25",
+               "-i", str(args.output / f"%04d.{args.format}"), "-pix_fmt", "yuv420p",
+               str(args.video)]
+        if subprocess.run(cmd).returncode != 0:
+            raise DreamError(f"ffmpeg could not write {args.video}", "see ffmpeg's message above")
+    say(f"wrote {done} frames to {args.output}")
+
+
+def cmd_layers(args):
+    from .net import dream_layers, read_definition
+    if args.model_def:
+        definition = args.model_def
+    else:
+        definition = models.model_definition(models.get_model(args.model))
+    model = read_definition(definition)
+    shapes = report.blob_shapes(model, args.size)
+    print(f"# layers usable as --end, blob shape at {args.size[0]}x{args.size[1]} input;"
+          " * = pre-ReLU (the notebook optimised the value before its ReLU)")
+    for info in dream_layers(model):
+        shape = "x".join(str(d) for d in shapes.get(info.name, ())) or "?"
+        print(f"{info.name:32s} {info.type:12s} {shape:>16s} {'*' if info.pre_relu else ''}")
+
+
+def cmd_fetch(args):
+    wanted = []
+    if args.what in ("models", "all"):
+        wanted += [m.weights for m in models.MODELS.values()]
+    if args.what in ("assets", "all"):
+        wanted += list(assets.NOTEBOOK_ASSETS.values())
+    failures = []
+    for asset in wanted:
+        try:
+            print(f"{assets.fetch(asset)}  ({asset.hash})")
+        except DreamError as e:
+            failures.append(e)
+            log_to_stderr(f"error: {e}")
+    if failures:
+        raise DreamError(f"{len(failures)} of {len(wanted)} files could not be fetched",
+                         "see the messages above")
+
+
+def cmd_info(args):
+    for key, value in report.environment(with_caffe=True).items():
+        print(f"{key:22s} {value}")
+
+
+def log_to_stderr(message):
+    print(message, file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    command = globals()["cmd_" + args.command]
+    try:
+        command(args)
+    except DreamError as e:
+        if args.debug:
+            raise
+        print(f"deepdream-caffe: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("deepdream-caffe: interrupted; no partial output was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The algorithm of google/deepdream ``dream.ipynb``, line for line, in Python 3.
+
+Hold each function beside its notebook cell: preprocess/deprocess (cell 3), objective_L2 and
+make_step (cell 6), deepdream (cell 8), the zoom loop (cell 19), guide features (cell 25) and
+objective_guide (cell 27). Names, argument names, defaults and the order of operations are
+the notebook's. What differs, and why no number changes, is listed in docs/deviations.md:
+the jitter comes from an explicit ``rng`` (``np.random.RandomState(S)`` draws exactly what
+the notebook drew after ``np.random.seed(S)``), display is a ``callback``, each octave starts
+from fresh blob diffs, and a zero or non-finite step stops with an error.
+
+No files, no network, no argument parsing here: arrays in, arrays out, state in the net.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage as nd
+
+from .errors import DreamError
+
+
+# cell 3
+def preprocess(net, img):
+    return np.float32(np.rollaxis(img, 2)[::-1]) - net.transformer.mean['data']
+
+
+def deprocess(net, img):
+    return np.dstack((img + net.transformer.mean['data'])[::-1])
+
+
+# cell 6
+def objective_L2(dst):  # noqa: N802 (the notebook's name)
+    dst.diff[:] = dst.data
+
+
+def make_step(net, step_size=1.5, end='inception_4c/output',
+              jitter=32, clip=True, objective=objective_L2, rng=np.random):
+    '''Basic gradient ascent step.'''
+
+    src = net.blobs['data']  # input image is stored in Net's 'data' blob
+    dst = net.blobs[end]
+
+    ox, oy = rng.randint(-jitter, jitter+1, 2)
+    src.data[0] = np.roll(np.roll(src.data[0], ox, -1), oy, -2)  # apply jitter shift
+
+    net.forward(end=end)
+    objective(dst)  # specify the optimization objective
+    net.backward(start=end)
+    g = src.diff[0]
+    g_mean = np.abs(g).mean()  # the notebook computes this inline, below
+    check_step(g_mean, step_size, end)
+    # apply normalized ascent step to the input image
+    src.data[:] += step_size/g_mean * g
+
+    src.data[0] = np.roll(np.roll(src.data[0], -ox, -1), -oy, -2)  # unshift image
+
+    if clip:
+        bias = net.transformer.mean['data']
+        src.data[:] = np.clip(src.data, -bias, 255-bias)
+
+
+def check_step(g_mean, step_size, end):
+    """Stop before a step that would write NaN or infinity into the image."""
+    if g_mean == 0 or not np.isfinite(g_mean) or not np.isfinite(step_size/g_mean):
+        raise DreamError(
+            f"the gradient at layer {end!r} is {'zero' if g_mean == 0 else 'not finite'} "
+            f"(mean |g| = {g_mean}), so the normalised step is undefined",
+            "choose another --end layer, or check the weights")
+
+
+# cell 8
+def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
+              end='inception_4c/output', clip=True, callback=None, **step_params):
+    """Dream on ``base_img`` (H x W x 3, RGB, float); return the result as float32.
+
+    ``callback(octave, i, net)``, if given, runs after every step, where the notebook
+    displayed the image. ``step_params`` go to :func:`make_step` (step_size, jitter,
+    objective, rng).
+    """
+    # prepare base images for all octaves
+    octaves = [preprocess(net, base_img)]
+    for i in range(octave_n-1):
+        octaves.append(nd.zoom(octaves[-1], (1, 1.0/octave_scale, 1.0/octave_scale), order=1))
+
+    src = net.blobs['data']
+    detail = np.zeros_like(octaves[-1])  # allocate image for network-produced details
+    for octave, octave_base in enumerate(octaves[::-1]):
+        h, w = octave_base.shape[-2:]
+        if octave > 0:
+            # upscale details from the previous octave
+            h1, w1 = detail.shape[-2:]
+            detail = nd.zoom(detail, (1, 1.0*h/h1, 1.0*w/w1), order=1)
+
+        src.reshape(1, 3, h, w)  # resize the network's input image size
+        fresh_diffs(net)
+        src.data[0] = octave_base+detail
+        for i in range(iter_n):
+            make_step(net, end=end, clip=clip, **step_params)
+            if callback is not None:
+                callback(octave, i, net)
+
+        # extract details produced on the current octave
+        detail = src.data[0]-octave_base
+    # returning the resulting image
+    return deprocess(net, src.data[0])
+
+
+def fresh_diffs(net):
+    """Reshape the net to its input and zero every blob's diff, as in a new process.
+
+    Caffe never clears diffs, and a backward pass leaves the diffs of Split branches beyond
+    ``end`` as they were; a net fresh from disk has them all zero. Doing this at every octave
+    gives each dream the result it would have in a fresh process (docs/deviations.md).
+    """
+    net.reshape()
+    for blob in net.blobs.values():
+        blob.diff[...] = 0
+
+
+def visible(net, clip=True):
+    """The image as the notebook displayed it after each step (cell 8's visualization)."""
+    vis = deprocess(net, net.blobs['data'].data[0])
+    if not clip:  # adjust image contrast if clipping is disabled
+        vis = stretch(vis)
+    return vis
+
+
+def stretch(vis):
+    """The notebook's contrast adjustment for images dreamt without clipping."""
+    return vis*(255.0/np.percentile(vis, 99.98))
+
+
+# cell 19
+def zoom_frames(net, frame, frames=100, s=0.05, **dream_params):
+    """Yield ``(i, frame)`` for the notebook's zoom loop: dream, then zoom in by ``s``.
+
+    Each yielded frame is the float32 dream; the notebook saved ``np.uint8(frame)``.
+    """
+    h, w = frame.shape[:2]
+    for i in range(frames):
+        frame = deepdream(net, frame, **dream_params)
+        yield i, frame
+        frame = nd.affine_transform(frame, [1-s, 1-s, 1], [h*s/2, w*s/2, 0], order=1)
+
+
+# cell 25
+def guide_features(net, guide, end='inception_3b/output'):
+    """The activations of ``end`` for the guide image (a copy)."""
+    h, w = guide.shape[:2]
+    src, dst = net.blobs['data'], net.blobs[end]
+    src.reshape(1, 3, h, w)
+    src.data[0] = preprocess(net, guide)
+    net.forward(end=end)
+    return dst.data[0].copy()
+
+
+# cell 27, with the global guide_features made a closure
+def objective_guide(guide_features):
+    """Return the notebook's guided objective for the given guide features."""
+    def objective(dst):
+        x = dst.data[0].copy()
+        y = guide_features
+        ch = x.shape[0]
+        x = x.reshape(ch, -1)
+        y = y.reshape(ch, -1)
+        A = x.T.dot(y)  # compute the matrix of dot-products with guide features  # noqa: N806
+        dst.diff[0].reshape(ch, -1)[:] = y[:, A.argmax(1)]  # select ones that match best
+    return objective
+
+
+def to_uint8(img):
+    """The 8-bit image the notebook showed and saved: clipped to 0..255, then truncated."""
+    return np.uint8(np.clip(img, 0, 255))

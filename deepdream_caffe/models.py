@@ -1,0 +1,125 @@
+"""The models DeepDream runs on, as records of data (not code branches).
+
+A record says where the definition and the weights come from, how they are verified, and how
+images are fed to the net (mean, channel order). ``models/<name>/readme.md`` holds the same
+facts in the Caffe Model Zoo's format for people; tests/test_models.py checks they agree.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .assets import Asset, cache_dir, fetch
+from .build import caffe_source_dir
+from .errors import DreamError
+
+# The notebook's mean, BGR, "ImageNet mean, training set dependent" (dream.ipynb cell 3).
+IMAGENET_MEAN_BGR = (104.0, 116.0, 122.0)
+# Places205's own training mean, BGR (opt-in: the notebook used the ImageNet mean).
+PLACES205_MEAN_BGR = (105.487823486328, 113.741088867188, 116.060394287109)
+# The notebook's channel swap: the reference nets take BGR.
+BGR = (2, 1, 0)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    title: str
+    weights: Asset  # the .caffemodel, or an archive holding it
+    num_classes: int
+    licence: str
+    mean: tuple = IMAGENET_MEAN_BGR  # BGR, subtracted from the input
+    channel_swap: tuple = BGR
+    default_end: str = "inception_4c/output"  # the notebook's default layer
+    definition: str = ""  # a path inside the verified Caffe source tree
+    archive_definition: str = ""  # or: a member of the weights archive
+    archive_weights: str = ""  # the .caffemodel member of the weights archive
+
+
+MODELS = {
+    m.name: m
+    for m in [
+        ModelRecord(
+            name="bvlc_googlenet",
+            title="BAIR/BVLC GoogleNet (ImageNet, 1000 classes)",
+            weights=Asset("bvlc_googlenet.caffemodel",
+                          "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel",
+                          "sha1:405fc5acd08a3bb12de8ee5e23a96bec22f08204", 53533754),
+            num_classes=1000,
+            licence="unrestricted",
+            definition="models/bvlc_googlenet/deploy.prototxt",
+        ),
+        ModelRecord(
+            name="places205_googlenet",
+            title="Places205-GoogLeNet (MIT, 205 scene classes)",
+            # The sha1 was published by a third party, not by MIT: see models/places205_googlenet.
+            weights=Asset("googlenet_places205.tar.gz",
+                          "http://places.csail.mit.edu/model/googlenet_places205.tar.gz",
+                          "sha1:d767debf686fa15df1e05fbc9b4598076127134a"),
+            num_classes=205,
+            licence="Creative Commons Attribution (MIT Places project; see models/places205_googlenet)",
+            archive_definition="googlenet_places205/deploy_places205.protxt",
+            archive_weights="googlenet_places205/googlelet_places205_train_iter_2400000.caffemodel",
+        ),
+    ]
+}
+
+
+def get_model(name: str) -> ModelRecord:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise DreamError(f"unknown model {name!r}",
+                         f"choose one of {', '.join(MODELS)}, or pass --model-def and --weights")
+
+
+def model_files(model: ModelRecord, progress: bool = True) -> tuple[Path, Path]:
+    """Return verified (definition, weights) paths, downloading what is missing."""
+    archive = fetch(model.weights, progress=progress)
+    if not model.archive_weights:
+        return caffe_source_dir() / model.definition, archive
+    folder = cache_dir() / model.name
+    wanted = [model.archive_definition, model.archive_weights]
+    if not all((folder / m).is_file() for m in wanted):
+        _extract(archive, wanted, folder)
+    return folder / model.archive_definition, folder / model.archive_weights
+
+
+def model_definition(model: ModelRecord, progress: bool = True) -> Path:
+    """The model's .prototxt. Places205's comes from its archive; where that cannot be had,
+    the GoogLeNet builder's equivalent (205 classes, auxiliary heads) is written to the cache."""
+    if not model.archive_definition:
+        return caffe_source_dir() / model.definition
+    try:
+        return model_files(model, progress)[0]
+    except DreamError:
+        from .googlenet import googlenet
+
+        path = cache_dir() / model.name / "deploy_from_builder.prototxt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(googlenet(model.num_classes, aux_heads=True)))
+        return path
+
+
+def _extract(archive: Path, members: list[str], folder: Path) -> None:
+    """Extract ``members`` into ``folder`` all at once: a temporary folder, then a rename."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".part-"))
+    try:
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+            missing = [m for m in members if m not in names]
+            if missing:
+                raise DreamError(f"{archive} does not contain {', '.join(missing)}",
+                                 "delete it so that it is downloaded again")
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            for m in members:
+                tar.extract(m, tmp, **safe)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,131 @@
+"""Loading a Caffe net for dreaming, the way dream.ipynb cell 3 did, minus ``tmp.prototxt``.
+
+The definition is parsed, ``force_backward`` is set, and the net is pruned to the layers the
+chosen end layer needs (which drops the auxiliary heads of Places205; pruning changes no
+number, see docs/deviations.md). The net is a ``caffe.Classifier`` with the notebook's mean and
+channel swap, so ``net.transformer.mean['data']`` is exactly what the notebook's preprocess used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .build import SETUP_HINT
+from .errors import DreamError
+
+
+def import_caffe(verbose: bool = False):
+    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing."""
+    # glog reads this once, when libcaffe loads: 2 keeps only errors.
+    os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
+    try:
+        import caffe
+    except ImportError as e:
+        raise DreamError(f"pycaffe cannot be imported ({e})", SETUP_HINT) from e
+    return caffe
+
+
+def read_definition(path: Path):
+    """Parse a .prototxt into a ``NetParameter``, with errors that name the file."""
+    caffe = import_caffe()
+    from google.protobuf import text_format
+
+    path = Path(path)
+    if not path.is_file():
+        raise DreamError(f"model definition {path} does not exist", "check the --model-def path")
+    model = caffe.io.caffe_pb2.NetParameter()
+    try:
+        text_format.Merge(path.read_text(), model)
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise DreamError(f"{path} is not a valid Caffe prototxt ({e})",
+                         "fix the definition or pass the right --model-def") from e
+    return model
+
+
+def _layers(model):
+    """The layer list of a NetParameter, in the current or the V1 (``layers``) format."""
+    return model.layer if len(model.layer) else model.layers
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    pre_relu: bool  # a later in-place layer (ReLU) changes this blob after the end layer
+
+
+def dream_layers(model) -> list[LayerInfo]:
+    """Layers usable as ``end``: layers whose output blob has the layer's name."""
+    layers = list(_layers(model))
+    out = []
+    for i, layer in enumerate(layers):
+        if layer.name not in layer.top or layer.name in layer.bottom or not layer.bottom:
+            continue  # in-place layers, inputs, and layers with differently named outputs
+        pre_relu = any(layer.name in later.bottom and layer.name in later.top
+                       for later in layers[i + 1:])
+        out.append(LayerInfo(layer.name, str(layer.type), pre_relu))
+    return out
+
+
+def check_end(model, end: str) -> None:
+    """Refuse an ``end`` that is not a dreamable layer, naming the closest valid ones."""
+    names = [info.name for info in dream_layers(model)]
+    if end not in names:
+        close = difflib.get_close_matches(end, names, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else "no similar name"
+        raise DreamError(f"unknown layer {end!r} ({hint})",
+                         "`deepdream-caffe layers` lists the valid --end names")
+
+
+def prune(model, end: str):
+    """A copy of ``model`` holding only the layers that ``end``'s output depends on."""
+    check_end(model, end)
+    layers = list(_layers(model))
+    index = [layer.name for layer in layers].index(end)
+    keep, needed = {index}, set(layers[index].bottom)
+    for i in range(index - 1, -1, -1):
+        tops = set(layers[i].top)
+        if tops & needed:  # the latest writer of a needed blob (in-place layers included)
+            keep.add(i)
+            needed = (needed - tops) | set(layers[i].bottom)
+    pruned = type(model)()
+    pruned.CopyFrom(model)
+    field = _layers(pruned)
+    del field[:]
+    field.extend(layers[i] for i in sorted(keep))
+    return pruned
+
+
+def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap=(2, 1, 0),
+             gpu: int | None = None, prune_net: bool = True):
+    """Return a ``caffe.Classifier`` ready for dreaming (force_backward, pruned to ``end``)."""
+    caffe = import_caffe()
+    model = read_definition(model_def)
+    weights = Path(weights)
+    if not weights.is_file():
+        raise DreamError(f"weights file {weights} does not exist", "check the --weights path")
+    model.force_backward = True
+    if end is not None:
+        check_end(model, end)
+        if prune_net:
+            model = prune(model, end)
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(gpu)
+        caffe.set_mode_gpu()
+    # The notebook wrote tmp.prototxt into the working folder; a private temporary file here.
+    fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="deepdream-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(model))
+        return caffe.Classifier(tmp, str(weights), mean=np.float32(mean),
+                                channel_swap=tuple(channel_swap))
+    finally:
+        os.unlink(tmp)

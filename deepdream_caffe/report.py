@@ -1,0 +1,120 @@
+"""What a run was made of: versions, the Caffe build, BLAS, files and parameters.
+
+Used for the JSON sidecar of every output and for ``deepdream-caffe info``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import sys
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+from .assets import file_hash
+from .errors import DreamError
+
+PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
+
+
+def file_record(path) -> dict:
+    path = Path(path)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_hash(path, "sha256")}
+
+
+def blas_info() -> dict:
+    """OpenBLAS as loaded by libcaffe: its configuration, kernel and thread count."""
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+    except OSError:
+        return {"blas": "unknown (libopenblas.so.0 not loadable)"}
+    lib.openblas_get_config.restype = ctypes.c_char_p
+    lib.openblas_get_corename.restype = ctypes.c_char_p
+    return {"blas": lib.openblas_get_config().decode(),
+            "blas_kernel": lib.openblas_get_corename().decode(),
+            "blas_threads": lib.openblas_get_num_threads()}
+
+
+def gpu_info() -> str:
+    from .build import build_record
+    try:
+        variant = build_record().get("variant", "cpu")
+    except DreamError:
+        return "unknown"
+    return "CPU-only build" if variant == "cpu" else "CUDA build"
+
+
+def environment(with_caffe: bool = True) -> dict:
+    info = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    if with_caffe:
+        from .build import build_record
+        record = build_record()
+        info.update({f"caffe_{k}": v for k, v in record.items()})
+        info.update(blas_info())
+        info["gpu"] = gpu_info()
+    return info
+
+
+def run_record(args, params, seed, model_name, definition, weights, mean, swap, timings,
+               **extra) -> dict:
+    """The JSON sidecar: everything needed to repeat the run and check its inputs."""
+    record = {
+        "command": args.command,
+        "input": file_record(args.input),
+        "params": asdict(params),
+        "seed": seed,
+        "rng": "numpy.random.RandomState(seed).randint(-jitter, jitter+1, 2) per step",
+        "model": model_name,
+        "definition": file_record(definition),
+        "weights": file_record(weights),
+        "mean_bgr": list(mean),
+        "channel_swap": list(swap),
+        "device": "cpu" if args.gpu is None else f"gpu:{args.gpu}",
+        "timings_s": timings,
+        "environment": environment(with_caffe=True),
+    }
+    record.update(extra)
+    return record
+
+
+def blob_shapes(model, size) -> dict:
+    """Blob shapes of ``model`` for an input of ``size`` (W, H), without any weights."""
+    import os
+    import tempfile
+
+    from .net import import_caffe, prune
+
+    caffe = import_caffe()
+    last = [info for info in _ends(model)]
+    if not last:
+        return {}
+    # Only the layers the deepest convolutional blob needs: classifier heads need 224x224.
+    pruned = prune(model, last[-1])
+    fd, tmp = tempfile.mkstemp(suffix=".prototxt")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(pruned))
+    try:
+        net = caffe.Net(tmp, caffe.TEST)
+    finally:
+        os.unlink(tmp)
+    net.blobs["data"].reshape(1, 3, size[1], size[0])
+    net.reshape()
+    return {name: blob.data.shape[1:] for name, blob in net.blobs.items()}
+
+
+def _ends(model):
+    """Dreamable layers up to the last one that is not fully connected."""
+    from .net import dream_layers
+
+    names = []
+    for info in dream_layers(model):
+        if info.type in ("InnerProduct", "Softmax", "INNER_PRODUCT", "SOFTMAX"):
+            continue
+        names.append(info.name)
+    return names

@@ -1,0 +1,84 @@
+"""Shared fixtures: the notebook's files through the mirror, and synthetic-weight nets.
+
+The notebook's files are never committed: tests read them through DEEPDREAM_CAFFE_MIRROR,
+which defaults here to ../shared/assets/deepdream-notebook beside the checkout.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MIRROR = ROOT.parent / "shared" / "assets" / "deepdream-notebook"
+# Test images are the notebook's sky, shrunk so that a full 4-octave dream takes about a second.
+TEST_SIZE = (128, 72)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mirror(tmp_path_factory):
+    """Point the project at the mirror folder and an empty, private download cache."""
+    os.environ.setdefault("DEEPDREAM_CAFFE_MIRROR", str(DEFAULT_MIRROR))
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["DEEPDREAM_CAFFE_CACHE"] = str(cache)  # downloads only: pycaffe is found by import
+    return os.environ["DEEPDREAM_CAFFE_MIRROR"]
+
+
+def notebook_file(name):
+    from deepdream_caffe import assets
+
+    try:
+        return assets.fetch(assets.NOTEBOOK_ASSETS[name], progress=False)
+    except Exception as e:  # no mirror and no network: say so, do not fail
+        pytest.skip(f"{name} unavailable ({e}); set DEEPDREAM_CAFFE_MIRROR")
+
+
+@pytest.fixture(scope="session")
+def sky():
+    img = PIL.Image.open(notebook_file("sky1024px.jpg"))
+    return np.float32(img.resize(TEST_SIZE, PIL.Image.BILINEAR))
+
+
+@pytest.fixture(scope="session")
+def flowers():
+    img = PIL.Image.open(notebook_file("flowers.jpg"))
+    return np.float32(img.resize((80, 60), PIL.Image.BILINEAR))
+
+
+@pytest.fixture(scope="session")
+def notebook_cells():
+    """The code cells of dream.ipynb, by cell index."""
+    nb = json.loads(notebook_file("dream.ipynb").read_text())
+    cells = nb["worksheets"][0]["cells"]
+    return {i: "".join(c["input"]) for i, c in enumerate(cells) if c["cell_type"] == "code"}
+
+
+@pytest.fixture(scope="session")
+def nets(tmp_path_factory):
+    """Definitions and seeded synthetic weights for both real architectures."""
+    from deepdream_caffe.build import caffe_source_dir
+    from deepdream_caffe.synthetic import write_googlenet, write_synthetic_weights
+
+    d = tmp_path_factory.mktemp("nets")
+    bvlc = caffe_source_dir() / "models" / "bvlc_googlenet" / "deploy.prototxt"
+    places = write_googlenet(d / "places205_like.prototxt", 205, aux_heads=True)
+    return {
+        "bvlc_googlenet": (bvlc, write_synthetic_weights(bvlc, d / "bvlc_synthetic.caffemodel", 0)),
+        "places205_googlenet": (places, write_synthetic_weights(
+            places, d / "places_synthetic.caffemodel", 1)),
+    }
+
+
+@pytest.fixture
+def load(nets):
+    """load(model, end, **kw) -> a fresh net with the notebook's mean and channel swap."""
+    from deepdream_caffe.models import IMAGENET_MEAN_BGR
+    from deepdream_caffe.net import load_net
+
+    def _load(model="bvlc_googlenet", end="inception_4c/output", **kw):
+        definition, weights = nets[model]
+        return load_net(definition, weights, end, IMAGENET_MEAN_BGR, **kw)
+    return _load

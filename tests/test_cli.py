@@ -1,0 +1,128 @@
+"""The deepdream-caffe command end to end, in a subprocess, as users run it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from deepdream_caffe import dream
+from deepdream_caffe.models import IMAGENET_MEAN_BGR
+from deepdream_caffe.net import load_net
+
+pytestmark = pytest.mark.caffe
+FAST = ["--iter-n", "2", "--octave-n", "2"]
+
+
+def run(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+                       capture_output=True, text=True)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture
+def sky_png(tmp_path, sky):
+    path = tmp_path / "sky.png"
+    PIL.Image.fromarray(np.uint8(sky)).save(path)
+    return path
+
+
+@pytest.fixture
+def byo(nets):
+    definition, weights = nets["bvlc_googlenet"]
+    return ["--model-def", definition, "--weights", weights]
+
+
+def test_dream_writes_image_raw_and_sidecar(tmp_path, sky_png, byo, nets):
+    out = tmp_path / "out.png"
+    run("dream", sky_png, "-o", out, "--seed", 5, "--raw", tmp_path / "raw.npy", *byo, *FAST)
+    raw = np.load(tmp_path / "raw.npy")
+    assert raw.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(PIL.Image.open(out)), dream.to_uint8(raw))
+    # the same computation in-process gives the same bits
+    definition, weights = nets["bvlc_googlenet"]
+    net = load_net(definition, weights, "inception_4c/output", IMAGENET_MEAN_BGR)
+    img = np.float32(PIL.Image.open(sky_png))
+    expected = dream.deepdream(net, img, iter_n=2, octave_n=2, rng=np.random.RandomState(5))
+    np.testing.assert_array_equal(raw, expected)
+    side = json.loads((tmp_path / "out.png.json").read_text())
+    assert side["seed"] == 5 and side["params"]["iter_n"] == 2
+    assert side["weights"]["sha256"] and side["environment"]["caffe_source_sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "out.png.json", "raw.npy",
+                                                          "sky.png"]
+
+
+def test_unseeded_run_prints_and_records_its_seed(tmp_path, sky_png, byo):
+    p = run("dream", sky_png, "-o", tmp_path / "a.png", *byo, *FAST)
+    seed = json.loads((tmp_path / "a.png.json").read_text())["seed"]
+    assert f"--seed {seed}" in p.stderr
+    run("dream", sky_png, "-o", tmp_path / "b.png", "--seed", seed, *byo, *FAST)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_guide_and_save_steps(tmp_path, sky_png, byo, flowers):
+    guide = tmp_path / "flowers.png"
+    PIL.Image.fromarray(np.uint8(flowers)).save(guide)
+    run("guide", sky_png, guide, "-o", tmp_path / "g.jpg", "--seed", 1,
+        "--save-steps", tmp_path / "steps", *byo, *FAST)
+    assert PIL.Image.open(tmp_path / "g.jpg").format == "JPEG"
+    assert len(list((tmp_path / "steps").glob("*.png"))) == 4
+    side = json.loads((tmp_path / "g.jpg.json").read_text())
+    assert side["params"]["end"] == "inception_3b/output" and side["guide"]["sha256"]
+
+
+def test_zoom_writes_frames(tmp_path, sky_png, byo):
+    run("zoom", sky_png, "-o", tmp_path / "frames", "--frames", 2, "--seed", 1, *byo, *FAST)
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        "0000.png", "0001.png", "zoom.json"]
+
+
+def test_layers_lists_ends_with_shapes(byo):
+    out = run("layers", *byo, "--size", "224x224").stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("inception_4c/output "))
+    assert "832x14x14" not in line and "512x14x14" in line
+    assert any(ln.startswith("inception_3b/5x5_reduce") and ln.rstrip().endswith("*")
+               for ln in out.splitlines())
+
+
+def test_info_prints_the_verified_source_sha256():
+    out = run("info").stdout
+    assert "e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c" in out
+    assert "blas_threads" in out
+
+
+def test_missing_weights_is_one_clear_line(tmp_path, sky_png, monkeypatch):
+    monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(tmp_path))  # no weights there
+    p = run("dream", sky_png, "-o", tmp_path / "x.png", check=False)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "bvlc_googlenet.caffemodel" in p.stderr and "DEEPDREAM_CAFFE_MIRROR" in p.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--octave-scale", "1"], "greater than 1"),
+    (["--iter-n", "0"], "at least 1"),
+    (["--jitter", "-1"], "must not be negative"),
+    (["--step-size", "abc"], "not a float"),
+])
+def test_bad_flags_are_usage_errors(tmp_path, sky_png, flags, message):
+    p = run("dream", sky_png, "-o", tmp_path / "x.png", *flags, check=False)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_output_equal_to_input_is_refused(sky_png, byo):
+    before = sky_png.read_bytes()
+    p = run("dream", sky_png, "-o", sky_png, *byo, check=False)
+    assert p.returncode == 1 and "is the input" in p.stderr
+    assert sky_png.read_bytes() == before
+
+
+def test_unknown_layer_suggests_names(tmp_path, sky_png, byo):
+    p = run("dream", sky_png, "-o", tmp_path / "x.png", "--end", "inception_4c/outptu", *byo,
+            check=False)
+    assert p.returncode == 1 and "inception_4c/output" in p.stderr

@@ -1,0 +1,53 @@
+"""Packaging that no build here runs: Dockerfiles, environment.yml, Makefile, README."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(text):
+    return dict(re.findall(r"^\s*-?\s*([A-Za-z0-9_.-]+)==([^\s#]+)", text, re.M))
+
+
+def test_environment_yml_matches_requirements():
+    pip = pins((ROOT / "requirements.txt").read_text())
+    pip.update(pins((ROOT / "requirements-test.txt").read_text()))
+    conda = pins((ROOT / "environment.yml").read_text())
+    assert conda == pip
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_dockerfiles_lint_clean_and_use_the_setup_script(name):
+    path = ROOT / "docker" / name
+    text = path.read_text()
+    assert "RUN scripts/setup.sh" in text
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent /
+                                               "hadolint")
+    p = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_makefile_starts_with_help_and_has_the_targets():
+    text = (ROOT / "Makefile").read_text()
+    targets = re.findall(r"^([a-z-]+):", text, re.M)
+    assert targets[0] == "help"
+    assert {"setup", "test", "caffe", "caffe-test", "clean", "distclean", "dream"} <= set(targets)
+
+
+def test_readme_starts_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.S)
+    assert blocks[0].strip() == "make dream" and blocks[1].strip() == "make test"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def test_readme_documents_every_make_target():
+    text = (ROOT / "README.md").read_text()
+    for target in re.findall(r"^([a-z-]+):.*## ", (ROOT / "Makefile").read_text(), re.M):
+        assert f"make {target}" in text, target
