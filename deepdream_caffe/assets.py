@@ -93,6 +93,7 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
 
     import pooch
 
+    pooch.get_logger().setLevel("WARNING")  # its "Downloading ..." line; the bar says enough
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         downloader = pooch.HTTPDownloader(progressbar=progress, timeout=60)
@@ -104,8 +105,11 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
                          "of DEEPDREAM_CAFFE_MIRROR") from e
     except Exception as e:  # network errors of every kind
         mirrors = os.pathsep.join(str(m) for m in mirror_dirs()) or "unset"
+        reason = f"{type(e).__name__}: {str(e)[:120]}"
+        if "NameResolution" in str(e) or "Connection refused" in str(e):
+            reason = "the host cannot be reached"
         raise DreamError(
-            f"cannot download {asset.filename} from {asset.url} ({type(e).__name__}: {e})",
+            f"cannot download {asset.filename} from {asset.url} ({reason})",
             f"put a copy named {asset.filename} in a folder listed in DEEPDREAM_CAFFE_MIRROR "
             f"(now: {mirrors}), or pass your own file (--weights for model weights)") from e
     path = Path(path)

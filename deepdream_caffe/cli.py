@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input channel order the net expects (default: BGR, 2,1,0)")
     g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
                    help="run on GPU N (default: CPU)")
+    g.add_argument("--notebook-net", action="store_true",
+                   help="load the net exactly as the notebook did (force_backward: every weight "
+                        "gradient computed); the default skips them, with bit-identical results")
     g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
@@ -151,11 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(1024, 575), metavar="WxH",
                    help="input size for the blob shapes")
 
-    p = sub.add_parser("fetch", formatter_class=fmt, help="download and verify files")
-    p.add_argument("what", nargs="?", choices=["models", "assets", "all"], default="all")
+    p = sub.add_parser("fetch", formatter_class=fmt,
+                       help="download and verify files; print their paths")
+    p.add_argument("what", nargs="?", default="all", metavar="WHAT",
+                   choices=["models", "assets", "all", *models.MODELS, *assets.NOTEBOOK_ASSETS],
+                   help="models, assets, all, or one model or notebook file by name")
 
     sub.add_parser("info", formatter_class=fmt,
                    help="versions, the Caffe build record, BLAS threads, GPU")
+
+    p = sub.add_parser("bench", formatter_class=fmt,
+                       help="time the notebook's default dream against its baselines")
+    p.add_argument("--quick", action="store_true",
+                   help="a small image and few steps: every code path in seconds")
+    p.add_argument("--out", type=Path, default=Path("out/bench"),
+                   help="folder for bench.json, bench.md and each variant's float32 result")
+    p.add_argument("--variants", nargs="+", choices=["ours", "notebook", "pytorch"],
+                   default=["ours", "notebook", "pytorch"], help="what to time")
     return parser
 
 
@@ -226,14 +241,15 @@ def run_dream(args, objective_for=None):
     definition, weights, mean, swap, model_name = model_config(args, end)
     from .net import load_net
     t0 = time.perf_counter()
-    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu)
+    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu,
+                   notebook_net=args.notebook_net)
     t_load = time.perf_counter() - t0
     seed, rng = make_rng(args, say)
     params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
                          octave_scale=args.octave_scale, step_size=args.step_size,
                          jitter=args.jitter, clip=args.clip)
     step_params = {"rng": rng}
-    extra = {}
+    extra = {"net_setup": net.dream_setup}
     if objective_for is not None:
         guide = load_image(args.guide, log=say if args.verbose else None)
         step_params["objective"] = dream.objective_guide(dream.guide_features(net, guide, end))
@@ -277,7 +293,8 @@ def cmd_zoom(args):
     frame = load_image(args.input, log=say if args.verbose else None)
     definition, weights, mean, swap, model_name = model_config(args, end)
     from .net import load_net
-    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu)
+    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu,
+                   notebook_net=args.notebook_net)
     seed, rng = make_rng(args, say)
     params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
                          octave_scale=args.octave_scale, step_size=args.step_size,
@@ -298,6 +315,7 @@ def cmd_zoom(args):
         bar.close()
         sidecar = report.run_record(args, params, seed, model_name, definition, weights, mean,
                                     swap, {"dream_s": time.perf_counter() - t0},
+                                    net_setup=net.dream_setup,
                                     zoom={"frames_done": done, "frames": args.frames,
                                           "scale": args.scale})
         save_json(sidecar, args.output / "zoom.json")
@@ -326,26 +344,37 @@ def cmd_layers(args):
 
 
 def cmd_fetch(args):
-    wanted = []
-    if args.what in ("models", "all"):
-        wanted += [m.weights for m in models.MODELS.values()]
-    if args.what in ("assets", "all"):
-        wanted += list(assets.NOTEBOOK_ASSETS.values())
+    wanted = {name: m.weights for name, m in models.MODELS.items()}
+    wanted = {"models": list(wanted.values()), **{k: [v] for k, v in wanted.items()}}
+    wanted["assets"] = list(assets.NOTEBOOK_ASSETS.values())
+    wanted.update({k: [v] for k, v in assets.NOTEBOOK_ASSETS.items()})
+    wanted["all"] = wanted["models"] + wanted["assets"]
     failures = []
-    for asset in wanted:
+    for asset in wanted[args.what]:
         try:
-            print(f"{assets.fetch(asset)}  ({asset.hash})")
+            print(assets.fetch(asset))
         except DreamError as e:
             failures.append(e)
-            log_to_stderr(f"error: {e}")
+    if len(failures) == 1:
+        raise failures[0]
     if failures:
-        raise DreamError(f"{len(failures)} of {len(wanted)} files could not be fetched",
-                         "see the messages above")
+        for e in failures:
+            log_to_stderr(f"deepdream-caffe: error: {e}")
+        raise DreamError(f"{len(failures)} of {len(wanted[args.what])} files could not be "
+                         "fetched", "see the messages above")
 
 
 def cmd_info(args):
     for key, value in report.environment(with_caffe=True).items():
         print(f"{key:22s} {value}")
+
+
+def cmd_bench(args):
+    from .bench import bench
+    record = bench(args.out, quick=args.quick, variants=args.variants, say=log_to_stderr)
+    print((args.out / "bench.md").read_text(), end="")
+    if not record["results"]:
+        raise DreamError("nothing was timed", "choose --variants that can run here")
 
 
 def log_to_stderr(message):

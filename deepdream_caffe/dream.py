@@ -79,7 +79,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
     """
     # prepare base images for all octaves
     octaves = [preprocess(net, base_img)]
-    for i in range(octave_n-1):
+    for i in range(octave_n-1):  # noqa: B007 (the notebook's loop)
         octaves.append(nd.zoom(octaves[-1], (1, 1.0/octave_scale, 1.0/octave_scale), order=1))
 
     src = net.blobs['data']
@@ -92,8 +92,8 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
             detail = nd.zoom(detail, (1, 1.0*h/h1, 1.0*w/w1), order=1)
 
         src.reshape(1, 3, h, w)  # resize the network's input image size
-        fresh_diffs(net)
         src.data[0] = octave_base+detail
+        fresh_diffs(net, end)
         for i in range(iter_n):
             make_step(net, end=end, clip=clip, **step_params)
             if callback is not None:
@@ -105,14 +105,20 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
     return deprocess(net, src.data[0])
 
 
-def fresh_diffs(net):
-    """Reshape the net to its input and zero every blob's diff, as in a new process.
+def fresh_diffs(net, end):
+    """Give every diff the backward pass will not rewrite the value of a fresh net: zero.
 
-    Caffe never clears diffs, and a backward pass leaves the diffs of Split branches beyond
-    ``end`` as they were; a net fresh from disk has them all zero. Doing this at every octave
-    gives each dream the result it would have in a fresh process (docs/deviations.md).
+    Caffe never clears diffs. In a net pruned to ``end`` (what ``load_net`` makes) every layer
+    is an ancestor of ``end``, so each backward pass rewrites every diff and nothing is
+    needed. In a net with layers after ``end``, the Split branches leading to them keep
+    whatever an earlier dream with a deeper end left there, and Split sums them into the
+    gradient. There a forward pass sizes every blob up to ``end`` for this octave, and all
+    diffs are zeroed, which is the state of a net fresh from disk (docs/deviations.md).
     """
-    net.reshape()
+    names = list(net._layer_names)
+    if names.index(end) == len(names) - 1:
+        return
+    net.forward(end=end)
     for blob in net.blobs.values():
         blob.diff[...] = 0
 

@@ -61,7 +61,8 @@ MODELS = {
                           "http://places.csail.mit.edu/model/googlenet_places205.tar.gz",
                           "sha1:d767debf686fa15df1e05fbc9b4598076127134a"),
             num_classes=205,
-            licence="Creative Commons Attribution (MIT Places project; see models/places205_googlenet)",
+            licence="Creative Commons Attribution (MIT Places project; "
+                    "see models/places205_googlenet)",
             archive_definition="googlenet_places205/deploy_places205.protxt",
             archive_weights="googlenet_places205/googlelet_places205_train_iter_2400000.caffemodel",
         ),
@@ -73,8 +74,8 @@ def get_model(name: str) -> ModelRecord:
     try:
         return MODELS[name]
     except KeyError:
-        raise DreamError(f"unknown model {name!r}",
-                         f"choose one of {', '.join(MODELS)}, or pass --model-def and --weights")
+        raise DreamError(f"unknown model {name!r}", f"choose one of {', '.join(MODELS)}, "
+                         "or pass --model-def and --weights") from None
 
 
 def model_files(model: ModelRecord, progress: bool = True) -> tuple[Path, Path]:

@@ -44,7 +44,9 @@ def test_build_record_names_the_verified_source():
 
 def test_tampered_tarball_is_refused_and_nothing_built(tmp_path, tarball):
     bad = tmp_path / tarball.name
-    bad.write_bytes(tarball.read_bytes()[:-1] + b"\0")
+    data = bytearray(tarball.read_bytes())
+    data[-1] ^= 0xFF  # flip one byte (the last is gzip's size field: a 0 there already)
+    bad.write_bytes(bytes(data))
     p = build_caffe(CAFFE_SRC_TARBALL=bad, DEEPDREAM_CAFFE_CACHE=tmp_path / "cache")
     assert p.returncode != 0
     assert "sha256" in p.stderr and "Nothing was built" in p.stderr
@@ -65,7 +67,7 @@ def github_style(tree_tar, out, edit=None):
             if edit and member.name.endswith(edit):
                 data = data + b"\n// changed\n"
                 member.size = len(data)
-            member.name = "caffe-99bd997/" + member.name.lstrip("./")
+            member.name = "caffe-99bd997/" + member.name.removeprefix("./")
             dst.addfile(member, None if data is None else __import__("io").BytesIO(data))
     return out
 

@@ -69,7 +69,8 @@ def test_guide_and_save_steps(tmp_path, sky_png, byo, flowers):
     PIL.Image.fromarray(np.uint8(flowers)).save(guide)
     run("guide", sky_png, guide, "-o", tmp_path / "g.jpg", "--seed", 1,
         "--save-steps", tmp_path / "steps", *byo, *FAST)
-    assert PIL.Image.open(tmp_path / "g.jpg").format == "JPEG"
+    with PIL.Image.open(tmp_path / "g.jpg") as im:
+        assert im.format == "JPEG"
     assert len(list((tmp_path / "steps").glob("*.png"))) == 4
     side = json.loads((tmp_path / "g.jpg.json").read_text())
     assert side["params"]["end"] == "inception_3b/output" and side["guide"]["sha256"]
@@ -97,6 +98,8 @@ def test_info_prints_the_verified_source_sha256():
 
 def test_missing_weights_is_one_clear_line(tmp_path, sky_png, monkeypatch):
     monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(tmp_path))  # no weights there
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # and no network, wherever this runs
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     p = run("dream", sky_png, "-o", tmp_path / "x.png", check=False)
     assert p.returncode == 1
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1

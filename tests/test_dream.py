@@ -47,7 +47,8 @@ def notebook_dream(cells, net, img, **kw):
     ("places205_googlenet", "inception_4c/output"),
 ])
 def test_deepdream_bit_identical_to_notebook(notebook_cells, load, sky, model, end):
-    expected = notebook_dream(notebook_cells, load(model, end), sky, end=end, **FAST)
+    notebook_net = load(model, end, notebook_net=True)
+    expected = notebook_dream(notebook_cells, notebook_net, sky, end=end, **FAST)
     ours = dream.deepdream(load(model, end), sky, end=end, rng=np.random.RandomState(SEED),
                            **FAST)
     assert ours.dtype == np.float32
@@ -57,14 +58,14 @@ def test_deepdream_bit_identical_to_notebook(notebook_cells, load, sky, model, e
 
 def test_notebook_defaults_bit_identical(notebook_cells, load, sky):
     """The full default dream: 4 octaves x 10 iterations at inception_4c/output."""
-    expected = notebook_dream(notebook_cells, load(), sky)
+    expected = notebook_dream(notebook_cells, load(notebook_net=True), sky)
     ours = dream.deepdream(load(), sky, rng=np.random.RandomState(SEED))
     np.testing.assert_array_equal(ours, expected)
 
 
 def test_guided_bit_identical_to_notebook(notebook_cells, load, sky, flowers):
     end = "inception_3b/output"
-    net = load(end=end)
+    net = load(end=end, notebook_net=True)
     ns = notebook_namespace(notebook_cells, net, guide=flowers)
     exec(notebook_cells[25], ns)  # guide features, as a global
     exec(notebook_cells[27][:notebook_cells[27].index("_=deepdream")], ns)
@@ -81,17 +82,17 @@ def test_guided_bit_identical_to_notebook(notebook_cells, load, sky, flowers):
 
 
 def test_zoom_bit_identical_to_notebook(notebook_cells, load, sky):
-    net = load()
+    net = load(notebook_net=True)
     ns = notebook_namespace(notebook_cells, net)
     loop = py3(notebook_cells[19]).replace("range(100)", "range(2)")
     loop = loop.replace('PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
-                        "saved.append(np.uint8(frame))")
+                        "saved.append(frame)")
     ns.update(frame=sky, frame_i=0, saved=[])
     np.random.seed(SEED)
     exec(loop, ns)
 
     params = dict(iter_n=10, octave_n=4)
-    frames = [np.uint8(f) for _, f in dream.zoom_frames(
+    frames = [f for _, f in dream.zoom_frames(
         load(), sky, frames=2, rng=np.random.RandomState(SEED), **params)]
     assert len(frames) == 2
     for ours, expected in zip(frames, ns["saved"]):

@@ -51,3 +51,10 @@ def test_readme_documents_every_make_target():
     text = (ROOT / "README.md").read_text()
     for target in re.findall(r"^([a-z-]+):.*## ", (ROOT / "Makefile").read_text(), re.M):
         assert f"make {target}" in text, target
+
+
+def test_ruff_is_clean():
+    ruff = Path(__import__("sys").executable).parent / "ruff"
+    p = subprocess.run([str(ruff), "check", "deepdream_caffe", "tests"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr

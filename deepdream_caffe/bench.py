@@ -1,0 +1,289 @@
+"""``deepdream-caffe bench``: the notebook's default dream, timed, beside its baselines.
+
+The dream is dream.ipynb's cell 12: sky1024px.jpg (1024x575), inception_4c/output, 4 octaves
+x 10 iterations, on the bvlc_googlenet architecture with synthetic, seeded weights (the
+published weights cannot be downloaded everywhere; the arithmetic done is the same). Three
+variants, each in a process of its own (so that peak memory is its own):
+
+- ``ours``: deepdream_caffe's default (the net rewritten to compute only the data gradient);
+- ``notebook``: the notebook's own code cells, read from dream.ipynb, on the notebook's net
+  (the whole deploy file, force_backward), same Caffe, same seed;
+- ``pytorch``: the same loop with forward/backward in PyTorch on the CPU, same weights (only
+  when torch is installed: ``make bench`` installs it).
+
+Each is timed whole and per octave, split into forward, backward and the rest (numpy: roll,
+step, clip, zoom). GFLOP/s counts two flops per multiply-add of the convolutions and fully
+connected layers, forward and data-gradient backward (the notebook's net also computes weight
+gradients: its GFLOP/s is counted on the same work, so the three compare). Results go to
+``OUT/bench.json`` and ``OUT/bench.md``. Numbers only: no test asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from . import assets, dream, report
+from .params import DreamParams
+
+VARIANTS = ("ours", "notebook", "pytorch")
+SEED = 0
+QUICK = dict(size=(256, 144), iter_n=2, octave_n=2)  # every code path, in seconds
+
+
+class TimedNet:
+    """A net whose forward and backward passes add their time to ``times``."""
+
+    def __init__(self, net):
+        self._net, self.times = net, defaultdict(float)
+
+    def __getattr__(self, name):
+        return getattr(self._net, name)
+
+    def forward(self, **kwargs):
+        t0 = time.perf_counter()
+        out = self._net.forward(**kwargs)
+        self.times["forward"] += time.perf_counter() - t0
+        return out
+
+    def backward(self, **kwargs):
+        t0 = time.perf_counter()
+        out = self._net.backward(**kwargs)
+        self.times["backward"] += time.perf_counter() - t0
+        return out
+
+
+def conv_macs(net, end) -> int:
+    """Multiply-adds of one forward pass up to ``end`` at the net's current size."""
+    total = 0
+    for name, layer in zip(net._layer_names, net.layers):
+        if layer.type in ("Convolution", "InnerProduct"):
+            top = net.blobs[net.top_names[name][0]].data
+            total += int(np.prod(top.shape)) * int(np.prod(layer.blobs[0].data.shape[1:]))
+        if name == end:
+            break
+    return total
+
+
+def synthetic_net_files(cache: Path) -> tuple[Path, Path]:
+    """bvlc_googlenet's definition and seeded synthetic weights (made once, then cached)."""
+    from .build import caffe_source_dir
+    from .synthetic import write_synthetic_weights
+
+    definition = caffe_source_dir() / "models" / "bvlc_googlenet" / "deploy.prototxt"
+    weights = cache / "bvlc_googlenet.SYNTHETIC-seed0.caffemodel"
+    if not weights.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        write_synthetic_weights(definition, weights, seed=0)
+    return definition, weights
+
+
+def bench_image(size) -> np.ndarray:
+    import PIL.Image
+
+    with PIL.Image.open(assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])) as im:
+        if im.size != tuple(size):
+            im = im.resize(size, PIL.Image.BILINEAR)
+        return np.float32(im)
+
+
+def load_variant(variant, definition, weights, end):
+    from .models import IMAGENET_MEAN_BGR
+    from .net import load_net, prune, read_definition
+
+    if variant == "notebook":
+        return load_net(definition, weights, end, IMAGENET_MEAN_BGR, prune_net=False,
+                        notebook_net=True)
+    net = load_net(definition, weights, end, IMAGENET_MEAN_BGR)
+    if variant == "pytorch":
+        import torch
+
+        from .torchnet import TorchNet
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
+        return TorchNet(prune(read_definition(definition), end), net, IMAGENET_MEAN_BGR)
+    return net
+
+
+def notebook_deepdream(net):
+    """The notebook's deepdream (cells 3, 6, 8) as Python 3, its display stubbed out."""
+    import scipy.ndimage as nd
+
+    source = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
+    cells = [c for c in source["worksheets"][0]["cells"] if c["cell_type"] == "code"]
+    code = {i: "".join(c["input"]) for i, c in zip((1, 3, 6, 8), cells)}
+    ns = dict(np=np, nd=nd, net=net, showarray=lambda *a, **k: None,
+              clear_output=lambda *a, **k: None)
+    for i in (3, 6, 8):
+        text = code[i][code[i].index("def "):] if i == 3 else code[i]
+        lines = [ln for ln in text.replace("xrange", "range").splitlines()
+                 if not ln.strip().startswith("print ")]
+        exec("\n".join(lines), ns)
+    return ns["deepdream"]
+
+
+def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | None) -> dict:
+    """Time one variant in this process; return its record."""
+    params = DreamParams(iter_n=iter_n, octave_n=octave_n)
+    definition, weights = synthetic_net_files(cache)
+    img = bench_image(size)
+    t0 = time.perf_counter()
+    net = TimedNet(load_variant(variant, definition, weights, params.end))
+    load_s = time.perf_counter() - t0
+
+    octaves, marks = [], {"t": None, "times": None, "macs": 0}
+
+    def on_step(octave, i, _net):
+        now = time.perf_counter()
+        if i == 0:
+            marks["macs"] = conv_macs(net, params.end) if variant != "pytorch" else None
+        if i == iter_n - 1:
+            fwd, bwd = net.times["forward"], net.times["backward"]
+            prev = marks["times"] or (0.0, 0.0)
+            total = now - marks["t"]
+            octaves.append({"octave": octave,
+                            "size": list(net.blobs["data"].data.shape[-2:][::-1]),
+                            "total_s": total, "forward_s": fwd - prev[0],
+                            "backward_s": bwd - prev[1],
+                            "numpy_s": total - (fwd - prev[0]) - (bwd - prev[1]),
+                            "macs_per_pass": marks["macs"]})
+            marks["t"], marks["times"] = now, (fwd, bwd)
+
+    if variant == "notebook":
+        deepdream = notebook_deepdream(net)
+        # cell 8 displays where ours calls back: time the octaves around its make_step calls
+        np.random.seed(SEED)
+        step = deepdream.__globals__["make_step"]
+        counter = {"n": 0}
+
+        def counted(*args, **kwargs):
+            step(*args, **kwargs)
+            on_step(counter["n"] // iter_n, counter["n"] % iter_n, net)
+            counter["n"] += 1
+        deepdream.__globals__["make_step"] = counted
+        marks["t"] = time.perf_counter()
+        result = deepdream(net, img, iter_n=iter_n, octave_n=octave_n)
+    else:
+        marks["t"] = time.perf_counter()
+        result = dream.deepdream(net, img, iter_n=iter_n, octave_n=octave_n, callback=on_step,
+                                 rng=np.random.RandomState(SEED))
+    dream_s = sum(o["total_s"] for o in octaves)
+    if raw_out is not None:
+        np.save(raw_out, result)
+    macs = [o["macs_per_pass"] for o in octaves]
+    flops = None if None in macs else sum(4 * m * iter_n for m in macs)  # 2 per MAC, fwd+bwd
+    return {"variant": variant, "load_s": load_s, "dream_s": dream_s, "octaves": octaves,
+            "gflops": None if flops is None else flops / 1e9,
+            "gflop_per_s": None if flops is None else flops / 1e9 / dream_s,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
+    """Run each variant in its own process; write bench.json and bench.md into ``out``."""
+    config = dict(QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
+    cache = Path(os.environ.get("DEEPDREAM_CAFFE_CACHE")
+                 or Path.home() / ".cache" / "deepdream-caffe") / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    synthetic_net_files(cache)  # once, before the timed processes
+    for name in ("sky1024px.jpg", "dream.ipynb"):  # a clear error here, not in a child
+        assets.fetch(assets.NOTEBOOK_ASSETS[name])
+    results, skipped = [], {}
+    for variant in variants:
+        if variant == "pytorch" and not torch_available():
+            skipped[variant] = "torch is not installed (pip install torch==2.13.0)"
+            say(f"bench: skipping pytorch: {skipped[variant]}")
+            continue
+        say(f"bench: {variant} ...")
+        raw = out / f"{variant}.npy"
+        cmd = [sys.executable, "-m", "deepdream_caffe.bench", variant, json.dumps(config),
+               str(cache), str(raw)]
+        p = subprocess.run(cmd, capture_output=True, text=True,
+                           env={**os.environ, "GLOG_minloglevel": "2"})
+        if p.returncode != 0:
+            raise RuntimeError(f"bench variant {variant} failed:\n{p.stderr}")
+        results.append(json.loads(p.stdout.splitlines()[-1]))
+    by = {r["variant"]: r for r in results}
+    if "pytorch" in by and "ours" in by:  # the same arithmetic: count it from Caffe's net
+        t = by["pytorch"]
+        t["gflops"] = by["ours"]["gflops"]
+        t["gflop_per_s"] = t["gflops"] / t["dream_s"]
+    record = {"config": config, "seed": SEED, "weights": "synthetic (seeded), bvlc_googlenet",
+              "environment": report.environment(with_caffe=True),
+              "results": results, "skipped": skipped, "comparison": compare(out, results)}
+    (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "bench.md").write_text(markdown(record))
+    return record
+
+
+def compare(out: Path, results) -> dict:
+    """Ratios to ours, and whether ours is bit-identical to the notebook's code."""
+    by = {r["variant"]: r for r in results}
+    ours = by.get("ours")
+    cmp = {}
+    if ours is None:
+        return cmp
+    for name, r in by.items():
+        if name != "ours":
+            cmp[f"ours_over_{name}"] = ours["dream_s"] / r["dream_s"]
+    if "notebook" in by:
+        cmp["bit_identical_to_notebook"] = bool(np.array_equal(
+            np.load(out / "ours.npy"), np.load(out / "notebook.npy")))
+    if "pytorch" in by:
+        a, b = np.load(out / "ours.npy"), np.load(out / "pytorch.npy")
+        cmp["pytorch_max_abs_diff"] = float(np.abs(a - b).max())
+    return cmp
+
+
+def markdown(record) -> str:
+    c = record["config"]
+    env = record["environment"]
+    lines = [
+        f"# deepdream-caffe bench: {c['size'][0]}x{c['size'][1]}, {c['octave_n']} octaves x "
+        f"{c['iter_n']} iterations, inception_4c/output",
+        "",
+        f"BLAS: {env.get('blas')} ({env.get('blas_threads')} threads); "
+        f"weights: {record['weights']}; seed {record['seed']}.",
+        "",
+        "| variant | dream s | forward s | backward s | numpy s | GFLOP/s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in record["results"]:
+        f = sum(o["forward_s"] for o in r["octaves"])
+        b = sum(o["backward_s"] for o in r["octaves"])
+        n = sum(o["numpy_s"] for o in r["octaves"])
+        g = "" if r["gflop_per_s"] is None else f"{r['gflop_per_s']:.1f}"
+        lines.append(f"| {r['variant']} | {r['dream_s']:.2f} | {f:.2f} | {b:.2f} | {n:.2f} | "
+                     f"{g} | {r['peak_rss_mib']:.0f} |")
+    lines += ["", "Per octave (seconds: total / forward / backward / numpy):", ""]
+    for r in record["results"]:
+        parts = [f"{o['size'][0]}x{o['size'][1]}: {o['total_s']:.2f} / {o['forward_s']:.2f} / "
+                 f"{o['backward_s']:.2f} / {o['numpy_s']:.2f}" for o in r["octaves"]]
+        lines.append(f"- {r['variant']}: " + "; ".join(parts))
+    lines += ["", "Comparison: " + ", ".join(
+        f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
+        for k, v in record["comparison"].items())]
+    for name, why in record["skipped"].items():
+        lines.append(f"Skipped {name}: {why}.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # one variant, in a process of its own (see bench())
+    variant, config, cache, raw = sys.argv[1:5]
+    config = json.loads(config)
+    result = run_variant(variant, tuple(config["size"]), config["iter_n"], config["octave_n"],
+                         Path(cache), Path(raw))
+    print(json.dumps(result))
