@@ -7,18 +7,20 @@ with one line on stderr and exit status 1 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import assets, dream, models, report
+from . import assets, checks, dream, models, report
 from .errors import DreamError
-from .imageio import load_image, save_array, save_image, save_json
+from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
 
 DEFAULTS = DreamParams()
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
                    help="jitter seed: equals the notebook after np.random.seed(SEED) "
                         "(default: a random seed, printed and recorded)")
+    d.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
+                   metavar="PIXELS", help="scale the input down first so that its longer side "
+                   "is at most PIXELS (a deviation from the notebook; default: no scaling)")
     d.add_argument("--jpeg-quality", type=_number(int, 1, what="must be 1..95"), default=95,
                    help="quality for .jpg outputs")
 
@@ -206,9 +211,18 @@ def make_rng(args, say):
     return seed, np.random.RandomState(seed)
 
 
-def check_output(path: Path, *inputs: Path) -> None:
+def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) -> None:
+    """Refuse an output that cannot be written or would overwrite an input."""
     if not path.parent.is_dir():
         raise DreamError(f"output folder {path.parent} does not exist", "create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise DreamError(f"output folder {path.parent} is not writable",
+                         "choose a folder you can write to")
+    if path.is_dir():
+        raise DreamError(f"output {path} is a folder", "give a file name, e.g. out.png")
+    if path.suffix.lower() not in suffixes:
+        raise DreamError(f"output {path} does not end in {' or '.join(suffixes)}",
+                         f"name it with one of {', '.join(suffixes)} (.png is lossless)")
     for inp in inputs:
         if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
             raise DreamError(f"output {path} is the input", "choose another output name")
@@ -232,45 +246,110 @@ class Progress:
         self.bar.close()
 
 
+@dataclass
+class Run:
+    """What dream, guide and zoom share once the flags are checked: the net and the rest."""
+
+    net: object
+    params: DreamParams
+    seed: int
+    rng: np.random.RandomState
+    model_name: str
+    definition: Path
+    weights: Path
+    mean: tuple
+    swap: tuple
+
+    def record(self, args, timings, **extra) -> dict:
+        return report.run_record(args, self.params, self.seed, self.model_name,
+                                 self.definition, self.weights, self.mean, self.swap, timings,
+                                 net_setup=self.net.dream_setup, **extra)
+
+
+def prepare(args, end, images) -> Run:
+    """Resolve the model, check sizes, memory and weights before Caffe sees them, load the net.
+
+    ``images``: (array, octave_n) for every image that goes through the net.
+    """
+    from .net import dream_model, load_net
+
+    params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
+                         octave_scale=args.octave_scale, step_size=args.step_size,
+                         jitter=args.jitter, clip=args.clip)
+    definition, weights, mean, swap, model_name = model_config(args, end)
+    model = dream_model(definition, end)
+    largest = []
+    for img, octave_n in images:
+        sizes = checks.check_sizes(model, end, *img.shape[:2], octave_n, params.octave_scale)
+        largest.append(sizes[-1])
+    check_memory(model, max(largest, key=lambda hw: hw[0] * hw[1]), args)
+    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu,
+                   notebook_net=args.notebook_net)
+    seed, rng = make_rng(args, log_to_stderr)
+    return Run(net, params, seed, rng, model_name, definition, weights, mean, swap)
+
+
+def check_memory(model, size, args):
+    """Refuse a dream that would not fit in memory, with the estimate and a size that fits."""
+    free = checks.available_bytes()
+    try:
+        need = checks.estimate_bytes(model, [size], args.notebook_net)
+        if free is None or need <= 0.9 * free:
+            return
+        fit = checks.side_that_fits(model, size, args.notebook_net, 0.9 * free)
+    except checks.Unknown:
+        return
+    h, w = size
+    what = (f"a {w}x{h} dream needs about {need / 2**30:.1f} GiB of memory and "
+            f"{free / 2**30:.1f} GiB are available")
+    if fit is None:
+        raise DreamError(what + ", and even a small image would not fit",
+                         "close other programs or use a machine with more memory")
+    raise DreamError(what, f"pass --max-size {fit} to scale the image down first, or use a "
+                     "smaller image")
+
+
+def read_inputs(args, *paths):
+    log = log_to_stderr if args.verbose else None
+    return [load_image(p, log=log, max_size=args.max_size) for p in paths]
+
+
 def run_dream(args, objective_for=None):
     """dream and guide: one image in, one image out (plus sidecar and --raw)."""
     say = log_to_stderr
     end = default_end(args)
-    check_output(args.output, args.input, getattr(args, "guide", None))
-    img = load_image(args.input, log=say if args.verbose else None)
-    definition, weights, mean, swap, model_name = model_config(args, end)
-    from .net import load_net
+    guide_path = getattr(args, "guide", None)
+    check_output(args.output, args.input, guide_path)
+    if args.raw is not None:
+        check_output(args.raw, args.input, guide_path, suffixes=(".npy",))
+    img, *guide = read_inputs(args, args.input, *([guide_path] if guide_path else []))
     t0 = time.perf_counter()
-    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu,
-                   notebook_net=args.notebook_net)
+    run = prepare(args, end, [(img, args.octave_n)] + [(g, 1) for g in guide])
     t_load = time.perf_counter() - t0
-    seed, rng = make_rng(args, say)
-    params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
-                         octave_scale=args.octave_scale, step_size=args.step_size,
-                         jitter=args.jitter, clip=args.clip)
-    step_params = {"rng": rng}
-    extra = {"net_setup": net.dream_setup}
-    if objective_for is not None:
-        guide = load_image(args.guide, log=say if args.verbose else None)
-        step_params["objective"] = dream.objective_guide(dream.guide_features(net, guide, end))
-        extra["guide"] = report.file_record(args.guide)
+    step_params = {"rng": run.rng}
+    extra = {}
+    if guide:
+        features = dream.guide_features(run.net, guide[0], end)
+        step_params["objective"] = dream.objective_guide(features)
+        extra["guide"] = report.file_record(guide_path)
     if args.save_steps:
         args.save_steps.mkdir(parents=True, exist_ok=True)
-    progress = Progress(params.octave_n * params.iter_n, args.save_steps, params.clip)
+    progress = Progress(run.params.octave_n * run.params.iter_n, args.save_steps,
+                        run.params.clip)
     t0 = time.perf_counter()
     try:
-        result = dream.deepdream(net, img, callback=progress, **params.as_kwargs(),
+        result = dream.deepdream(run.net, img, callback=progress, **run.params.as_kwargs(),
                                  **step_params)
     finally:
         progress.close()
     t_dream = time.perf_counter() - t0
-    shown = result if params.clip else dream.stretch(result)
-    save_image(dream.to_uint8(shown), args.output, args.jpeg_quality)
-    if args.raw:
-        save_array(result, args.raw)
-    sidecar = report.run_record(args, params, seed, model_name, definition, weights, mean, swap,
-                                {"load_s": t_load, "dream_s": t_dream}, **extra)
-    save_json(sidecar, args.output.with_name(args.output.name + ".json"))
+    shown = result if run.params.clip else dream.stretch(result)
+    sidecar = run.record(args, {"load_s": t_load, "dream_s": t_dream}, **extra)
+    with all_or_nothing() as batch:
+        save_image(dream.to_uint8(shown), args.output, args.jpeg_quality, batch)
+        save_json(sidecar, args.output.with_name(args.output.name + ".json"), batch)
+        if args.raw:
+            save_array(result, args.raw, batch)
     say(f"wrote {args.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
 
 
@@ -290,34 +369,28 @@ def cmd_zoom(args):
     if args.video and shutil.which("ffmpeg") is None:
         raise DreamError("--video needs ffmpeg, which is not installed",
                          "apt-get install ffmpeg, or leave out --video")
-    frame = load_image(args.input, log=say if args.verbose else None)
-    definition, weights, mean, swap, model_name = model_config(args, end)
-    from .net import load_net
-    net = load_net(definition, weights, end, mean, swap, gpu=args.gpu,
-                   notebook_net=args.notebook_net)
-    seed, rng = make_rng(args, say)
-    params = DreamParams(end=end, iter_n=args.iter_n, octave_n=args.octave_n,
-                         octave_scale=args.octave_scale, step_size=args.step_size,
-                         jitter=args.jitter, clip=args.clip)
+    if args.output.exists() and not args.output.is_dir():
+        raise DreamError(f"{args.output} exists and is not a folder", "name a folder for frames")
+    (frame,) = read_inputs(args, args.input)
+    run = prepare(args, end, [(frame, args.octave_n)])
     args.output.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
     bar = tqdm(total=args.frames, desc="zoom", unit="frame", disable=None)
     t0 = time.perf_counter()
     done = 0
     try:
-        for i, img in dream.zoom_frames(net, frame, args.frames, args.scale, rng=rng,
-                                        **params.as_kwargs()):
+        for i, img in dream.zoom_frames(run.net, frame, args.frames, args.scale, rng=run.rng,
+                                        **run.params.as_kwargs()):
             save_image(dream.to_uint8(img), args.output / f"{i:04d}.{args.format}",
                        args.jpeg_quality)
             done = i + 1
             bar.update(1)
     finally:
         bar.close()
-        sidecar = report.run_record(args, params, seed, model_name, definition, weights, mean,
-                                    swap, {"dream_s": time.perf_counter() - t0},
-                                    net_setup=net.dream_setup,
-                                    zoom={"frames_done": done, "frames": args.frames,
-                                          "scale": args.scale})
+        # frames already written are kept, and the sidecar says how many there are
+        sidecar = run.record(args, {"dream_s": time.perf_counter() - t0},
+                             zoom={"frames_done": done, "frames": args.frames,
+                                   "scale": args.scale})
         save_json(sidecar, args.output / "zoom.json")
     if args.video:
         cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", "25",
@@ -391,10 +464,17 @@ def main(argv=None) -> int:
             raise
         print(f"deepdream-caffe: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the disk is full, a folder vanished, ...: still one line
+        if args.debug:
+            raise
+        print(f"deepdream-caffe: error: {e}; nothing was overwritten (outputs are written "
+              "to a temporary name first)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("deepdream-caffe: interrupted; no partial output was written", file=sys.stderr)
+        print("deepdream-caffe: interrupted; finished outputs are kept, no partial file "
+              "was written", file=sys.stderr)
         return 130
     return 0
 

@@ -154,6 +154,44 @@ def data_gradient_only(model, end: str):
     return fast
 
 
+def dream_model(model_def: Path, end: str):
+    """The definition as a dream at ``end`` runs it: parsed, ``end`` checked, pruned."""
+    model = read_definition(model_def)
+    return prune(model, end)
+
+
+def select_device(caffe, gpu: int | None) -> None:
+    """CPU, or GPU ``gpu`` after checking that this Caffe and this machine have one."""
+    if gpu is None:
+        caffe.set_mode_cpu()
+        return
+    from .build import build_record
+
+    if build_record().get("variant") != "cuda":
+        raise DreamError("--gpu needs the CUDA build of Caffe; this one is CPU-only",
+                         "leave out --gpu, or build it with `make setup CUDA=1`")
+    count = cuda_device_count()
+    if gpu >= count:
+        raise DreamError(f"--gpu {gpu}: this machine has {count} CUDA device(s)",
+                         "leave out --gpu, or choose one below the count")
+    caffe.set_device(gpu)
+    caffe.set_mode_gpu()
+
+
+def cuda_device_count() -> int:
+    """CUDA devices the driver sees (0 when there is no driver or runtime)."""
+    import ctypes
+
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        return count.value if lib.cudaGetDeviceCount(ctypes.byref(count)) == 0 else 0
+    return 0
+
+
 def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap=(2, 1, 0),
              gpu: int | None = None, prune_net: bool = True, notebook_net: bool = False):
     """Return a ``caffe.Classifier`` ready for dreaming at ``end``.
@@ -178,11 +216,10 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
             fast = None if notebook_net else data_gradient_only(model, end)
             if fast is not None:
                 model, setup = fast, f"data gradient only, pruned to {end}"
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(gpu)
-        caffe.set_mode_gpu()
+    from .checks import check_weights
+
+    check_weights(model, weights)  # Caffe aborts on weights that do not fit
+    select_device(caffe, gpu)
     # The notebook wrote tmp.prototxt into the working folder; a private temporary file here.
     fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="deepdream-")
     try:

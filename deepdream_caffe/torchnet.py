@@ -22,6 +22,14 @@ class Blob:
         self.diff = np.zeros(shape, np.float32)
 
 
+class Blobs(dict):
+    """Like pycaffe's ``net.blobs``: make_step takes ``blobs[end]`` before the forward pass."""
+
+    def __missing__(self, name):
+        self[name] = Blob()
+        return self[name]
+
+
 class Transformer:
     def __init__(self, mean):
         self.mean = {"data": np.float32(mean)[:, None, None]}
@@ -37,7 +45,7 @@ class TorchNet:
         self.params = {
             name: [torch.from_numpy(b.data.copy()).requires_grad_(weight_grads) for b in blobs]
             for name, blobs in caffe_net.params.items()}
-        self.blobs = {"data": Blob((1, 3, 224, 224))}
+        self.blobs = Blobs(data=Blob((1, 3, 224, 224)))
         self.transformer = Transformer(mean)
         self._layer_names = [layer.name for layer in model.layer]
 
@@ -51,7 +59,7 @@ class TorchNet:
             if layer.name == end:
                 break
         self._output = out
-        blob = self.blobs.setdefault(end, Blob())
+        blob = self.blobs[end]
         blob.data = out.detach().numpy()
         blob.diff = np.zeros_like(blob.data)
 

@@ -1,0 +1,357 @@
+"""Bad input and failures: one clear line, exit 1..125, nothing created, nothing changed.
+
+Every failure here goes through the real command in a subprocess, as users meet it.
+"""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepdream_caffe import cli, imageio
+from deepdream_caffe.errors import DreamError
+
+pytestmark = pytest.mark.caffe
+FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "1"]
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_clean_failure(p, folder, before, *words):
+    """The contract: exit 1..125, one line naming the problem, no traceback, no new files."""
+    assert 1 <= p.returncode <= 125, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepdream-caffe: error: "), p.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert snapshot(folder) == before  # nothing created, nothing changed
+
+
+@pytest.fixture
+def work(tmp_path, sky, nets):
+    """A folder with an input image, and the flags for the synthetic bvlc_googlenet."""
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    return tmp_path, ["--model-def", definition, "--weights", weights]
+
+
+def fails(work, *args, words=(), env=None):
+    folder, model = work
+    before = snapshot(folder)
+    p = run(args[0], *FAST, *args[1:], *model, env=env)
+    assert_clean_failure(p, folder, before, *words)
+    return p
+
+
+# --- input images --------------------------------------------------------------------------
+def test_missing_input(work):
+    fails(work, "dream", work[0] / "nope.png", "-o", work[0] / "o.png", words=["does not exist"])
+
+
+@pytest.mark.parametrize("content", [b"", b"this is text", b"\x89PNG\r\n\x1a\n broken"])
+def test_not_an_image(work, content):
+    (work[0] / "bad.png").write_bytes(content)
+    fails(work, "dream", work[0] / "bad.png", "-o", work[0] / "o.png", words=["cannot read"])
+
+
+def test_truncated_jpeg(work):
+    buf = io.BytesIO()
+    PIL.Image.open(work[0] / "in.png").save(buf, "JPEG")
+    (work[0] / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    fails(work, "dream", work[0] / "cut.jpg", "-o", work[0] / "o.png", words=["truncated"])
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "I", "1"])
+def test_other_modes_become_rgb(tmp_path, sky, mode):
+    rgb = PIL.Image.fromarray(np.uint8(sky))
+    if mode == "I;16":
+        im = PIL.Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    else:
+        im = rgb.convert(mode)
+    path = tmp_path / {"CMYK": "x.jpg", "I": "x.tif"}.get(mode, "x.png")
+    im.save(path)
+    said = []
+    img = imageio.load_image(path, log=said.append)
+    assert img.dtype == np.float32 and img.shape == sky.shape
+    assert 0 <= img.min() and img.max() <= 255 and img.std() > 1
+    assert said and "to RGB" in said[0]
+    if mode == "I;16":  # 16 bits scaled to 8, not clipped to white
+        np.testing.assert_allclose(img[..., 0], np.asarray(rgb.convert("L")), atol=1)
+
+
+def test_rgb_loads_exactly_as_the_notebook(tmp_path, sky):
+    path = tmp_path / "x.png"
+    PIL.Image.fromarray(np.uint8(sky)).save(path)
+    np.testing.assert_array_equal(imageio.load_image(path), np.float32(PIL.Image.open(path)))
+
+
+def test_exif_orientation_is_ignored_and_said(tmp_path, sky):
+    im = PIL.Image.fromarray(np.uint8(sky))
+    exif = im.getexif()
+    exif[imageio.EXIF_ORIENTATION] = 6  # "rotate 90 degrees to display"
+    im.save(tmp_path / "x.jpg", exif=exif)
+    said = []
+    img = imageio.load_image(tmp_path / "x.jpg", log=said.append)
+    assert img.shape == sky.shape  # as stored, not rotated, as the notebook read it
+    assert any("EXIF orientation ignored" in s for s in said)
+
+
+# --- sizes and memory ----------------------------------------------------------------------
+def test_too_small_names_the_smallest_size(work):
+    p = fails(work, "dream", work[0] / "in.png", "-o", work[0] / "o.png",
+              "--end", "inception_5b/output", "--octave-n", "6", words=["too small"])
+    assert "at least" in p.stderr and "--octave-n" in p.stderr
+
+
+def test_fully_connected_end_needs_the_definition_size(work):
+    PIL.Image.new("RGB", (300, 300), "gray").save(work[0] / "square.png")
+    fails(work, "dream", work[0] / "square.png", "-o", work[0] / "o.png",
+          "--end", "loss3/classifier", "--octave-n", "1", words=["fully connected", "224x224"])
+
+
+def test_too_large_gives_an_estimate_and_a_size_that_fits(work, monkeypatch, capsys):
+    folder, model = work
+    monkeypatch.setattr("deepdream_caffe.checks.available_bytes", lambda: 290 * 2**20)
+    before = snapshot(folder)
+    args = ["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model),
+            *FAST]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "GiB" in err and "--max-size" in err and snapshot(folder) == before
+    fit = int(err.split("--max-size ")[1].split()[0])
+    assert cli.main([*args, "--max-size", str(fit)]) == 0
+    with PIL.Image.open(folder / "o.png") as im:
+        assert max(im.size) <= fit
+
+
+def test_memory_estimate_is_near_a_measured_peak(nets, tmp_path):
+    """The estimate errs a little high: within -5%..+25% of the peak a real dream reaches."""
+    from deepdream_caffe import checks
+    from deepdream_caffe.net import dream_model
+
+    definition, weights = nets["bvlc_googlenet"]
+    code = f"""
+import resource, numpy as np
+from deepdream_caffe import dream
+from deepdream_caffe.net import load_net
+net = load_net({str(definition)!r}, {str(weights)!r}, "inception_4c/output", (104, 116, 122))
+img = np.random.RandomState(0).uniform(0, 255, (288, 512, 3)).astype(np.float32)
+dream.deepdream(net, img, iter_n=1, octave_n=2, rng=np.random.RandomState(0))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "GLOG_minloglevel": "2"})
+    peak = int(p.stdout.split()[-1])
+    estimate = checks.estimate_bytes(dream_model(definition, "inception_4c/output"),
+                                     [(288, 512)], False)
+    assert 0.95 * peak <= estimate <= 1.25 * peak, (estimate / 2**20, peak / 2**20)
+
+
+def test_max_size_scales_down(work):
+    out = work[0] / "o.png"
+    p = run("dream", work[0] / "in.png", "-o", out, *work[1], *FAST, "--max-size", "64")
+    assert p.returncode == 0, p.stderr
+    with PIL.Image.open(out) as im:
+        assert im.size == (64, 36)
+
+
+# --- flags ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags,message", [
+    (["--octave-scale", "0.9"], "greater than 1"),
+    (["--octave-n", "0"], "at least 1"),
+    (["--iter-n", "-3"], "at least 1"),
+    (["--step-size", "0"], "greater than 0"),
+    (["--jitter", "x"], "not a int"),
+    (["--octave-scale", "nan"], "not a finite number"),
+    (["--mean", "1,2"], "three values"),
+])
+def test_bad_flags_are_usage_errors(work, flags, message):
+    folder, _ = work
+    before = snapshot(folder)
+    p = run("dream", folder / "in.png", "-o", folder / "o.png", *flags)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+    assert snapshot(folder) == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flag=st.sampled_from(["--iter-n", "--octave-n", "--octave-scale", "--step-size",
+                             "--jitter", "--seed", "--max-size"]),
+       value=st.one_of(st.text(max_size=8), st.integers(-10**6, 10**6).map(str),
+                       st.floats(allow_nan=True, allow_infinity=True).map(str)))
+def test_any_flag_value_parses_or_is_refused(flag, value):
+    """Hypothesis: every value either parses to a valid setting or is a usage error."""
+    parser = cli.build_parser()
+    try:
+        args = parser.parse_args(["dream", "in.png", "-o", "o.png", f"{flag}={value}"])
+    except SystemExit as e:
+        assert e.code == 2
+        return
+    v = getattr(args, flag[2:].replace("-", "_"))
+    assert np.isfinite(v)
+    assert {"--octave-scale": v > 1, "--step-size": v > 0, "--jitter": v >= 0,
+            "--seed": v >= 0, "--max-size": v >= 16}.get(flag, v >= 1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.binary(max_size=2048))
+def test_any_bytes_load_or_give_a_clear_error(tmp_path_factory, data):
+    """Hypothesis: random bytes never crash the loader with anything but DreamError."""
+    path = tmp_path_factory.mktemp("h") / "x.png"
+    path.write_bytes(data)
+    try:
+        img = imageio.load_image(path)
+    except DreamError as e:
+        assert "cannot read" in str(e)
+        return
+    assert img.dtype == np.float32 and img.ndim == 3 and img.shape[2] == 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(w=st.integers(1, 40), h=st.integers(1, 40),
+       mode=st.sampled_from(["L", "RGB", "RGBA", "P", "I;16", "LA", "1"]),
+       seed=st.integers(0, 2**16))
+def test_any_small_image_loads_as_rgb(tmp_path_factory, w, h, mode, seed):
+    pixels = np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
+    im = PIL.Image.fromarray(pixels)
+    im = (PIL.Image.fromarray(np.asarray(im.convert("L"), np.uint16) * 257) if mode == "I;16"
+          else im.convert(mode))
+    path = tmp_path_factory.mktemp("m") / "x.png"
+    im.save(path)
+    img = imageio.load_image(path)
+    assert img.shape == (h, w, 3) and img.dtype == np.float32
+    assert 0 <= img.min() and img.max() <= 255
+
+
+# --- weights and definitions -----------------------------------------------------------------
+def test_truncated_weights(work):
+    folder, model = work
+    cut = folder / "cut.caffemodel"
+    cut.write_bytes(model[3].read_bytes()[:100000])
+    fails((folder, model[:2] + ["--weights", cut]), "dream", folder / "in.png",
+          "-o", folder / "o.png", words=["corrupt or truncated"])
+
+
+def test_weights_of_another_net(work):
+    folder, model = work
+    other = folder / "other.caffemodel"
+    from deepdream_caffe.net import import_caffe
+    caffe = import_caffe()
+    small = folder / "small.prototxt"
+    small.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
+                     'dim: 1 dim: 3 dim: 32 dim: 32 } } }\nlayer { name: "conv1/7x7_s2" type: '
+                     '"Convolution" bottom: "data" top: "c" convolution_param { num_output: 8 '
+                     'kernel_size: 3 } }\n')
+    caffe.Net(str(small), caffe.TEST).save(str(other))
+    fails((folder, model[:2] + ["--weights", other]), "dream", folder / "in.png",
+          "-o", folder / "o.png", words=["does not fit", "conv1/7x7_s2"])
+    fails((folder, model[:2] + ["--weights", other]), "dream", folder / "in.png",
+          "-o", folder / "o.png", "--end", "inception_3a/output",
+          words=["conv1/7x7_s2"])
+
+
+def test_prototxt_syntax_error_and_missing_files(work):
+    folder, model = work
+    bad = folder / "bad.prototxt"
+    bad.write_text("layer { name: 'x' type: ")
+    fails((folder, ["--model-def", bad, "--weights", model[3]]), "dream", folder / "in.png",
+          "-o", folder / "o.png", words=["not a valid Caffe prototxt"])
+    fails((folder, ["--model-def", folder / "no.prototxt", "--weights", model[3]]), "dream",
+          folder / "in.png", "-o", folder / "o.png", words=["does not exist"])
+    fails((folder, [model[0], model[1], "--weights", folder / "no.caffemodel"]), "dream",
+          folder / "in.png", "-o", folder / "o.png", words=["does not exist"])
+
+
+def test_gpu_on_a_cpu_build(work):
+    fails(work, "dream", work[0] / "in.png", "-o", work[0] / "o.png", "--gpu", "0",
+          words=["CPU-only", "make setup CUDA=1"])
+
+
+def test_caffe_missing_points_at_make_setup(work):
+    folder, model = work
+    before = snapshot(folder)
+    argv = ["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model)]
+    code = ("import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
+            f"sys.exit(main({argv!r}))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert_clean_failure(p, folder, before, "pycaffe", "make setup")
+
+
+# --- outputs -------------------------------------------------------------------------------
+def test_output_folder_missing_or_a_folder_or_no_extension(work):
+    folder = work[0]
+    fails(work, "dream", folder / "in.png", "-o", folder / "no" / "o.png", words=["does not exist"])
+    (folder / "sub").mkdir()
+    fails(work, "dream", folder / "in.png", "-o", folder / "sub", words=["is a folder"])
+    fails(work, "dream", folder / "in.png", "-o", folder / "o.txt", words=["does not end in"])
+    fails(work, "dream", folder / "in.png", "-o", folder / "o.png", "--raw", folder / "r.png",
+          words=[".npy"])
+
+
+def test_output_equal_to_input_is_refused(work):
+    fails(work, "dream", work[0] / "in.png", "-o", work[0] / "in.png", words=["is the input"])
+
+
+def test_disk_full_leaves_nothing(work, monkeypatch, capsys):
+    folder, model = work
+    before = snapshot(folder)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(PIL.Image.Image, "save", full)
+    code = cli.main(["dream", str(folder / "in.png"), "-o", str(folder / "o.png"),
+                     "--raw", str(folder / "o.npy"), *map(str, model), *FAST])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left" in err and "Traceback" not in err
+    assert snapshot(folder) == before  # not the image, not its sidecar, not --raw
+
+
+def test_ctrl_c_leaves_no_partial_output(work):
+    folder, model = work
+    steps = folder / "steps"
+    proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "dream",
+                             str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model),
+                             "--iter-n", "200", "--save-steps", str(steps)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (steps.is_dir() and any(steps.iterdir())) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not [p for p in folder.iterdir() if p.name.startswith(("o.png", ".o.png"))]
+
+
+def test_interrupted_zoom_keeps_finished_frames(work):
+    folder, model = work
+    frames = folder / "frames"
+    proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "zoom",
+                             str(folder / "in.png"), "-o", str(frames), *map(str, model),
+                             "--iter-n", "1", "--octave-n", "1", "--frames", "1000"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(list(frames.glob("*.png"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    import json
+    record = json.loads((frames / "zoom.json").read_text())
+    done = sorted(frames.glob("*.png"))
+    assert record["zoom"]["frames_done"] == len(done) >= 2
+    assert [p.name for p in done] == [f"{i:04d}.png" for i in range(len(done))]
+    assert not list(frames.glob(".*"))  # no temporary file left
