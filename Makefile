@@ -26,7 +26,7 @@ dream: setup  ## the main job: the notebook's default dream of sky1024px.jpg int
 
 bench: setup  ## time the default dream: ours, the notebook's code, PyTorch (out/bench/)
 	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || \
-	  $(PY) -m pip install -q --disable-pip-version-check 'torch==2.13.0'
+	  $(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(VENV)/bin/deepdream-caffe bench --out $(OUT)/bench $(BENCH_ARGS)
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests

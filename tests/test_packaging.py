@@ -17,6 +17,7 @@ def pins(text):
 def test_environment_yml_matches_requirements():
     pip = pins((ROOT / "requirements.txt").read_text())
     pip.update(pins((ROOT / "requirements-test.txt").read_text()))
+    pip.update(pins((ROOT / "requirements-bench.txt").read_text()))
     conda = pins((ROOT / "environment.yml").read_text())
     assert conda == pip
 
