@@ -9,7 +9,7 @@ OUT := out
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup dream bench test pytest caffe caffe-test pycaffe-test lint clean distclean
+.PHONY: help setup dream goldens verify-notebook bench test pytest caffe caffe-test pycaffe-test lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -23,6 +23,12 @@ dream: setup  ## the main job: the notebook's default dream of sky1024px.jpg int
 	$(VENV)/bin/deepdream-caffe fetch bvlc_googlenet >/dev/null
 	sky=$$($(VENV)/bin/deepdream-caffe fetch sky1024px.jpg) && \
 	  $(VENV)/bin/deepdream-caffe dream "$$sky" -o $(OUT)/sky_dream.png --seed 0
+
+goldens: setup  ## recompute reference_images/ (pinned BLAS), say what changed
+	$(PY) -m deepdream_caffe.goldens update reference_images
+
+verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
+	$(VENV)/bin/deepdream-caffe verify-notebook --out $(OUT)/verify-notebook
 
 bench: setup  ## time the default dream: ours, the notebook's code, PyTorch (out/bench/)
 	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || \

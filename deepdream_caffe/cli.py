@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", formatter_class=fmt,
                    help="versions, the Caffe build record, BLAS threads, GPU")
+
+    p = sub.add_parser("export-golden", parents=[common], formatter_class=fmt,
+                       help="write every intermediate of one dream, for other implementations")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="folder for bundle.npz and bundle.json")
+    p.add_argument("--input", type=Path,
+                   help="input image (default: the notebook's sky1024px.jpg at --size)")
+    p.add_argument("--size", type=_size, metavar="WxH",
+                   help="resize the input first (bilinear) (default: the notebook's sky at "
+                        "256x144, your --input as it is)")
+    p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
+
+    p = sub.add_parser("compare", formatter_class=fmt,
+                       help="measure another implementation's arrays against a golden bundle; "
+                            "exit 1 beyond tolerance")
+    p.add_argument("bundle", type=Path, metavar="DIR", help="a folder from export-golden")
+    p.add_argument("other", type=Path, metavar="OTHER.npz", help="the same arrays, from yours")
+    p.add_argument("--report", type=Path, metavar="FILE.md",
+                   help="markdown report (default: DIR/compare.md)")
+
+    p = sub.add_parser("verify-notebook", formatter_class=fmt,
+                       help="compare our dreams with the images dream.ipynb shows (needs the "
+                            "real bvlc_googlenet weights; skips without them)")
+    p.add_argument("--seeds", type=_number(int, 2, what="must be at least 2"), default=3,
+                   help="seeds per case (the spread needs at least two)")
+    p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
+                   choices=[12, 14, 21, 27],
+                   help="notebook cells to reproduce (21, the 30th zoom frame, takes 30 dreams "
+                        "per seed)")
+    p.add_argument("--out", type=Path, default=Path("out/verify-notebook"),
+                   help="folder for report.md, report.json and the side-by-side images")
 
     p = sub.add_parser("bench", formatter_class=fmt,
                        help="time the notebook's default dream against its baselines")
@@ -442,6 +474,83 @@ def cmd_info(args):
         print(f"{key:22s} {value}")
 
 
+def cmd_export_golden(args):
+    import PIL.Image
+
+    from . import bundle
+    end = default_end(args)
+    path = args.input or assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])
+    size = args.size or (None if args.input else (256, 144))
+    (img,) = read_inputs(args, path)
+    if size and img.shape[1::-1] != size:  # an 8-bit image: nothing lost in the round trip
+        img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
+    run = prepare(args, end, [(img, args.octave_n)])
+    from .net import dream_model
+    provenance = {"model": run.model_name, "weights": report.file_record(run.weights),
+                  "definition": report.file_record(run.definition),
+                  "input": report.file_record(path), "size": list(img.shape[1::-1]),
+                  "mean_bgr": list(run.mean), "channel_swap": list(run.swap),
+                  "net_setup": run.net.dream_setup,
+                  "environment": report.environment(with_caffe=True)}
+    bundle.export(args.out, run.net, dream_model(run.definition, end), img, run.params,
+                  run.seed, provenance)
+    log_to_stderr(f"wrote {args.out / 'bundle.npz'} and {args.out / 'bundle.json'}")
+
+
+def cmd_compare(args):
+    from . import bundle
+    for path in (args.bundle / "bundle.json", args.bundle / "bundle.npz", args.other):
+        if not path.is_file():
+            raise DreamError(f"{path} does not exist", "check the path (export-golden makes "
+                             "DIR/bundle.npz and DIR/bundle.json)")
+    result = bundle.compare(args.bundle, args.other)
+    text = bundle.markdown(result)
+    report_path = args.report or args.bundle / "compare.md"
+    with all_or_nothing() as batch:
+        with batch(report_path).open("w") as f:
+            f.write(text)
+    print(text, end="")
+    if not result["passed"]:
+        raise DreamError(f"{args.other} diverges from the bundle (first diverging blob: "
+                         f"{result['first_diverging'] or 'none'})", f"see {report_path}")
+
+
+def cmd_verify_notebook(args):
+    import json
+
+    from . import verify
+    from .net import load_net
+    try:
+        definition, weights = models.model_files(models.get_model("bvlc_googlenet"))
+    except DreamError as e:
+        log_to_stderr(f"verify-notebook: skipped: it needs the real bvlc_googlenet weights, and "
+                      f"they are not available here ({e})")
+        return
+    notebook = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
+    sky, flowers = (load_image(assets.fetch(assets.NOTEBOOK_ASSETS[n]))
+                    for n in ("sky1024px.jpg", "flowers.jpg"))
+
+    def dream_fn(case, seed):
+        net = load_net(definition, weights, case.end, models.IMAGENET_MEAN_BGR)
+        rng = np.random.RandomState(seed)
+        if case.zoom_frame is not None:
+            frames = dream.zoom_frames(net, sky, case.zoom_frame + 1, rng=rng, end=case.end)
+            return deque(frames, maxlen=1)[0][1]  # the last one
+        extra = {}
+        if case.guide:
+            extra["objective"] = dream.objective_guide(
+                dream.guide_features(net, flowers, case.end))
+        return dream.deepdream(net, sky, end=case.end, rng=rng, **extra)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [verify.run_case(case, dream_fn, notebook, range(args.seeds), args.out)
+               for case in verify.CASES if case.cell in args.cells]
+    print(verify.report(results, args.out, note=f"Weights: {weights}."), end="")
+    if not all(r["holds"] for r in results):
+        raise DreamError("the notebook's images are not within our seed-to-seed spread for "
+                         "every case", f"see {args.out / 'report.md'}")
+
+
 def cmd_bench(args):
     from .bench import bench
     record = bench(args.out, quick=args.quick, variants=args.variants, say=log_to_stderr)
@@ -456,7 +565,7 @@ def log_to_stderr(message):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    command = globals()["cmd_" + args.command]
+    command = globals()["cmd_" + args.command.replace("-", "_")]
     try:
         command(args)
     except DreamError as e:

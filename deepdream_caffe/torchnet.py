@@ -59,9 +59,10 @@ class TorchNet:
             if layer.name == end:
                 break
         self._output = out
-        blob = self.blobs[end]
-        blob.data = out.detach().numpy()
-        blob.diff = np.zeros_like(blob.data)
+        for name, value in values.items():  # every blob, as Caffe would hold it
+            if name != "data":
+                self.blobs[name].data = value.detach().numpy()
+        self.blobs[end].diff = np.zeros_like(self.blobs[end].data)
 
     def backward(self, start):
         self._output.backward(self.torch.from_numpy(self.blobs[start].diff))
