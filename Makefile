@@ -12,7 +12,7 @@ BENCH_ARGS ?=
 .PHONY: help setup dream goldens verify-notebook bench test pytest caffe caffe-test pycaffe-test lint clean distclean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  (CUDA=1 with setup/caffe builds the CUDA variant)"
 
 setup:  ## apt deps, Caffe + pycaffe (cached), .venv/ with the project

@@ -439,6 +439,9 @@ def cmd_layers(args):
         definition = args.model_def
     else:
         definition = models.model_definition(models.get_model(args.model))
+        if definition.name == "deploy_from_builder.prototxt":
+            log_to_stderr(f"note: {args.model}'s own definition is not available (its archive "
+                          "cannot be fetched); showing the GoogLeNet builder's equivalent")
     model = read_definition(definition)
     shapes = report.blob_shapes(model, args.size)
     print(f"# layers usable as --end, blob shape at {args.size[0]}x{args.size[1]} input;"
@@ -565,6 +568,8 @@ def log_to_stderr(message):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # glog reads this once, when libcaffe loads: quiet unless --verbose
+    os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
     command = globals()["cmd_" + args.command.replace("-", "_")]
     try:
         command(args)

@@ -45,7 +45,31 @@ def read_definition(path: Path):
     except (text_format.ParseError, UnicodeDecodeError) as e:
         raise DreamError(f"{path} is not a valid Caffe prototxt ({e})",
                          "fix the definition or pass the right --model-def") from e
+    check_structure(caffe, model, path)
     return model
+
+
+def check_structure(caffe, model, path) -> None:
+    """What Caffe would abort on when it builds the net: unknown types, missing inputs."""
+    fix = "fix the definition or pass the right --model-def"
+    layers = list(_layers(model))
+    if not layers:
+        raise DreamError(f"{path} defines no layers", fix)
+    if not len(model.layer):
+        return  # the V1 format: Caffe upgrades it, and checks it itself
+    known = set(caffe.layer_type_list())
+    made = set(model.input)
+    for layer in layers:
+        if layer.type not in known:
+            raise DreamError(f"{path}: layer {layer.name!r} has the unknown type "
+                             f"{layer.type!r}", fix)
+        for bottom in layer.bottom:
+            if bottom not in made:
+                raise DreamError(f"{path}: layer {layer.name!r} reads {bottom!r}, which no "
+                                 "earlier layer makes", fix)
+        made.update(layer.top)
+    if "data" not in made:
+        raise DreamError(f"{path} has no blob named 'data' (the notebook's input)", fix)
 
 
 def _layers(model):

@@ -116,3 +116,11 @@ def test_notebook_assets_in_mirror_match_registry():
         except DreamError:
             pytest.skip("no mirror of the notebook's files")
         assert assets.matches(path, a)
+
+
+def test_wrong_size_is_refused_and_removed(server, cache):
+    a = asset(server + "/good")
+    wrong = assets.Asset(a.filename, a.url, a.hash, a.size + 1)  # the record says otherwise
+    with pytest.raises(DreamError, match="wrong size"):
+        assets.fetch(wrong, progress=False)
+    assert leftovers(cache) == []

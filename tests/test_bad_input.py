@@ -276,6 +276,39 @@ def test_prototxt_syntax_error_and_missing_files(work):
           folder / "in.png", "-o", folder / "o.png", words=["does not exist"])
 
 
+@pytest.mark.parametrize("text,words", [
+    ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+     'dim: 32 dim: 32 } } }\nlayer { name: "c" type: "Convolutin" bottom: "data" top: "c" }',
+     ["unknown type", "Convolutin"]),
+    ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+     'dim: 32 dim: 32 } } }\nlayer { name: "c" type: "ReLU" bottom: "dat" top: "c" }',
+     ["reads 'dat'"]),
+    ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }',
+     ["no blob named 'data'"]),
+])
+def test_definitions_caffe_would_abort_on(work, text, words):
+    folder, model = work
+    bad = folder / "bad.prototxt"
+    bad.write_text(text)
+    fails((folder, ["--model-def", bad, "--weights", model[3]]), "dream", folder / "in.png",
+          "-o", folder / "o.png", "--end", "c", words=words)
+
+
+def test_debug_shows_the_traceback(work):
+    folder, model = work
+    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "--debug", "dream",
+                        str(folder / "nope.png"), "-o", str(folder / "o.png")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "Traceback" in p.stderr and "DreamError" in p.stderr
+
+
+def test_video_without_ffmpeg_is_refused_before_dreaming(work, monkeypatch):
+    folder, _ = work
+    monkeypatch.setenv("PATH", str(folder))  # no ffmpeg on it
+    fails(work, "zoom", folder / "in.png", "-o", folder / "frames", "--video",
+          folder / "v.mp4", words=["ffmpeg", "apt-get install ffmpeg"])
+
+
 def test_gpu_on_a_cpu_build(work):
     fails(work, "dream", work[0] / "in.png", "-o", work[0] / "o.png", "--gpu", "0",
           words=["CPU-only", "make setup CUDA=1"])
