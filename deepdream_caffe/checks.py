@@ -219,7 +219,7 @@ def _squeeze(shape):
     return tuple(d for d in shape if d != 1)
 
 
-PROCESS_BYTES = 250 * 2**20  # Python, numpy, scipy, Caffe and its libraries, loaded
+PROCESS_BYTES = 200 * 2**20  # Python, numpy, scipy, Caffe and its libraries, loaded (measured)
 
 
 def estimate_bytes(model, sizes, notebook_net: bool) -> int:
