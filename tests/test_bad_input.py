@@ -337,6 +337,16 @@ def test_output_folder_missing_or_a_folder_or_no_extension(work):
           words=[".npy"])
 
 
+def test_output_folder_not_writable(work, monkeypatch, capsys):
+    folder, model = work
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK
+                        else real_access(p, mode))  # as root, chmod would not stop a write
+    code = cli.main(["dream", str(folder / "in.png"), "-o", str(folder / "o.png"),
+                     *map(str, model)])
+    assert code == 1 and "is not writable" in capsys.readouterr().err
+
+
 def test_output_equal_to_input_is_refused(work):
     fails(work, "dream", work[0] / "in.png", "-o", work[0] / "in.png", words=["is the input"])
 
