@@ -71,6 +71,15 @@ if [ "$cuda" = 1 ]; then
                 -DCUDA_ARCH_PTX="${CUDA_ARCH_PTX:-90}")
   cmake_flags+=(${CUDA_CMAKE_FLAGS:-})
   patch_dirs=("$here/caffe/patches" "$here/caffe/patches-cuda")
+  cuda_home=${CUDA_HOME:-/usr/local/cuda}
+  if ! compgen -G "$cuda_home/lib64/libcublas.so*" >/dev/null; then
+    # A toolkit without cuBLAS/cuRAND (nvcc alone): PyPI's nvidia-cublas and nvidia-curand
+    # (requirements-cuda.txt), installed into the cache at a path that names their versions.
+    nvidia=$cache/nvidia-$(sha256sum "$here/requirements-cuda.txt" | cut -c1-12)
+    cmake_flags+=(-DCUDA_TOOLKIT_ROOT_DIR="$cuda_home" -DCMAKE_LIBRARY_PATH="$nvidia/links"
+                  -DCMAKE_CXX_FLAGS="-I$nvidia/nvidia/cu13/include"
+                  -DCUDA_NVCC_FLAGS="-I$nvidia/nvidia/cu13/include")
+  fi
 else
   cmake_flags+=(-DCPU_ONLY=ON)
   patch_dirs=("$here/caffe/patches")
@@ -171,8 +180,26 @@ if [ -f "$dest/build-info.json" ] && [ "$test_binary" = 0 -o -x "$dest/build/tes
   echo "$dest"; exit 0
 fi
 
+install_nvidia_wheels() {  # -> $nvidia: cuBLAS and cuRAND from PyPI, with unversioned links
+  [ -d "$nvidia/links" ] && return
+  say "installing cuBLAS and cuRAND from PyPI (requirements-cuda.txt) into $nvidia"
+  rm -rf "$nvidia.part"
+  "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --target "$nvidia.part" \
+      -r "$here/requirements-cuda.txt" ||
+    die "cannot install requirements-cuda.txt (a machine without PyPI: pip's --find-links)"
+  mkdir -p "$nvidia.part/links"
+  local lib file
+  for lib in cublas cublasLt curand; do  # the name the linker wants, and the soname
+    file=$(cd "$nvidia.part/nvidia/cu13/lib" && ls "lib$lib.so."* | head -n1)
+    ln -s "$nvidia/nvidia/cu13/lib/$file" "$nvidia.part/links/lib$lib.so"
+    ln -s "$nvidia/nvidia/cu13/lib/$file" "$nvidia.part/links/$file"
+  done
+  mv "$nvidia.part" "$nvidia"
+}
+
 start=$(date +%s)
 if [ ! -f "$dest/build-info.json" ]; then
+  [ -n "${nvidia:-}" ] && install_nvidia_wheels
   # build-info.json is written last: a folder without it is an interrupted build, redone whole.
   mkdir -p "$cache"
   src_tmp=$(mktemp -d "$cache/.source-XXXXXX")
