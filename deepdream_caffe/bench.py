@@ -118,12 +118,13 @@ def notebook_deepdream(net):
     import scipy.ndimage as nd
 
     source = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
-    cells = [c for c in source["worksheets"][0]["cells"] if c["cell_type"] == "code"]
-    code = {i: "".join(c["input"]) for i, c in zip((1, 3, 6, 8), cells)}
+    cells = source["worksheets"][0]["cells"]  # by position in the notebook, as its cells
     ns = dict(np=np, nd=nd, net=net, showarray=lambda *a, **k: None,
               clear_output=lambda *a, **k: None)
     for i in (3, 6, 8):
-        text = code[i][code[i].index("def "):] if i == 3 else code[i]
+        text = "".join(cells[i]["input"])
+        if i == 3:
+            text = text[text.index("def preprocess"):]  # skip its model loading
         lines = [ln for ln in text.replace("xrange", "range").splitlines()
                  if not ln.strip().startswith("print ")]
         exec("\n".join(lines), ns)

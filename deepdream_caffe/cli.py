@@ -452,13 +452,13 @@ def cmd_layers(args):
 
 
 def cmd_fetch(args):
-    wanted = {name: m.weights for name, m in models.MODELS.items()}
-    wanted = {"models": list(wanted.values()), **{k: [v] for k, v in wanted.items()}}
-    wanted["assets"] = list(assets.NOTEBOOK_ASSETS.values())
-    wanted.update({k: [v] for k, v in assets.NOTEBOOK_ASSETS.items()})
-    wanted["all"] = wanted["models"] + wanted["assets"]
+    weights = [m.weights for m in models.MODELS.values()]
+    notebook = list(assets.NOTEBOOK_ASSETS.values())
+    groups = {"models": weights, "assets": notebook, "all": weights + notebook}
+    one = {**{name: m.weights for name, m in models.MODELS.items()}, **assets.NOTEBOOK_ASSETS}
+    wanted = groups.get(args.what) or [one[args.what]]
     failures = []
-    for asset in wanted[args.what]:
+    for asset in wanted:
         try:
             print(assets.fetch(asset))
         except DreamError as e:
@@ -468,7 +468,7 @@ def cmd_fetch(args):
     if failures:
         for e in failures:
             log_to_stderr(f"deepdream-caffe: error: {e}")
-        raise DreamError(f"{len(failures)} of {len(wanted[args.what])} files could not be "
+        raise DreamError(f"{len(failures)} of {len(wanted)} files could not be "
                          "fetched", "see the messages above")
 
 
