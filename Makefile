@@ -25,7 +25,7 @@ dream: setup  ## the main job: the notebook's default dream of sky1024px.jpg int
 	  $(VENV)/bin/deepdream-caffe dream "$$sky" -o $(OUT)/sky_dream.png --seed 0
 
 goldens: setup  ## recompute reference_images/ (pinned BLAS), say what changed
-	$(PY) -m deepdream_caffe.goldens update reference_images
+	$(PY) -m deepdream_caffe.lab.goldens update reference_images
 
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
 	$(VENV)/bin/deepdream-caffe verify-notebook --out $(OUT)/verify-notebook

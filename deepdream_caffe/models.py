@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .assets import Asset, cache_dir, fetch
+from .assets import NOTEBOOK_ASSETS, Asset, cache_dir, fetch
 from .build import caffe_source_dir
 from .errors import DreamError
 
@@ -90,9 +90,10 @@ def model_files(model: ModelRecord, progress: bool = True) -> tuple[Path, Path]:
     return folder / model.archive_definition, folder / model.archive_weights
 
 
-def model_definition(model: ModelRecord, progress: bool = True) -> Path:
+def model_definition(model: ModelRecord, progress: bool = True, say=None) -> Path:
     """The model's .prototxt. Places205's comes from its archive; where that cannot be had,
-    the GoogLeNet builder's equivalent (205 classes, auxiliary heads) is written to the cache."""
+    the GoogLeNet builder's equivalent (205 classes, auxiliary heads) is written to the cache,
+    and ``say`` hears about it."""
     if not model.archive_definition:
         return caffe_source_dir() / model.definition
     try:
@@ -100,10 +101,38 @@ def model_definition(model: ModelRecord, progress: bool = True) -> Path:
     except DreamError:
         from .googlenet import googlenet
 
+        if say:
+            say(f"note: {model.name}'s own definition is not available (its archive cannot be "
+                "fetched); using the GoogLeNet builder's equivalent")
         path = cache_dir() / model.name / "deploy_from_builder.prototxt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(googlenet(model.num_classes, aux_heads=True)))
         return path
+
+
+def fetch_named(what: str, say) -> list[Path]:
+    """``deepdream-caffe fetch WHAT``: models, assets, all, or one model or notebook file.
+
+    Fetches every file it can; one failure is raised as it is, several are each ``say``-d and
+    summed up in one error."""
+    weights = {name: m.weights for name, m in MODELS.items()}
+    groups = {"models": list(weights.values()), "assets": list(NOTEBOOK_ASSETS.values())}
+    groups["all"] = groups["models"] + groups["assets"]
+    wanted = groups.get(what) or [{**weights, **NOTEBOOK_ASSETS}[what]]
+    paths, failures = [], []
+    for asset in wanted:
+        try:
+            paths.append(fetch(asset))
+        except DreamError as e:
+            failures.append(e)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        for e in failures:
+            say(f"deepdream-caffe: error: {e}")
+        raise DreamError(f"{len(failures)} of {len(wanted)} files could not be fetched",
+                         "see the messages above")
+    return paths
 
 
 def _extract(archive: Path, members: list[str], folder: Path) -> None:

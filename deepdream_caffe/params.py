@@ -23,6 +23,7 @@ class DreamParams:
         return asdict(self)
 
 
+DEFAULTS = DreamParams()
 GUIDE_END = "inception_3b/output"  # cell 25
 ZOOM_FRAMES = 100  # cell 19: for i in xrange(100)
 ZOOM_SCALE = 0.05  # cell 19: s = 0.05

@@ -83,6 +83,20 @@ def run_record(args, params, seed, model_name, definition, weights, mean, swap, 
     return record
 
 
+def layer_table(model, size) -> list[str]:
+    """``deepdream-caffe layers``: the dreamable layers with their blob shapes at ``size``."""
+    from .net import dream_layers
+
+    shapes = blob_shapes(model, size)
+    lines = [f"# layers usable as --end, blob shape at {size[0]}x{size[1]} input;"
+             " * = pre-ReLU (the notebook optimised the value before its ReLU)"]
+    for info in dream_layers(model):
+        shape = "x".join(str(d) for d in shapes.get(info.name, ())) or "?"
+        lines.append(f"{info.name:32s} {info.type:12s} {shape:>16s} "
+                     f"{'*' if info.pre_relu else ''}")
+    return lines
+
+
 def blob_shapes(model, size) -> dict:
     """Blob shapes of ``model`` for an input of ``size`` (W, H), without any weights."""
     import os

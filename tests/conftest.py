@@ -60,7 +60,7 @@ def notebook_cells():
 def nets(tmp_path_factory):
     """Definitions and seeded synthetic weights for both real architectures."""
     from deepdream_caffe.build import caffe_source_dir
-    from deepdream_caffe.synthetic import write_googlenet, write_synthetic_weights
+    from deepdream_caffe.lab.synthetic import write_googlenet, write_synthetic_weights
 
     d = tmp_path_factory.mktemp("nets")
     bvlc = caffe_source_dir() / "models" / "bvlc_googlenet" / "deploy.prototxt"

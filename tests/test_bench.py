@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from deepdream_caffe import bench
+from deepdream_caffe.lab import bench
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 
@@ -40,8 +40,8 @@ def test_conv_macs_match_the_published_count(nets, load):
 def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
     """Same weights, same input: activations and the data gradient agree to float32 rounding."""
     pytest.importorskip("torch")
+    from deepdream_caffe.lab.torchnet import TorchNet
     from deepdream_caffe.net import prune, read_definition
-    from deepdream_caffe.torchnet import TorchNet
 
     end = "inception_4c/output"
     net = load(end=end)

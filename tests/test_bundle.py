@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from deepdream_caffe import bundle
+from deepdream_caffe.lab import bundle
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
 from deepdream_caffe.net import load_net, prune, read_definition
 from deepdream_caffe.params import DreamParams
@@ -91,7 +91,7 @@ def test_lrn_without_the_division_by_n_is_caught_at_norm1(exported, tmp_path):
 
 def test_pytorch_twin_passes_within_tolerances(exported, tmp_path, nets):
     pytest.importorskip("torch")
-    from deepdream_caffe.torchnet import TorchNet
+    from deepdream_caffe.lab.torchnet import TorchNet
 
     meta = json.loads((exported / "bundle.json").read_text())
     model = prune(read_definition(meta["definition"]["path"]), END)

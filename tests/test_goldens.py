@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from deepdream_caffe import goldens
+from deepdream_caffe.lab import goldens
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 REFERENCE = Path(__file__).resolve().parents[1] / "reference_images"
@@ -30,7 +30,7 @@ def fresh(tmp_path_factory):
     if not goldens.avx2():
         pytest.skip("no AVX2: the goldens' pinned OpenBLAS kernels cannot run on this CPU")
     out = tmp_path_factory.mktemp("goldens")
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.goldens", "compute", str(out)],
+    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.lab.goldens", "compute", str(out)],
                        capture_output=True, text=True, env=os.environ.copy())
     assert p.returncode == 0, p.stderr
     return out

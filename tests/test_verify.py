@@ -12,7 +12,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from deepdream_caffe import dream, verify
+from deepdream_caffe import dream
+from deepdream_caffe.lab import verify
 
 pytestmark = pytest.mark.caffe
 CASE = verify.NotebookCase(12, "stand-in", "inception_4c/output")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dream
+from .. import dream
 
 FORMAT = 1
 FIXED_JITTER = (5, -3)  # (ox, oy) of the single make_step stage
@@ -75,7 +75,7 @@ def stages(net, model, img, params, seed) -> dict:
     dream.make_step(net, step_size=params.step_size, end=end, jitter=params.jitter,
                     clip=params.clip, rng=FixedJitter())
     arrays["make_step"] = src.data[0].copy()
-    from .checks import octave_sizes
+    from ..checks import octave_sizes
 
     arrays["octave_sizes"] = np.array(octave_sizes(h, w, params.octave_n, params.octave_scale))
     arrays["deepdream"] = dream.deepdream(net, img, rng=np.random.RandomState(seed),
@@ -168,3 +168,31 @@ def markdown(result: dict) -> str:
         else:
             lines.append(f"| {r['array']} | {r['status']} | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def export_job(job, out: Path, size=None, say=print) -> dict:
+    """``export-golden``: the bundle of one dream job (``job.input`` defaults to the notebook's
+    sky, shrunk to 256x144; ``size`` (W, H) resizes the input first, bilinear)."""
+    import PIL.Image
+
+    from .. import assets, report
+    from ..job import default_end, prepare, read_inputs
+    from ..net import dream_model
+
+    end = default_end(job)
+    path = job.input or assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])
+    size = size or (None if job.input else (256, 144))
+    (img,) = read_inputs(job, path)
+    if size and img.shape[1::-1] != size:  # an 8-bit image: nothing lost in the round trip
+        img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
+    run = prepare(job, end, [(img, job.octave_n)])
+    provenance = {"model": run.model_name, "weights": report.file_record(run.weights),
+                  "definition": report.file_record(run.definition),
+                  "input": report.file_record(path), "size": list(img.shape[1::-1]),
+                  "mean_bgr": list(run.mean), "channel_swap": list(run.swap),
+                  "net_setup": run.net.dream_setup,
+                  "environment": report.environment(with_caffe=True)}
+    meta = export(out, run.net, dream_model(run.definition, end), img, run.params, run.seed,
+                  provenance)
+    say(f"wrote {out / 'bundle.npz'} and {out / 'bundle.json'}")
+    return meta

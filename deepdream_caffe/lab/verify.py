@@ -110,3 +110,44 @@ def report(results: list, out: Path, note: str = "") -> str:
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(results, indent=2) + "\n")
     return text
+
+
+def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
+    """``verify-notebook``: every case of ``cells`` with ``seeds`` seeds on the real weights.
+
+    Returns the results, or None (after saying why) when the real weights are not available.
+    """
+    from collections import deque
+
+    from .. import assets, dream, models
+    from ..errors import DreamError
+    from ..imageio import load_image
+    from ..net import load_net
+
+    try:
+        definition, weights = models.model_files(models.get_model("bvlc_googlenet"))
+    except DreamError as e:
+        say(f"verify-notebook: skipped: it needs the real bvlc_googlenet weights, and they "
+            f"are not available here ({e})")
+        return None
+    notebook = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
+    sky, flowers = (load_image(assets.fetch(assets.NOTEBOOK_ASSETS[n]))
+                    for n in ("sky1024px.jpg", "flowers.jpg"))
+
+    def dream_fn(case, seed):
+        net = load_net(definition, weights, case.end, models.IMAGENET_MEAN_BGR)
+        rng = np.random.RandomState(seed)
+        if case.zoom_frame is not None:
+            frames = dream.zoom_frames(net, sky, case.zoom_frame + 1, rng=rng, end=case.end)
+            return deque(frames, maxlen=1)[0][1]  # the last one
+        extra = {}
+        if case.guide:
+            extra["objective"] = dream.objective_guide(
+                dream.guide_features(net, flowers, case.end))
+        return dream.deepdream(net, sky, end=case.end, rng=rng, **extra)
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = [run_case(case, dream_fn, notebook, range(seeds), out)
+               for case in CASES if case.cell in cells]
+    print(report(results, out, note=f"Weights: {weights}."), end="")
+    return results

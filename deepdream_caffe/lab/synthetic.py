@@ -20,7 +20,7 @@ RECIPE = "He normal (std sqrt(2/fan_in)) weights, uniform(-0.1, 0.1) biases, Ran
 
 def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
     """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it."""
-    from .net import import_caffe
+    from ..net import import_caffe
 
     caffe = import_caffe()
     net = caffe.Net(str(prototxt), caffe.TEST)
@@ -41,7 +41,7 @@ def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
 
 def write_googlenet(out_path, num_classes: int = 1000, aux_heads: bool = False) -> Path:
     """Write the GoogLeNet builder's definition (batch 1) to ``out_path``."""
-    from .googlenet import googlenet
+    from ..googlenet import googlenet
 
     out_path = Path(out_path)
     out_path.write_text(str(googlenet(num_classes, aux_heads, input_shape=(1, 3, 224, 224))))

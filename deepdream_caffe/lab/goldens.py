@@ -84,7 +84,7 @@ def sha256(path) -> str:
 
 def net_files(model: str, folder: Path) -> tuple[Path, Path]:
     """Definition and seeded synthetic weights of ``model``, written into ``folder``."""
-    from .build import caffe_source_dir
+    from ..build import caffe_source_dir
     from .synthetic import write_googlenet, write_synthetic_weights
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def inputs() -> dict:
     """The notebook's sky and flowers, shrunk with Pillow's bilinear filter."""
     import PIL.Image
 
-    from . import assets
+    from .. import assets
 
     out = {}
     for name, size in (("sky1024px.jpg", SKY_SIZE), ("flowers.jpg", FLOWERS_SIZE)):
@@ -116,10 +116,10 @@ def inputs() -> dict:
 
 def compute(case: Case, images: dict, nets: Path) -> np.ndarray:
     """The case's float32 result: one image, or the zoom frames stacked."""
-    from . import dream
-    from .models import IMAGENET_MEAN_BGR
-    from .net import load_net
-    from .params import DreamParams
+    from .. import dream
+    from ..models import IMAGENET_MEAN_BGR
+    from ..net import load_net
+    from ..params import DreamParams
 
     definition, weights = net_files(case.model, nets)
     net = load_net(definition, weights, case.end, IMAGENET_MEAN_BGR)
@@ -136,8 +136,9 @@ def compute(case: Case, images: dict, nets: Path) -> np.ndarray:
 
 
 def manifest(case: Case, nets: Path) -> dict:
-    from . import report, synthetic
-    from .params import DreamParams
+    from .. import report
+    from ..params import DreamParams
+    from . import synthetic
 
     definition, weights = net_files(case.model, nets)
     env = report.environment(with_caffe=True)
@@ -160,7 +161,7 @@ def write_all(out: Path, nets: Path) -> None:
     """Compute every case into ``out``: NAME.npy, NAME.png, NAME.json."""
     import PIL.Image
 
-    from .dream import to_uint8
+    from ..dream import to_uint8
 
     out.mkdir(parents=True, exist_ok=True)
     images = inputs()
@@ -206,7 +207,7 @@ def update(reference: Path) -> int:
 
 
 def main(argv=None) -> int:
-    """python -m deepdream_caffe.goldens {update REFDIR | compute OUTDIR}"""
+    """python -m deepdream_caffe.lab.goldens {update REFDIR | compute OUTDIR}"""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] not in ("update", "compute"):
         print(main.__doc__, file=sys.stderr)
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
               "goldens are made) cannot run here", file=sys.stderr)
         return 1
     if not pinned():  # the BLAS reads its settings when it loads: start again with them
-        os.execve(sys.executable, [sys.executable, "-m", "deepdream_caffe.goldens", *argv],
+        os.execve(sys.executable, [sys.executable, "-m", "deepdream_caffe.lab.goldens", *argv],
                   {**os.environ, **PINNED_ENV})
     folder = Path(argv[1])
     if argv[0] == "update":

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import assets, dream, report
-from .params import DreamParams
+from .. import assets, dream, report
+from ..params import DreamParams
 
 VARIANTS = ("ours", "notebook", "pytorch")
 SEED = 0
@@ -75,7 +75,7 @@ def conv_macs(net, end) -> int:
 
 def synthetic_net_files(cache: Path) -> tuple[Path, Path]:
     """bvlc_googlenet's definition and seeded synthetic weights (made once, then cached)."""
-    from .build import caffe_source_dir
+    from ..build import caffe_source_dir
     from .synthetic import write_synthetic_weights
 
     definition = caffe_source_dir() / "models" / "bvlc_googlenet" / "deploy.prototxt"
@@ -96,8 +96,8 @@ def bench_image(size) -> np.ndarray:
 
 
 def load_variant(variant, definition, weights, end):
-    from .models import IMAGENET_MEAN_BGR
-    from .net import load_net, prune, read_definition
+    from ..models import IMAGENET_MEAN_BGR
+    from ..net import load_net, prune, read_definition
 
     if variant == "notebook":
         return load_net(definition, weights, end, IMAGENET_MEAN_BGR, prune_net=False,
@@ -210,7 +210,7 @@ def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
             continue
         say(f"bench: {variant} ...")
         raw = out / f"{variant}.npy"
-        cmd = [sys.executable, "-m", "deepdream_caffe.bench", variant, json.dumps(config),
+        cmd = [sys.executable, "-m", "deepdream_caffe.lab.bench", variant, json.dumps(config),
                str(cache), str(raw)]
         p = subprocess.run(cmd, capture_output=True, text=True,
                            env={**os.environ, "GLOG_minloglevel": "2"})
