@@ -89,6 +89,10 @@ LOWEST = {"iter_n": 1, "octave_n": 1, "octave_scale": 1, "step_size": 0, "jitter
           "threads": 1}
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _field(name: str, kind: str, value):
     """A recorded job field, checked against its type: a sidecar is untrusted input."""
     if value is None:
@@ -96,14 +100,14 @@ def _field(name: str, kind: str, value):
     if "Path" in kind and isinstance(value, str):
         return Path(value)
     if "tuple" in kind and isinstance(value, list) and len(value) == 3 \
-            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in value):
+            and all(_number(v) and abs(v) < 1e6 for v in value):
         return tuple(value)
     if kind.startswith("bool") and isinstance(value, bool):
         return value
-    if kind.startswith(("int", "float")) and isinstance(value, (int, float)) \
-            and not isinstance(value, bool) and np.isfinite(value) \
-            and (kind.startswith("float") or float(value).is_integer()) \
-            and LOWEST.get(name, -np.inf) <= value < 2**32:
+    # comparisons first: nan and inf fail them, and a huge integer never becomes a float
+    if kind.startswith(("int", "float")) and _number(value) \
+            and LOWEST.get(name, 0) <= value < 2**32 \
+            and (kind.startswith("float") or float(value).is_integer()):
         return value if kind.startswith("float") else int(value)
     if kind.startswith("str") and isinstance(value, str):
         return value
