@@ -58,6 +58,24 @@ def test_the_warning_is_said_once(monkeypatch):
     assert len(heard) == 1 and "OPENBLAS_CORETYPE=Haswell" in heard[0]
 
 
+@pytest.mark.caffe
+def test_info_shows_both_blas_kernels_and_the_cli_warns_once(monkeypatch, capsys):
+    from deepdream_caffe import cli
+
+    kernel = report.blas_info()["blas_kernel"]
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("blas_kernel", "numpy_blas_kernel", "numpy_blas_threads", "glibc", "cpu"):
+        assert f"\n{key} " in out, key
+    assert kernel in out
+    monkeypatch.setattr(report, "blas_info", lambda: {"blas_kernel": "Katmai"})
+    monkeypatch.setattr(report, "cpu_flags", lambda: AVX512)
+    monkeypatch.setattr(report, "_warned", [])
+    assert cli.main(["info"]) == 0 and cli.main(["info"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("OPENBLAS_CORETYPE=SkylakeX") == 1 and "Katmai" in err
+
+
 # --- naming what differs ----------------------------------------------------------------
 def record(**env):
     base = {"blas_kernel": "Haswell", "blas_threads": 1, "numpy": "2.4.6", "glibc": "glibc 2.36",

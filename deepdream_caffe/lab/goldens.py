@@ -10,10 +10,10 @@ every x86-64 CPU with AVX2 runs.
 Stored per case: ``NAME.npy`` (the float32 result before any 8-bit cast), ``NAME.png`` (to look
 at) and ``NAME.json`` (every parameter, the seed, the weight recipe and checksum, the Caffe
 source, BLAS, and package versions). Goldens are made by the code they test, so ``make
-goldens`` also runs the notebook's own code cells on the notebook's net (force_backward,
-``load_net(notebook_net=True)`` as tests/test_dream.py loads it) for every case and stores their agreement in the manifest
-(``notebook_agreement``: "bit-identical" or the largest difference); tests/test_verify.py
-checks that every manifest says bit-identical.
+goldens`` also runs the notebook's own code cells on the notebook's net (force_backward:
+``load_net(notebook_net=True)``, as tests/test_dream.py loads it) for every case and stores
+their agreement in the manifest (``notebook_agreement``: "bit-identical" or the largest
+difference); tests/test_verify.py checks that every manifest says bit-identical.
 """
 
 from __future__ import annotations
