@@ -87,6 +87,8 @@ def load(path: Path) -> dict:
 LOWEST = {"iter_n": 1, "octave_n": 1, "octave_scale": 1, "step_size": 0, "jitter": 0,
           "seed": 0, "max_size": 16, "jpeg_quality": 1, "frames": 1, "scale": 0, "gpu": 0,
           "threads": 1}
+HIGHEST = {"jpeg_quality": 95, "threads": 1024, "scale": 1}
+CHOICES = {"command": ("dream", "guide", "zoom"), "format": ("png", "jpg")}
 
 
 def _number(value) -> bool:
@@ -95,21 +97,25 @@ def _number(value) -> bool:
 
 def _field(name: str, kind: str, value):
     """A recorded job field, checked against its type: a sidecar is untrusted input."""
-    if value is None:
+    if value is None and "None" in kind:
         return None
     if "Path" in kind and isinstance(value, str):
         return Path(value)
-    if "tuple" in kind and isinstance(value, list) and len(value) == 3 \
+    if name == "channel_swap" and isinstance(value, list) \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
+            and sorted(value) == [0, 1, 2]:
+        return tuple(value)
+    if name == "mean" and isinstance(value, list) and len(value) == 3 \
             and all(_number(v) and abs(v) < 1e6 for v in value):
         return tuple(value)
     if kind.startswith("bool") and isinstance(value, bool):
         return value
     # comparisons first: nan and inf fail them, and a huge integer never becomes a float
     if kind.startswith(("int", "float")) and _number(value) \
-            and LOWEST.get(name, 0) <= value < 2**32 \
+            and LOWEST.get(name, 0) <= value <= HIGHEST.get(name, 2**32 - 1) \
             and (kind.startswith("float") or float(value).is_integer()):
         return value if kind.startswith("float") else int(value)
-    if kind.startswith("str") and isinstance(value, str):
+    if kind.startswith("str") and isinstance(value, str) and value in CHOICES.get(name, (value,)):
         return value
     raise DreamError(f"the sidecar's job field {name} = {str(value)[:40]!r} is not a valid "
                      f"{kind.split(' ')[0]}", NOT_A_SIDECAR)
@@ -134,6 +140,10 @@ def rebuild(record: dict, folder: Path) -> Job:
 
 def check_files(record: dict, job: Job) -> None:
     """The files the job names must still be the recorded ones."""
+    if job.input is None or job.seed is None or \
+            (job.command == "guide") != (job.guide is not None):
+        raise DreamError("the sidecar names no input, no seed, or no guide for a guide",
+                         NOT_A_SIDECAR)
     named = {"input": job.input, "guide": job.guide,
              "weights": job.weights, "definition": job.model_def}
     for name, path in named.items():

@@ -267,3 +267,34 @@ def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
         assert meta[key] is not None, key
     assert meta["weights"]["provenance"].startswith("synthetic")
     assert meta["format"] == 1 and "deepdream" in meta["order"]  # the bundle's own fields stay
+
+
+@pytest.mark.caffe
+@settings(max_examples=25, deadline=None)
+@given(field=st.sampled_from(["iter_n", "octave_n", "octave_scale", "step_size", "jitter",
+                              "clip", "end", "model", "mean", "channel_swap", "jpeg_quality",
+                              "input", "output", "command", "format", "gpu", "max_size"]),
+       value=JSON)
+def test_a_tampered_sidecar_is_repeated_or_refused_in_one_line(dreamt_once, field, value):
+    """Whatever a job field holds, reproduce gives a verdict or one DreamError, nothing else."""
+    folder, side = dreamt_once
+    side = json.loads(json.dumps(side))
+    side["job"][field] = value
+    (folder / "tampered.png.json").write_text(json.dumps(side))
+    try:
+        verdict = reproduce.reproduce(folder / "tampered.png.json", say=lambda _: None)
+    except DreamError as e:
+        assert "\n" not in str(e)
+    else:
+        assert verdict.line.startswith(("bit-identical", "differs"))
+    assert not list(folder.glob(".*")) and not (folder / "tampered.png").exists()
+
+
+@pytest.fixture(scope="module")
+def dreamt_once(tmp_path_factory, sky, nets):
+    folder = tmp_path_factory.mktemp("once")
+    PIL.Image.fromarray(np.uint8(sky)).save(folder / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    run("dream", folder / "in.png", "-o", folder / "out.png", "--seed", 2, "--model-def",
+        definition, "--weights", weights, "--iter-n", "1", "--octave-n", "1")
+    return folder, json.loads((folder / "out.png.json").read_text())
