@@ -298,3 +298,28 @@ def dreamt_once(tmp_path_factory, sky, nets):
     run("dream", folder / "in.png", "-o", folder / "out.png", "--seed", 2, "--model-def",
         definition, "--weights", weights, "--iter-n", "1", "--octave-n", "1")
     return folder, json.loads((folder / "out.png.json").read_text())
+
+
+def test_weights_provenance(tmp_path, monkeypatch):
+    """Published (matched by checksum, or fetched and verified), synthetic, or the user's."""
+    from deepdream_caffe import models
+    from deepdream_caffe.assets import Asset
+    from deepdream_caffe.job import Job
+
+    mine = tmp_path / "mine.caffemodel"
+    mine.write_bytes(b"weights of my own")
+    assert report.weights_record(mine, Job(weights=mine))["provenance"].startswith("user")
+    synthetic = tmp_path / "net.SYNTHETIC-seed0.caffemodel"
+    synthetic.write_bytes(b"x")
+    assert report.weights_record(synthetic, Job(weights=synthetic))["provenance"] \
+        .startswith("synthetic")
+    published = models.ModelRecord(
+        "bvlc_googlenet", "stand-in", Asset("mine.caffemodel", "http://example.invalid/m",
+                                            "sha1:" + report.file_hash(mine, "sha1"),
+                                            mine.stat().st_size), 1000, "unrestricted")
+    monkeypatch.setitem(models.MODELS, "bvlc_googlenet", published)
+    assert report.weights_record(mine, Job(weights=mine))["provenance"].startswith(
+        "published: bvlc_googlenet, matched by sha1:")
+    record = report.weights_record(mine, Job())  # fetched by models.model_files, verified
+    assert record["provenance"].startswith("published: bvlc_googlenet, verified by")
+    assert record["path"] == str(mine) and record["sha256"] == report.file_hash(mine, "sha256")
