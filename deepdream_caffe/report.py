@@ -280,7 +280,7 @@ def stamp(path, job, run, outputs: dict) -> None:
 
 
 def command_line(argv) -> str:
-    return shlex.join(["deepdream-caffe", *argv])
+    return shlex.join(["deepdream-caffe", *map(str, argv)])
 
 
 def layer_table(model, size) -> list[str]:

@@ -66,7 +66,8 @@ def load(path: Path) -> dict:
     """The sidecar at ``path``, or a DreamError saying why it is not one this can repeat."""
     path = Path(path)
     if not path.is_file():
-        raise DreamError(f"{path} does not exist", NOT_A_SIDECAR)
+        raise DreamError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}",
+                         NOT_A_SIDECAR)
     try:
         record = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -144,6 +144,18 @@ def test_a_broken_job_field_is_refused_or_valid(name, value):
         assert np.isfinite(got) and got >= 0
 
 
+def test_a_folder_or_a_missing_file_is_named(tmp_path):
+    with pytest.raises(DreamError, match="is a folder"):
+        reproduce.load(tmp_path)
+    with pytest.raises(DreamError, match="does not exist"):
+        reproduce.load(tmp_path / "none.png.json")
+
+
+def test_the_command_line_is_recorded_as_typed():
+    line = report.command_line(["dream", Path("my sky.jpg"), "-o", "o.png", "--seed", "3"])
+    assert line == "deepdream-caffe dream 'my sky.jpg' -o o.png --seed 3"
+
+
 def test_an_old_sidecar_says_to_run_again(tmp_path):
     path = tmp_path / "old.png.json"
     path.write_text(json.dumps({"command": "dream", "params": {}, "seed": 1}))
