@@ -252,6 +252,21 @@ def test_reproduce_a_zoom(tmp_path, sky, nets):
 
 
 @pytest.mark.caffe
+def test_reproduce_a_guided_dream(tmp_path, sky, flowers, nets):
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    PIL.Image.fromarray(np.uint8(flowers)).save(tmp_path / "guide.png")
+    definition, weights = nets["bvlc_googlenet"]
+    run("guide", tmp_path / "in.png", tmp_path / "guide.png", "-o", tmp_path / "g.png",
+        "--seed", 3, "--model-def", definition, "--weights", weights, *FAST)
+    side = json.loads((tmp_path / "g.png.json").read_text())
+    assert side["guide"]["path"] == str(tmp_path / "guide.png")
+    assert run("reproduce", tmp_path / "g.png.json").stdout.startswith("bit-identical")
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "guide.png")  # another guide
+    p = run("reproduce", tmp_path / "g.png.json", check=False)
+    assert p.returncode == 1 and "the guide file" in p.stderr and "has changed" in p.stderr
+
+
+@pytest.mark.caffe
 def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
     """Why --threads exists: one OpenBLAS thread and two give different dreams."""
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
