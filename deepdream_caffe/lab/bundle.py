@@ -219,15 +219,15 @@ def read_npz(path: Path) -> dict:
     fix = "save your arrays with numpy: np.savez(path, **{key: float32 array})"
     if not path.is_file():
         raise DreamError(f"{path} does not exist", "check the path")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DreamError(f"{path} is not a numpy .npz file ({e})", fix) from None
-    if isinstance(loaded, np.ndarray):
-        raise DreamError(f"{path} is a .npy file holding one array; compare needs an .npz "
-                         "holding the bundle's keys", fix)
-    arrays = {}
-    with loaded:
+    with open(path, "rb") as f:
+        try:
+            loaded = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise DreamError(f"{path} is not a numpy .npz file ({e})", fix) from None
+        if isinstance(loaded, np.ndarray):
+            raise DreamError(f"{path} is a .npy file holding one array; compare needs an "
+                             ".npz holding the bundle's keys", fix)
+        arrays = {}
         for key in loaded.files:
             try:
                 arrays[key] = loaded[key]
