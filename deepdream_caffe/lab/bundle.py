@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -41,7 +42,7 @@ TOLERANCES = {
     "forward": 1e-4,  # measured <= 1.1e-6: a 100x margin for rounding through 30 layers
     "objective_diff": 1e-4,  # the L2 objective copies the end blob: as forward
     # Rounding flips a few max-pool choices, and the gradient takes another path there:
-    # measured up to 6e-3; a wrong formula (a factor, a missing ReLU mask) is beyond 1e-1.
+    # see the spread table; a wrong formula is far beyond (a factor of 2 gives 1).
     "data_gradient": 5e-2,
     "step_gradient": 5e-2,  # the same gradient at the jittered image
     "make_step": 5e-2,  # its update is the normalised gradient: the gradient's tolerance
@@ -153,6 +154,12 @@ DESCRIPTIONS = {
 }
 
 
+def umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def export(out: Path, net, model, img, params, seed, provenance: dict) -> dict:
     """Write the bundle of ``img`` into the folder ``out``, all files or none."""
     from ..imageio import all_or_nothing
@@ -183,6 +190,8 @@ def export(out: Path, net, model, img, params, seed, provenance: dict) -> dict:
         meta["files"] = {name: {k: v for k, v in file_record(tmp[name]).items() if k != "path"}
                          for name in FILES}
         tmp["bundle.json"].write_text(json.dumps(meta, indent=2) + "\n")
+        for path in tmp.values():  # a bundle is for sharing: the umask's usual file mode
+            path.chmod(0o666 & ~umask())
     return meta
 
 
