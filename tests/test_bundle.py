@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,22 @@ def test_weights_npz_holds_the_nets_parameters_by_caffe_name(exported, meta, net
     assert meta["weights"]["conv1/7x7_s2/0"]["shape"] == [64, 3, 7, 7]
 
 
+def test_weights_kind_is_published_only_for_the_verified_file(nets, tmp_path, monkeypatch):
+    from deepdream_caffe import models
+    from deepdream_caffe.assets import Asset, file_hash
+    from deepdream_caffe.job import Job
+
+    weights = nets["bvlc_googlenet"][1]
+    assert bundle.weights_kind(Job(model="bvlc_googlenet", weights=weights)) == "user"
+    record = models.MODELS["bvlc_googlenet"]
+    as_if = Asset(record.weights.filename, record.weights.url,
+                  "sha256:" + file_hash(weights, "sha256"))
+    monkeypatch.setitem(models.MODELS, "bvlc_googlenet", replace(record, weights=as_if))
+    assert bundle.weights_kind(Job(model="bvlc_googlenet", weights=weights)).startswith(
+        "published")
+    assert bundle.weights_kind(Job(model_def=weights, weights=weights)) == "user"
+
+
 def test_export_golden_spells_its_flags_like_dream():
     parser = cli.build_parser()
     args = parser.parse_args(["export-golden", "in.png", "--out", "old"])
@@ -186,7 +203,8 @@ def test_x256_preprocessing_with_another_mean_is_named(exported, ours, tmp_path,
     out, err = failing(exported, submit(tmp_path / "o.npz", ours, data=data), capsys)
     assert "first failing stage data" in err
     assert "yours is 1.00392 x ours: the image was scaled by 256 instead of 255" in out
-    assert "your mean differs: you subtract (103.939, 116.779, 123.680)" in out
+    assert "your mean differs: you subtract (103.939, 116.779, 123.680), the notebook " \
+        "(104, 116, 122)" in out
     assert "reverse order" not in out
 
 
@@ -272,10 +290,14 @@ def test_only_the_input_image_fails(exported, ours, tmp_path, capsys):
 
 def test_wrong_names_fail_and_are_listed_with_a_guess(exported, ours, tmp_path, capsys):
     renamed = {k.removeprefix("forward/"): v for k, v in ours.items() if "/" in k}
+    renamed["conv2_3x3"] = renamed.pop("conv2/3x3")  # PyTorch's module naming
+    renamed["pool1"] = renamed.pop("pool1/3x3_s2")
     out, err = failing(exported, submit(tmp_path / "w.npz", renamed), capsys)
     assert "holds no array the bundle can judge (48 unknown key(s): conv1/7x7_s2" in err
     assert "unknown key 'conv1/7x7_s2' is not judged (did you mean forward/conv1/7x7_s2?)" \
         in out
+    assert "unknown key 'conv2_3x3' is not judged (did you mean forward/conv2/3x3?)" in out
+    assert "unknown key 'pool1' is not judged (did you mean forward/pool1/3x3_s2?)" in out
     assert "0 judged" in out and "48 unknown" in out
 
 

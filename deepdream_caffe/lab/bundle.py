@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import dream
+from .. import dream, models
 from ..errors import DreamError
 from . import diagnosis
 
@@ -405,9 +405,18 @@ def markdown(result: dict) -> str:
 
 # --- export-golden -----------------------------------------------------------------------
 def weights_kind(job) -> str:
-    if job.model_def or job.weights:
+    """published (checksum verified), or user: what ``bundle.json`` says of the weights."""
+    from .. import assets
+
+    published = "published (verified by checksum)"
+    if job.model_def:
         return "user"
-    return "published (verified by checksum)"
+    if not job.weights:
+        return published  # model_files fetched and verified them
+    record = models.get_model(job.model)
+    if not record.archive_weights and assets.matches(Path(job.weights), record.weights):
+        return published
+    return "user"
 
 
 def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:

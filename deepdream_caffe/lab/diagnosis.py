@@ -59,9 +59,13 @@ def diagnose(rows, ours, theirs, meta, unknown) -> list[str]:
 
 
 def unknown_keys(unknown, order) -> list[str]:
+    def plain(name):  # conv1/7x7_s2, conv1_7x7_s2 and conv1.7x7_s2 read the same
+        return name.removeprefix("forward/").replace("/", "_").replace(".", "_")
+
     hints = []
     for key in unknown:
-        guess = [k for k in order if k.endswith("/" + key) or k == f"forward/{key}"]
+        guess = [k for k in order if plain(k) == plain(key)]
+        guess += [k for k in order if plain(k).startswith(plain(key) + "_")]
         guess = guess or difflib.get_close_matches(key, order, n=1, cutoff=0.6)
         hint = f"did you mean {guess[0]}?" if guess else "no bundle key is like it"
         hints.append(f"unknown key {key!r} is not judged ({hint})")
@@ -109,12 +113,11 @@ def data_fit(ours, theirs, mean) -> list[str]:
         hints.append(f"data: yours is {a:.6g} x ours" + (f": {named[0]}" if named else ""))
     # yours = a * (x - m_j) + b, so you subtract a * m_j - b (in your scale)
     theirs_mean = [a * mean[j] - b for j, a, b, _ in fits]
-    ours_scaled = [a * mean[j] for j, a, _, _ in fits]
-    if max(abs(m - s) for m, s in zip(theirs_mean, ours_scaled)) > 1e-3:
+    ours_mean = [mean[j] for j, _, _, _ in fits]
+    if max(abs(m - a * o) for m, o, (_, a, _, _) in zip(theirs_mean, ours_mean, fits)) > 1e-3:
         hints.append("data: your mean differs: you subtract "
-                     f"({', '.join(f'{m:.3f}' for m in theirs_mean)}) where the notebook "
-                     f"subtracts ({', '.join(f'{s:.3f}' for s in ours_scaled)}) per channel "
-                     "of yours, in your scale (the notebook: BGR 104, 116, 122)")
+                     f"({', '.join(f'{m:.3f}' for m in theirs_mean)}), the notebook "
+                     f"({', '.join(f'{m:g}' for m in ours_mean)}), per channel in your order")
     return hints
 
 
