@@ -24,8 +24,10 @@ Each stage starts from the bundle's input to it, so that a wrong stage does not 
 others: ``data`` is your ``preprocess`` of ``input_image``; the network runs on the bundle's
 ``data``; ``objective_diff`` and ``data_gradient`` come from that forward pass; the step is
 taken from the bundle's ``data`` with the bundle's fixed jitter (``step_gradient`` is the
-gradient there). ``octave_sizes`` and the seeded ``deepdream`` follow the notebook's loop
-with your network and step.
+gradient there), and once more from the bundle's own ``step_gradient``
+(``make_step/from_our_gradient``), which tells a wrong step from a wrong gradient.
+``octave_sizes`` and the seeded ``deepdream`` follow the notebook's loop with your network
+and step.
 """
 
 from __future__ import annotations
@@ -116,12 +118,17 @@ def gradient_at(module, hooks, data, objective):
     return values, end.grad[0], x.grad[0]
 
 
-def make_step(module, hooks, data, jitter_xy, params, mean_bgr, objective, step):
+def make_step(module, hooks, data, jitter_xy, params, mean_bgr, objective, step,
+              gradient=None):
     """The notebook's make_step with a given jitter: roll, gradient, step, unroll.
-    Returns (new data, gradient at the rolled image)."""
+    Returns (new data, gradient at the rolled image). With ``gradient`` (at the rolled
+    image), that one is used and the network is not run: your step from our gradient."""
     ox, oy = jitter_xy
     rolled = np.roll(np.roll(data, ox, -1), oy, -2)
-    _, _, g = gradient_at(module, hooks, rolled, objective)
+    if gradient is None:
+        _, _, g = gradient_at(module, hooks, rolled, objective)
+    else:
+        g = torch.as_tensor(gradient)
     new = step(torch.as_tensor(rolled), g, params["step_size"], mean_bgr, False)
     new = np.roll(np.roll(new.detach().numpy(), -ox, -1), -oy, -2)
     if params["clip"]:
@@ -174,7 +181,7 @@ def export(bundle_dir, module, name_map, out_path, preprocess=None, objective=ob
     bundle_dir = Path(bundle_dir)
     meta = json.loads((bundle_dir / "bundle.json").read_text())
     with np.load(bundle_dir / "bundle.npz", allow_pickle=False) as npz:
-        ours = {key: npz[key] for key in ("input_image", "data")}
+        ours = {key: npz[key] for key in ("input_image", "data", "step_gradient")}
     params, mean = meta["params"], meta["mean_bgr"]
     preprocess = preprocess or (lambda img: notebook_preprocess(img, mean))
     module = module.eval()
@@ -189,6 +196,9 @@ def export(bundle_dir, module, name_map, out_path, preprocess=None, objective=ob
         out["data_gradient"] = grad.numpy()
         out["make_step"], out["step_gradient"] = make_step(
             module, hooks, ours["data"], meta["fixed_jitter"], params, mean, objective, step)
+        out["make_step/from_our_gradient"], _ = make_step(
+            module, hooks, ours["data"], meta["fixed_jitter"], params, mean, objective, step,
+            gradient=ours["step_gradient"])
         h, w = ours["data"].shape[1:]
         out["octave_sizes"] = np.float32(
             octave_sizes(h, w, params["octave_n"], params["octave_scale"]))

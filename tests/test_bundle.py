@@ -250,6 +250,10 @@ def test_a_half_step_names_the_step_stage_and_its_arithmetic(exported, ours, tmp
     assert "first failing stage make_step (at make_step)" in err
     assert "make_step: your update is 0.5 x ours" in out
     assert "your step arithmetic differs" in out
+    out, _ = failing(exported, submit(tmp_path / "o.npz", ours, make_step=half, **{
+        bundle.STEP_FROM_OUR_GRADIENT: half}), capsys)
+    assert "| make_step/from_our_gradient | FAIL |" in out and "0 unknown" in out
+    assert "your step fails even from our step_gradient" in out
 
 
 def test_a_wrong_gradient_is_told_from_a_wrong_step(exported, ours, meta, tmp_path, capsys):
@@ -261,6 +265,11 @@ def test_a_wrong_gradient_is_told_from_a_wrong_step(exported, ours, meta, tmp_pa
     out, _ = failing(exported, submit(tmp_path / "o.npz", ours, step_gradient=g,
                                       make_step=step), capsys)
     assert "your step arithmetic is right" in out and "| make_step | FAIL |" in out
+    out, _ = failing(exported, submit(tmp_path / "o.npz", ours, step_gradient=g, make_step=step,
+                                      **{bundle.STEP_FROM_OUR_GRADIENT: ours["make_step"]}),
+                     capsys)
+    assert "| make_step/from_our_gradient | ok |" in out
+    assert "from our step_gradient your step gives ours, so your step is right" in out
 
 
 def test_octave_sizes_are_judged_exactly_and_rounding_down_is_named(exported, ours, tmp_path,
@@ -416,6 +425,7 @@ def test_pytorch_twin_through_the_exporter_passes(exported, tmp_path):
     rows = {r["array"]: r for r in result["rows"]}
     assert 0 < rows[f"forward/{END}"]["relative_l2"] < 1e-5  # different code, same numbers
     assert rows["deepdream"]["status"] == "missing"
+    assert rows[bundle.STEP_FROM_OUR_GRADIENT]["relative_l2"] < 1e-5  # same gradient: rounding
 
 
 @pytest.mark.slow

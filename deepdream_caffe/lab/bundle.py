@@ -27,6 +27,9 @@ from . import diagnosis
 FORMAT = 2
 FIXED_JITTER = (5, -3)  # (ox, oy) of the single make_step stage
 FILES = ("bundle.npz", "weights.npz", "net.prototxt")
+# An optional key of a submission: your step applied to our data and our step_gradient,
+# judged against our make_step, so that a wrong step is told from a wrong gradient.
+STEP_FROM_OUR_GRADIENT = "make_step/from_our_gradient"
 
 # The stages, in the order a dream computes them; each is computed from our previous stage.
 STAGES = ("input_image", "data", "forward", "objective_diff", "data_gradient",
@@ -289,7 +292,7 @@ def judge(key, ref, other, meta, ours) -> dict:
     row["notes"] = notes
     if values is None:
         return {**row, "status": "FAIL"}
-    row.update(measure(ref, values, ours["data"] if key == "make_step" else None))
+    row.update(measure(ref, values, ours["data"] if stage == "make_step" else None))
     if tol is None:
         row["status"] = "reported"
     else:
@@ -322,7 +325,10 @@ def compare(bundle_dir: Path, other_path: Path, require=()) -> dict:
                          "notes": []})
             continue
         rows.append(judge(key, ours[key], theirs[key], meta, ours))
-    unknown = [k for k in theirs if k not in ours]
+        if key == "make_step" and STEP_FROM_OUR_GRADIENT in theirs:
+            rows.append(judge(STEP_FROM_OUR_GRADIENT, ours[key], theirs[STEP_FROM_OUR_GRADIENT],
+                              meta, ours))
+    unknown = [k for k in theirs if k not in ours and k != STEP_FROM_OUR_GRADIENT]
     judged = [r for r in rows if r["status"] in ("ok", "FAIL") and r["stage"] != "input_image"]
     failing = [r for r in rows if r["status"] == "FAIL"]
     missing_required = [k for k in required if k not in theirs]

@@ -40,7 +40,8 @@ def comparable(ref, other):
 def diagnose(rows, ours, theirs, meta, unknown) -> list[str]:
     """Hints, most upstream first, for the failing rows of a comparison."""
     status = {r["array"]: r["status"] for r in rows}
-    have = {k: comparable(ours[k], theirs[k]) for k in status if status[k] != "missing"}
+    have = {k: comparable(ours[k.split("/")[0] if k.startswith("make_step") else k], theirs[k])
+            for k in status if status[k] != "missing"}
     hints = unknown_keys(unknown, list(ours))
     if status.get("input_image") == "FAIL":
         hints.append("input_image: yours is not the bundle's input; start from the bundle's "
@@ -51,7 +52,7 @@ def diagnose(rows, ours, theirs, meta, unknown) -> list[str]:
     for key in ("objective_diff", "data_gradient", "step_gradient"):
         if status.get(key) == "FAIL" and have.get(key) is not None:
             hints += factor_hint(key, ours[key], have[key], meta)
-    if status.get("make_step") == "FAIL" and have.get("make_step") is not None:
+    if any(r["stage"] == "make_step" and r["status"] == "FAIL" for r in rows):
         hints += step_hints(ours, have, status, meta)
     if status.get("octave_sizes") == "FAIL" and have.get("octave_sizes") is not None:
         hints += octave_hint(ours["data"].shape[1:], have["octave_sizes"], meta["params"])
@@ -228,25 +229,36 @@ def notebook_step(data, gradient, meta):
 
 
 def step_hints(ours, have, status, meta) -> list[str]:
+    """Tell a wrong step from a wrong gradient: your step from our gradient (when you sent
+    it), and the notebook's step from your gradient."""
     data, tol = ours["data"], meta["tolerances_relative_l2"]["make_step"]
     update = ours["make_step"] - data
-    k, resid = scale_of(update, have["make_step"] - data)
     hints = []
+    isolated = status.get("make_step/from_our_gradient")
+    if isolated == "ok":
+        hints.append("make_step: from our step_gradient your step gives ours, so your step is "
+                     "right and your gradient is what differs")
+    elif isolated == "FAIL":
+        hints.append("make_step: your step fails even from our step_gradient: its arithmetic "
+                     "differs (roll and unroll, step_size / mean(|g|), clip)")
+    if have.get("make_step") is None:
+        return hints
+    k, resid = scale_of(update, have["make_step"] - data)
     if resid <= tol and abs(k - 1) > 1e-3:
         hints.append(f"make_step: your update is {k:.4g} x ours: the notebook's is "
                      f"step_size / mean(|g|) * g with step_size {meta['params']['step_size']}")
     g = have.get("step_gradient")
-    if g is not None and np.abs(g).mean() > 0:
+    if g is not None and np.abs(g).mean() > 0 and status.get("make_step") == "FAIL":
         expected = notebook_step(data, g, meta)
         err = float(np.linalg.norm(have["make_step"] - expected) / np.linalg.norm(update))
         if err <= tol:
-            hints.append("make_step: your step arithmetic is right (the notebook's make_step "
-                         "from your own step_gradient gives your make_step); its error comes "
+            hints.append("make_step: the notebook's step from your own step_gradient gives "
+                         "your make_step: your step arithmetic is right, and its error comes "
                          "from the gradient")
         else:
-            hints.append(f"make_step: your step arithmetic differs: the notebook's make_step "
-                         f"from your own step_gradient is {err:.2e} (relative to the update) "
-                         "from yours; check the roll and unroll, step_size / mean(|g|), clip")
+            hints.append(f"make_step: the notebook's step from your own step_gradient is "
+                         f"{err:.2e} (relative to the update) from your make_step: your step "
+                         "arithmetic differs (roll and unroll, step_size / mean(|g|), clip)")
     return hints
 
 
