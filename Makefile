@@ -9,7 +9,7 @@ OUT := out
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup dream goldens verify-notebook bench test pytest caffe caffe-test pycaffe-test lint clean distclean
+.PHONY: help setup dream goldens bundles verify-notebook bench test pytest caffe caffe-test pycaffe-test lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ dream: setup  ## the main job: the notebook's default dream of sky1024px.jpg int
 
 goldens: setup  ## recompute reference_images/ (pinned BLAS), say what changed
 	$(PY) -m deepdream_caffe.lab.goldens update reference_images
+
+bundles: setup  ## ready-made golden bundles of both models, three sizes (out/bundles/)
+	$(PY) -m deepdream_caffe.lab.ready_bundles $(OUT)/bundles
 
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
 	$(VENV)/bin/deepdream-caffe verify-notebook --out $(OUT)/verify-notebook

@@ -170,22 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-golden", parents=[common], formatter_class=fmt,
                        help="write every intermediate of one dream, for other implementations")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="folder for bundle.npz and bundle.json")
-    p.add_argument("--input", type=Path,
-                   help="input image (default: the notebook's sky1024px.jpg at --size)")
+    p.add_argument("input", type=Path, nargs="?",
+                   help="input image (default: the notebook's sky1024px.jpg at 256x144)")
+    out = p.add_mutually_exclusive_group(required=True)  # --out: the old spelling, hidden
+    out.add_argument("-o", "--output", type=Path, metavar="DIR",
+                     help="folder for bundle.npz, weights.npz, net.prototxt and bundle.json")
+    out.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--size", type=_size, metavar="WxH",
                    help="resize the input first (bilinear) (default: the notebook's sky at "
-                        "256x144, your --input as it is)")
+                        "256x144, your input as it is)")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
 
     p = sub.add_parser("compare", formatter_class=fmt,
-                       help="measure another implementation's arrays against a golden bundle; "
-                            "exit 1 beyond tolerance")
+                       help="judge another implementation's arrays against a golden bundle, "
+                            "stage by stage; exit 1 when anything fails or nothing is judged")
     p.add_argument("bundle", type=Path, metavar="DIR", help="a folder from export-golden")
     p.add_argument("other", type=Path, metavar="OTHER.npz", help="the same arrays, from yours")
     p.add_argument("--report", type=Path, metavar="FILE.md",
-                   help="markdown report (default: DIR/compare.md)")
+                   help="also write the report there (default: stdout only)")
+    p.add_argument("--require", type=lambda t: [k for k in t.split(",") if k], default=[],
+                   metavar="KEYS", help="comma-separated keys, stages or patterns (forward/*) "
+                   "that OTHER.npz must hold")
 
     p = sub.add_parser("verify-notebook", formatter_class=fmt,
                        help="compare our dreams with the images dream.ipynb shows (needs the "
@@ -250,25 +255,21 @@ def cmd_info(args):
 def cmd_export_golden(args):
     from .lab.bundle import export_job
 
-    export_job(Job.from_values(args), args.out, args.size, say=log_to_stderr)
+    export_job(Job.from_values(args), args.output, args.size, say=log_to_stderr)
 
 
 def cmd_compare(args):
     from .lab import bundle
 
-    for path in (args.bundle / "bundle.json", args.bundle / "bundle.npz", args.other):
-        if not path.is_file():
-            raise DreamError(f"{path} does not exist", "check the path (export-golden makes "
-                             "DIR/bundle.npz and DIR/bundle.json)")
-    result = bundle.compare(args.bundle, args.other)
-    report_path = args.report or args.bundle / "compare.md"
+    result = bundle.compare(args.bundle, args.other, args.require)
     text = bundle.markdown(result)
-    with all_or_nothing() as batch:
-        batch(report_path).write_text(text)
+    if args.report:
+        with all_or_nothing() as batch:
+            batch(args.report).write_text(text)
     print(text, end="")
-    if not result["passed"]:
-        raise DreamError(f"{args.other} diverges from the bundle (first diverging blob: "
-                         f"{result['first_diverging'] or 'none'})", f"see {report_path}")
+    failure = bundle.verdict_line(result)
+    if failure:
+        raise DreamError(*failure)
 
 
 def cmd_verify_notebook(args):
