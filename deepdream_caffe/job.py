@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, models, report
+from . import checks, dream, models, report, video
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
@@ -64,6 +62,7 @@ class Job:
     scale: float = ZOOM_SCALE
     format: str = "png"
     video: Path | None = None
+    fps: float = 25.0  # frames per second of the video
 
     @classmethod
     def from_values(cls, values) -> Job:
@@ -253,9 +252,7 @@ def run_zoom(job: Job, say=None):
     end = default_end(job)
     if job.scale >= 1:
         raise DreamError(f"--scale {job.scale} must be below 1", "try the notebook's 0.05")
-    if job.video and shutil.which("ffmpeg") is None:
-        raise DreamError("--video needs ffmpeg, which is not installed",
-                         "apt-get install ffmpeg, or leave out --video")
+    ffmpeg = video.check_video(job.video, job.fps, job.input) if job.video else None
     if job.output.exists() and not job.output.is_dir():
         raise DreamError(f"{job.output} exists and is not a folder", "name a folder for frames")
     (frame,) = read_inputs(job, job.input)
@@ -280,11 +277,7 @@ def run_zoom(job: Job, say=None):
                                    "scale": job.scale})
         save_json(sidecar, job.output / "zoom.json")
     if job.video:
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", "25",
-               "-i", str(job.output / f"%04d.{job.format}"), "-pix_fmt", "yuv420p",
-               str(job.video)]
-        if subprocess.run(cmd).returncode != 0:
-            raise DreamError(f"ffmpeg could not write {job.video}", "see ffmpeg's message above")
+        video.encode(job.output, job.format, done, job.video, job.fps, ffmpeg)
     say(f"wrote {done} frames to {job.output}")
 
 

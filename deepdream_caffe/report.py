@@ -53,11 +53,17 @@ def environment(with_caffe: bool = True) -> dict:
         except metadata.PackageNotFoundError:
             info[name] = "not installed"
     if with_caffe:
-        from .build import build_record
-        record = build_record()
-        info.update({f"caffe_{k}": v for k, v in record.items()})
-        info.update(blas_info())
-        info["gpu"] = gpu_info()
+        info.update(caffe_environment())
+    return info
+
+
+def caffe_environment() -> dict:
+    """The Caffe build record, BLAS and GPU; DreamError when pycaffe is not installed."""
+    from .build import build_record
+
+    info = {f"caffe_{k}": v for k, v in build_record().items()}
+    info.update(blas_info())
+    info["gpu"] = gpu_info()
     return info
 
 
