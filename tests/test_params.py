@@ -11,7 +11,7 @@ def notebook_defaults(source, function):
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == function:
             args = node.args.args[-len(node.args.defaults):]
-            return {a.arg: ast.literal_eval(d) for a, d in zip(args, node.args.defaults)
+            return {a.arg: ast.literal_eval(d) for a, d in zip(args, node.args.defaults, strict=True)
                     if not isinstance(d, ast.Name)}
     raise AssertionError(f"{function} not found")
 
