@@ -95,3 +95,30 @@ def test_make_lint_checks_format_and_shell_and_caffe_builds_only_caffe():
     assert "ruff check" in lint and "ruff format --check" in lint and "shellcheck scripts/" in lint
     caffe = dry("caffe")
     assert caffe.strip() == "scripts/setup.sh --caffe-only"
+
+
+def variables_read():
+    """Environment variables the code, the notebook, the scripts and the Makefile read."""
+    found = set()
+    sources = [*ROOT.joinpath("deepdream_caffe").rglob("*.py"), ROOT / "examples" / "dream.ipynb"]
+    for path in sources:
+        found |= set(re.findall(r"environ(?:\.get|\.setdefault)?[(\[]\\?[\"']([A-Z][A-Za-z0-9_]+)",
+                                path.read_text()))
+    for path in [*ROOT.joinpath("scripts").glob("*.sh"), ROOT / ".ci" / "run"]:
+        found |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):[-?]", path.read_text()))
+    makefile = (ROOT / "Makefile").read_text()
+    assigned = set(re.findall(r"^([A-Z_]+) :?=", makefile, re.M))
+    found |= set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", makefile)) - assigned
+    found |= set(re.findall(r"^([A-Z_]+) \?=", makefile, re.M))
+    return found - {"HOME", "MAKEFILE_LIST"}  # not read from the environment by us
+
+
+def test_readme_documents_every_environment_variable():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Environment variables"):]
+    table = table[:table.index("\n## ")]
+    documented = set(re.findall(r"`([A-Z][A-Za-z0-9_]+)`", table))
+    read = variables_read()
+    assert {"CUDA_CMAKE_FLAGS", "SETUP_PYTHON", "VENV", "DEEPDREAM_CAFFE_MIRROR",
+            "DEEPDREAM_CAFFE_EXAMPLE_WEIGHTS", "GLOG_minloglevel", "NO_TORCH"} <= read
+    assert read <= documented, read - documented
