@@ -115,7 +115,8 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
         raise DreamError(f"output {path} is a folder", "give a file name, e.g. out.png")
     if path.suffix.lower() not in suffixes:
         raise DreamError(f"output {path} does not end in {' or '.join(suffixes)}",
-                         f"name it with one of {', '.join(suffixes)} (.png is lossless)")
+                         f"name it with one of {', '.join(suffixes)}"
+                         + (" (.png is lossless)" if ".png" in suffixes else ""))
     for inp in inputs:
         if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
             raise DreamError(f"output {path} is the input", "choose another output name")
@@ -252,7 +253,9 @@ def run_zoom(job: Job, say=None):
     end = default_end(job)
     if job.scale >= 1:
         raise DreamError(f"--scale {job.scale} must be below 1", "try the notebook's 0.05")
-    ffmpeg = video.check_video(job.video, job.fps, job.input) if job.video else None
+    if job.video:  # what can be checked about the video before dreaming
+        check_output(job.video, job.input, suffixes=video.SUFFIXES)
+    ffmpeg = video.check_video(job.fps) if job.video else None
     if job.output.exists() and not job.output.is_dir():
         raise DreamError(f"{job.output} exists and is not a folder", "name a folder for frames")
     (frame,) = read_inputs(job, job.input)
