@@ -1,6 +1,8 @@
 """The deepdream-caffe command end to end, in a subprocess, as users run it."""
 
 import argparse
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -11,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepdream_caffe import dream
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
@@ -220,3 +224,37 @@ def test_info_without_pycaffe_says_what_is_missing(flags):
     assert p.returncode == 0, p.stderr
     assert "pycaffe is not installed" in p.stdout and "make setup" in p.stdout
     assert "numpy" in p.stdout and "caffe_source_sha256" not in p.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(fps=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                     st.text(max_size=8)))
+def test_fps_is_a_positive_finite_number_or_a_usage_error(fps):
+    parser = subcommands()[0]
+    argv = ["zoom", "in.png", "-o", "frames", f"--fps={fps}"]
+    try:
+        value = float(fps)
+    except ValueError:
+        value = None
+    if value is not None and np.isfinite(value) and value > 0:
+        assert parser.parse_args(argv).fps == value
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            with contextlib.redirect_stderr(io.StringIO()):
+                parser.parse_args(argv)
+        assert exit_.value.code == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(units=st.sampled_from([[["info"]], [["layers"]], [["fetch"], ["models"]],
+                              [["dream"], ["in.png"], ["-o", "x.png"]], [["bench"], ["--quick"]]]),
+       debug=st.booleans(), verbose=st.booleans(), data=st.data())
+def test_general_flags_anywhere(units, debug, verbose, data):
+    """--debug and --verbose between any two words: before the subcommand or after it."""
+    units = list(units)
+    for flag in ["--debug"] * debug + ["--verbose"] * verbose:
+        units.insert(data.draw(st.integers(0, len(units))), [flag])
+    argv = [word for unit in units for word in unit]
+    args = subcommands()[0].parse_args(argv)
+    command = next(u[0] for u in units if not u[0].startswith("--"))
+    assert (args.debug, args.verbose, args.command) == (debug, verbose, command)
