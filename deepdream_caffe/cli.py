@@ -111,8 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 after each step (default: clip)")
     d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
-                   help="jitter seed: equals the notebook after np.random.seed(SEED) "
-                        "(default: a random seed, printed and recorded)")
+                   help="jitter seed: the notebook's jitter after np.random.seed(SEED); the "
+                        "same bits also need the same Caffe build, BLAS kernel and threads, "
+                        "numpy and scipy (docs/determinism.md) (default: a random seed, "
+                        "printed and recorded)")
+    d.add_argument("--threads", type=_number(int, 1, what="must be at least 1"), metavar="N",
+                   help="OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
+                        "(default: OpenBLAS's own choice, recorded)")
     d.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
                    metavar="PIXELS", help="scale the input down first so that its longer side "
                    "is at most PIXELS (a deviation from the notebook; default: no scaling)")
@@ -194,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify-notebook", formatter_class=fmt,
                        help="compare our dreams with the images dream.ipynb shows (needs the "
-                            "real bvlc_googlenet weights; skips without them)")
+                            "real bvlc_googlenet weights; without them it skips with exit "
+                            "status 77)")
     p.add_argument("--seeds", type=_number(int, 2, what="must be at least 2"), default=3,
                    help="seeds per case (the spread needs at least two)")
     p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
@@ -203,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "per seed)")
     add_output(p, Path("out/verify-notebook"),
                "folder for report.md, report.json and the side-by-side images")
+
+    p = sub.add_parser("reproduce", formatter_class=fmt,
+                       help="run a sidecar's job again and compare bit for bit; exit 0 if "
+                            "bit-identical, 1 if not (naming the factors that differ)")
+    p.add_argument("sidecar", type=Path, metavar="OUT.png.json",
+                   help="the sidecar of a dream, guide or zoom (FRAMES_DIR/zoom.json)")
 
     p = sub.add_parser("bench", formatter_class=fmt,
                        help="time the notebook's default dream against its baselines")
@@ -288,12 +300,22 @@ def cmd_compare(args):
 
 
 def cmd_verify_notebook(args):
-    from .lab.verify import verify_notebook
+    from .lab.verify import SKIPPED, verify_notebook
 
     results = verify_notebook(args.seeds, args.cells, args.output, say=log_to_stderr)
-    if results is not None and not all(r["holds"] for r in results):
+    if results is None:
+        return SKIPPED
+    if not all(r["holds"] for r in results):
         raise DreamError("the notebook's images are not within our seed-to-seed spread for "
                          "every case", f"see {args.output / 'report.md'}")
+
+
+def cmd_reproduce(args):
+    from .reproduce import reproduce
+
+    verdict = reproduce(args.sidecar, say=log_to_stderr)
+    print(verdict.line)
+    return 0 if verdict.identical else 1
 
 
 def cmd_bench(args):
@@ -306,14 +328,16 @@ def cmd_bench(args):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     check_combinations(parser, args)
+    args.command_line = report.command_line(argv)
     # glog reads this once, when libcaffe loads: quiet unless --verbose
     os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
     command = globals()["cmd_" + args.command.replace("-", "_")]
     try:
-        command(args)
+        status = command(args)
     except DreamError as e:
         if args.debug:
             raise
@@ -331,7 +355,9 @@ def main(argv=None) -> int:
         print("deepdream-caffe: interrupted; finished outputs are kept, no partial file "
               "was written", file=sys.stderr)
         return 130
-    return 0
+    if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
+        report.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -194,5 +194,6 @@ def export_job(job, out: Path, size=None, say=print) -> dict:
                   "environment": report.environment(with_caffe=True)}
     meta = export(out, run.net, dream_model(run.definition, end), img, run.params, run.seed,
                   provenance)
+    report.stamp(out / "bundle.json", job, run, {"bundle.npz": out / "bundle.npz"})
     say(f"wrote {out / 'bundle.npz'} and {out / 'bundle.json'}")
     return meta
