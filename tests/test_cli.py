@@ -189,6 +189,7 @@ def test_debug_after_the_subcommand_shows_the_traceback(tmp_path):
 def test_one_output_flag_and_the_old_spelling_still_works(command, flag):
     parser, choices = subcommands()
     assert parser.parse_args([command, flag, "somewhere"]).output == Path("somewhere")
+    assert parser.parse_args([command]).output == Path("out", command)  # the default holds
     assert "--out " not in choices[command].format_help()  # the alias is hidden
 
 
