@@ -8,6 +8,7 @@ line on stderr and exit status 1 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from . import assets, models, report
 from .errors import DreamError
+from .flags import HelpFormatter, add_general, add_output, refuse, version
 from .imageio import all_or_nothing
 from .job import Job, log_to_stderr, run_dream, run_zoom
 from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE
@@ -62,27 +64,30 @@ def _size(text):
 
 # --- the parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="deepdream-caffe", formatter_class=fmt,
         description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    add_general(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    arch = argparse.ArgumentParser(add_help=False)
     model = argparse.ArgumentParser(add_help=False)
-    g = model.add_argument_group("model")
-    g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
-                   help="a known model (weights downloaded and verified)")
-    g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
-                   help="your own net definition (with --weights)")
+    # layers takes the architecture only (arch); the dreams take all of `model`
+    for g in (arch.add_argument_group("model"), model.add_argument_group("model")):
+        g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
+                       help="a known model (weights downloaded and verified)")
+        g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
+                       help="your own net definition (dreams need --weights with it)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
     g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
                    help="mean subtracted from the input, BGR (default: the model's; "
                         "the notebook's 104,116,122 for --model-def)")
     g.add_argument("--places-mean", action="store_true",
-                   help="with places205_googlenet: use its own training mean instead of the "
-                        "ImageNet mean the notebook used")
+                   help="with --model places205_googlenet: use its own training mean instead "
+                        "of the ImageNet mean the notebook used")
     g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
                    help="input channel order the net expects (default: BGR, 2,1,0)")
     g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
@@ -90,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--notebook-net", action="store_true",
                    help="load the net exactly as the notebook did (force_backward: every weight "
                         "gradient computed); the default skips them, with bit-identical results")
-    g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
@@ -152,12 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
                    default=ZOOM_SCALE, help="zoom per frame")
     p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
-                   help="also encode the frames with ffmpeg")
+                   help="also encode the frames (H.264, odd sizes padded to even by one black "
+                        "row or column; .mp4, .mkv or .mov)")
+    p.add_argument("--fps", type=_number(float, 0, False, "must be greater than 0"),
+                   default=25.0, help="frames per second of --video")
 
-    p = sub.add_parser("layers", parents=[model], formatter_class=fmt,
+    p = sub.add_parser("layers", parents=[arch], formatter_class=fmt,
                        help="list the layers usable as --end")
-    p.add_argument("--size", type=_size, default=(1024, 575), metavar="WxH",
+    p.add_argument("--size", type=_size, default="1024x575", metavar="WxH",
                    help="input size for the blob shapes")
+    refuse(p, ["--weights", "--mean", "--places-mean", "--channel-swap", "--gpu",
+               "--notebook-net"], "it reads only the net definition")
 
     p = sub.add_parser("fetch", formatter_class=fmt,
                        help="download and verify files; print their paths")
@@ -165,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["models", "assets", "all", *models.MODELS, *assets.NOTEBOOK_ASSETS],
                    help="models, assets, all, or one model or notebook file by name")
 
-    sub.add_parser("info", formatter_class=fmt,
-                   help="versions, the Caffe build record, BLAS threads, GPU")
+    p = sub.add_parser("info", formatter_class=fmt,
+                       help="versions, the Caffe build record, BLAS threads, GPU")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("export-golden", parents=[common], formatter_class=fmt,
                        help="write every intermediate of one dream, for other implementations")
@@ -202,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=[12, 14, 21, 27],
                    help="notebook cells to reproduce (21, the 30th zoom frame, takes 30 dreams "
                         "per seed)")
-    p.add_argument("--out", type=Path, default=Path("out/verify-notebook"),
-                   help="folder for report.md, report.json and the side-by-side images")
+    add_output(p, Path("out/verify-notebook"),
+               "folder for report.md, report.json and the side-by-side images")
 
     p = sub.add_parser("reproduce", formatter_class=fmt,
                        help="run a sidecar's job again and compare bit for bit; exit 0 if "
@@ -215,11 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="time the notebook's default dream against its baselines")
     p.add_argument("--quick", action="store_true",
                    help="a small image and few steps: every code path in seconds")
-    p.add_argument("--out", type=Path, default=Path("out/bench"),
-                   help="folder for bench.json, bench.md and each variant's float32 result")
+    add_output(p, Path("out/bench"),
+               "folder for bench.json, bench.md and each variant's float32 result")
     p.add_argument("--variants", nargs="+", choices=["ours", "notebook", "pytorch"],
                    default=["ours", "notebook", "pytorch"], help="what to time")
+    for p in sub.choices.values():  # before or after the subcommand
+        add_general(p, default=argparse.SUPPRESS)
     return parser
+
+
+def check_combinations(parser, args):
+    """Flags that are valid alone but not together: usage errors."""
+    if getattr(args, "places_mean", False) and (
+            args.model_def or args.model != "places205_googlenet"):
+        parser.exit(2, f"{parser.prog} {args.command}: error: --places-mean needs --model "
+                    "places205_googlenet (for other nets give a mean with --mean B,G,R)\n")
 
 
 # --- the subcommands: each turns its flags into a job or a call ------------------------
@@ -248,7 +268,15 @@ def cmd_fetch(args):
 
 
 def cmd_info(args):
-    for key, value in report.environment(with_caffe=True).items():
+    info = report.environment(with_caffe=False)
+    try:
+        info.update(report.caffe_environment())
+    except DreamError as e:  # info still reports the rest, and what is missing
+        info["caffe"] = f"missing: {e}"
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
         print(f"{key:22s} {value}")
 
 
@@ -275,12 +303,12 @@ def cmd_compare(args):
 def cmd_verify_notebook(args):
     from .lab.verify import SKIPPED, verify_notebook
 
-    results = verify_notebook(args.seeds, args.cells, args.out, say=log_to_stderr)
+    results = verify_notebook(args.seeds, args.cells, args.output, say=log_to_stderr)
     if results is None:
         return SKIPPED
     if not all(r["holds"] for r in results):
         raise DreamError("the notebook's images are not within our seed-to-seed spread for "
-                         "every case", f"see {args.out / 'report.md'}")
+                         "every case", f"see {args.output / 'report.md'}")
 
 
 def cmd_reproduce(args):
@@ -294,15 +322,17 @@ def cmd_reproduce(args):
 def cmd_bench(args):
     from .lab.bench import bench
 
-    record = bench(args.out, quick=args.quick, variants=args.variants, say=log_to_stderr)
-    print((args.out / "bench.md").read_text(), end="")
+    record = bench(args.output, quick=args.quick, variants=args.variants, say=log_to_stderr)
+    print((args.output / "bench.md").read_text(), end="")
     if not record["results"]:
         raise DreamError("nothing was timed", "choose --variants that can run here")
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_combinations(parser, args)
     args.command_line = report.command_line(argv)
     # glog reads this once, when libcaffe loads: quiet unless --verbose
     os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, models, report
+from . import checks, dream, models, report, video
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
@@ -65,6 +63,7 @@ class Job:
     scale: float = ZOOM_SCALE
     format: str = "png"
     video: Path | None = None
+    fps: float = 25.0  # frames per second of the video
     command_line: str | None = None  # as typed, recorded in the sidecar
 
     @classmethod
@@ -118,7 +117,8 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
         raise DreamError(f"output {path} is a folder", "give a file name, e.g. out.png")
     if path.suffix.lower() not in suffixes:
         raise DreamError(f"output {path} does not end in {' or '.join(suffixes)}",
-                         f"name it with one of {', '.join(suffixes)} (.png is lossless)")
+                         f"name it with one of {', '.join(suffixes)}"
+                         + (" (.png is lossless)" if ".png" in suffixes else ""))
     for inp in inputs:
         if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
             raise DreamError(f"output {path} is the input", "choose another output name")
@@ -265,9 +265,9 @@ def run_zoom(job: Job, say=None):
     end = default_end(job)
     if job.scale >= 1:
         raise DreamError(f"--scale {job.scale} must be below 1", "try the notebook's 0.05")
-    if job.video and shutil.which("ffmpeg") is None:
-        raise DreamError("--video needs ffmpeg, which is not installed",
-                         "apt-get install ffmpeg, or leave out --video")
+    if job.video:  # what can be checked about the video before dreaming
+        check_output(job.video, job.input, suffixes=video.SUFFIXES)
+    ffmpeg = video.check_video(job.fps) if job.video else None
     if job.output.exists() and not job.output.is_dir():
         raise DreamError(f"{job.output} exists and is not a folder", "name a folder for frames")
     (frame,) = read_inputs(job, job.input)
@@ -294,11 +294,7 @@ def run_zoom(job: Job, say=None):
                                    "scale": job.scale})
         save_json(sidecar, job.output / "zoom.json")
     if job.video:
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", "25",
-               "-i", str(job.output / f"%04d.{job.format}"), "-pix_fmt", "yuv420p",
-               str(job.video)]
-        if subprocess.run(cmd).returncode != 0:
-            raise DreamError(f"ffmpeg could not write {job.video}", "see ffmpeg's message above")
+        video.encode(job.output, job.format, done, job.video, job.fps, ffmpeg)
     say(f"wrote {done} frames to {job.output}")
 
 

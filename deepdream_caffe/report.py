@@ -13,7 +13,7 @@ import platform
 import shlex
 import sys
 from dataclasses import asdict, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -182,17 +182,23 @@ def environment(with_caffe: bool = True) -> dict:
             info[name] = "not installed"
     info.update(numpy_blas_info())
     if with_caffe:
-        from .build import build_record
-        record = build_record()
-        info.update({f"caffe_{k}": v for k, v in record.items()})
-        info.update(blas_info())
-        info["gpu"] = gpu_info()
+        info.update(caffe_environment())
+    return info
+
+
+def caffe_environment() -> dict:
+    """The Caffe build record, BLAS and GPU; DreamError when pycaffe is not installed."""
+    from .build import build_record
+
+    info = {f"caffe_{k}": v for k, v in build_record().items()}
+    info.update(blas_info())
+    info["gpu"] = gpu_info()
     return info
 
 
 # --- the records of a run ---------------------------------------------------------------
 def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def job_fields(job) -> dict:

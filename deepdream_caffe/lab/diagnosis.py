@@ -115,7 +115,8 @@ def data_fit(ours, theirs, mean) -> list[str]:
     # yours = a * (x - m_j) + b, so you subtract a * m_j - b (in your scale)
     theirs_mean = [a * mean[j] - b for j, a, b, _ in fits]
     ours_mean = [mean[j] for j, _, _, _ in fits]
-    if max(abs(m - a * o) for m, o, (_, a, _, _) in zip(theirs_mean, ours_mean, fits)) > 1e-3:
+    pairs = zip(theirs_mean, ours_mean, fits, strict=True)
+    if max(abs(m - a * o) for m, o, (_, a, _, _) in pairs) > 1e-3:
         hints.append("data: your mean differs: you subtract "
                      f"({', '.join(f'{m:.3f}' for m in theirs_mean)}), the notebook "
                      f"({', '.join(f'{m:g}' for m in ours_mean)}), per channel in your order")
