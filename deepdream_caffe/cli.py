@@ -2,52 +2,89 @@
 
 Each subcommand turns its flags into a :class:`~deepdream_caffe.job.Job` (dream, guide, zoom)
 or one call into the module that does the work. Every failure a user can cause ends with one
-line on stderr and exit status 1 (``--debug`` shows the traceback).
+line on stderr: exit status 1, or 2 for flags that make no sense (``--debug`` shows the
+traceback). Ctrl-C and SIGTERM, from the first instant, end with one line too.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import signal
 import sys
-from pathlib import Path
-
-import numpy as np
-
-from . import assets, models, report
-from .errors import DreamError
-from .imageio import all_or_nothing
-from .job import Job, log_to_stderr, run_dream, run_zoom
-from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE
 
 
-# --- argument types: argparse turns their ValueError into a usage error ------------------
-def _number(kind, low=None, low_inclusive=True, what=""):
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where Python is, so that every ``finally`` runs."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+def _stopped_while_starting(signum, frame):
+    print("deepdream-caffe: interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the program, not a test
+    # installed before the imports below, which take a noticeable fraction of a second
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import assets, models, report  # noqa: E402
+from .errors import DreamError  # noqa: E402
+from .imageio import all_or_nothing  # noqa: E402
+from .job import RANGES, Job, describe_range, in_range, log_to_stderr, run_dream, run_zoom  # noqa: E402, E501
+from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE  # noqa: E402
+
+# --- argument types: argparse turns their ArgumentTypeError into a usage error -----------
+KINDS = {int: "an integer", float: "a number"}
+
+
+def _value(kind, text, name):
+    """``text`` as ``kind``, finite and within ``RANGES[name]``, or ArgumentTypeError."""
+    try:
+        value = kind(text)
+        finite = math.isfinite(value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {KINDS[kind]}") from None
+    if not finite:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if name is not None and not in_range(name, value):
+        raise argparse.ArgumentTypeError(f"{text!r} is outside {describe_range(name)}")
+    return value
+
+
+def _number(kind, name):
     def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not np.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            raise argparse.ArgumentTypeError(f"{text} {what}")
-        return value
+        return _value(kind, text, name)
+    parse.__name__ = kind.__name__
     return parse
 
 
-def _triple(kind):
+def _triple(kind, name=None):
     def parse(text):
         parts = text.split(",")
-        try:
-            values = tuple(kind(p) for p in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers") \
-                from None
-        if len(values) != 3:
+        if len(parts) != 3:
             raise argparse.ArgumentTypeError(f"{text!r} must have three values")
-        return values
+        return tuple(_value(kind, p, name) for p in parts)
+    parse.__name__ = kind.__name__
     return parse
+
+
+def _swap(text):
+    order = _triple(int)(text)
+    if sorted(order) != [0, 1, 2]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an order of 0, 1, 2")
+    return order
 
 
 def _size(text):
@@ -57,13 +94,22 @@ def _size(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    if max(w, h) > RANGES["max_size"][1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
     return w, h
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (the usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # --- the parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deepdream-caffe", formatter_class=fmt,
         description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -77,15 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your own net definition (with --weights)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
-    g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
+    g.add_argument("--mean", type=_triple(float, "mean"), metavar="B,G,R",
                    help="mean subtracted from the input, BGR (default: the model's; "
                         "the notebook's 104,116,122 for --model-def)")
     g.add_argument("--places-mean", action="store_true",
                    help="with places205_googlenet: use its own training mean instead of the "
                         "ImageNet mean the notebook used")
-    g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
+    g.add_argument("--channel-swap", type=_swap, metavar="2,1,0", default=None,
                    help="input channel order the net expects (default: BGR, 2,1,0)")
-    g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
+    g.add_argument("--gpu", type=_number(int, "gpu"), metavar="N",
                    help="run on GPU N (default: CPU)")
     g.add_argument("--notebook-net", action="store_true",
                    help="load the net exactly as the notebook did (force_backward: every weight "
@@ -94,26 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
-    d.add_argument("--iter-n", type=_number(int, 1, what="must be at least 1"),
+    d.add_argument("--iter-n", type=_number(int, "iter_n"),
                    default=DEFAULTS.iter_n, help="gradient steps per octave")
-    d.add_argument("--octave-n", type=_number(int, 1, what="must be at least 1"),
+    d.add_argument("--octave-n", type=_number(int, "octave_n"),
                    default=DEFAULTS.octave_n, help="number of octaves (scales)")
-    d.add_argument("--octave-scale", type=_number(float, 1, False, "must be greater than 1"),
+    d.add_argument("--octave-scale", type=_number(float, "octave_scale"),
                    default=DEFAULTS.octave_scale, help="size ratio between octaves")
-    d.add_argument("--step-size", type=_number(float, 0, False, "must be greater than 0"),
+    d.add_argument("--step-size", type=_number(float, "step_size"),
                    default=DEFAULTS.step_size, help="normalised step size")
-    d.add_argument("--jitter", type=_number(int, 0, what="must not be negative"),
+    d.add_argument("--jitter", type=_number(int, "jitter"),
                    default=DEFAULTS.jitter, help="largest random shift in pixels")
     d.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 after each step (default: clip)")
-    d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
-                   help="jitter seed: equals the notebook after np.random.seed(SEED) "
+    d.add_argument("--seed", type=_number(int, "seed"),
+                   help="jitter seed, 0..2**32-1: equals the notebook after np.random.seed(SEED) "
                         "(default: a random seed, printed and recorded)")
-    d.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
+    d.add_argument("--max-size", type=_number(int, "max_size"),
                    metavar="PIXELS", help="scale the input down first so that its longer side "
                    "is at most PIXELS (a deviation from the notebook; default: no scaling)")
-    d.add_argument("--jpeg-quality", type=_number(int, 1, what="must be 1..95"), default=95,
-                   help="quality for .jpg outputs")
+    d.add_argument("--jpeg-quality", type=_number(int, "jpeg_quality"), default=95,
+                   help="quality for .jpg outputs, 1..95")
 
     one = argparse.ArgumentParser(add_help=False, parents=[common])
     one.add_argument("-o", "--output", type=Path, required=True,
@@ -141,13 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FRAMES_DIR",
                    help="folder for frames/NNNN.png")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
-    p.add_argument("--frames", type=_number(int, 1, what="must be at least 1"),
+    p.add_argument("--frames", type=_number(int, "frames"),
                    default=ZOOM_FRAMES, help="number of frames")
-    p.add_argument("--scale", type=_number(float, 0, False, "must be in (0, 1)"),
+    p.add_argument("--scale", type=_number(float, "scale"),
                    default=ZOOM_SCALE, help="zoom per frame")
     p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
                    help="also encode the frames with ffmpeg")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the frames of an earlier zoom in FRAMES_DIR (without it, a "
+                        "folder holding them is refused)")
 
     p = sub.add_parser("layers", parents=[model], formatter_class=fmt,
                        help="list the layers usable as --end")
@@ -185,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-notebook", formatter_class=fmt,
                        help="compare our dreams with the images dream.ipynb shows (needs the "
                             "real bvlc_googlenet weights; skips without them)")
-    p.add_argument("--seeds", type=_number(int, 2, what="must be at least 2"), default=3,
+    p.add_argument("--seeds", type=_seeds, default=3,
                    help="seeds per case (the spread needs at least two)")
     p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
                    choices=[12, 14, 21, 27],
@@ -203,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", choices=["ours", "notebook", "pytorch"],
                    default=["ours", "notebook", "pytorch"], help="what to time")
     return parser
+
+
+def _seeds(text):
+    value = _value(int, text, "iter_n")
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 2")
+    return value
 
 
 # --- the subcommands: each turns its flags into a job or a call ------------------------
@@ -278,29 +334,36 @@ def cmd_bench(args):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    # glog reads this once, when libcaffe loads: quiet unless --verbose
-    os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
-    command = globals()["cmd_" + args.command.replace("-", "_")]
+    # from here on a signal is an exception, so that every ``finally`` runs (zoom.json, ...)
+    before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    args = None
     try:
-        command(args)
+        args = build_parser().parse_args(argv)
+        # glog reads this once, when libcaffe loads: quiet unless --verbose
+        os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
+        globals()["cmd_" + args.command.replace("-", "_")](args)
     except DreamError as e:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         print(f"deepdream-caffe: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # the disk is full, a folder vanished, ...: still one line
-        if args.debug:
+        if args is not None and args.debug:
             raise
-        print(f"deepdream-caffe: error: {e}; nothing was overwritten (outputs are written "
-              "to a temporary name first)", file=sys.stderr)
+        print(f"deepdream-caffe: error: {e}: check the path, its permissions and the free "
+              "space; no output was left half-written", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if args.debug:
+    except KeyboardInterrupt as e:
+        if args is not None and args.debug:
             raise
-        print("deepdream-caffe: interrupted; finished outputs are kept, no partial file "
-              "was written", file=sys.stderr)
-        return 130
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        print(f"deepdream-caffe: {name}; finished outputs are kept, no partial file was "
+              "written", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
     return 0
 
 
