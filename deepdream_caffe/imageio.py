@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -217,25 +217,26 @@ def all_or_nothing():
 
 def _commit(pending) -> None:
     """Rename every (temporary, target) pair; on any failure, restore every target."""
-    done = []  # (target, its old file kept aside, or None)
+    kept = {}  # target: a second name for the file it held, until every rename has worked
+    done = []  # targets renamed into place
     try:
         for tmp, path in pending:
-            kept = None
             if path.exists():
-                kept = _keep_aside(path)
-            done.append((path, kept))
+                kept[path] = _keep_aside(path)
             os.replace(tmp, path)
+            done.append(path)
     except BaseException:
-        for path, kept in reversed(done):
-            if kept is not None:
-                os.replace(kept, path)
-            elif path.exists():
-                path.unlink()
+        for path in reversed(done):
+            with suppress(OSError):  # put back as much as can be put back
+                if path in kept:
+                    os.replace(kept.pop(path), path)
+                else:
+                    path.unlink()
         raise
     finally:
-        for _, kept in done:
-            if kept is not None and os.path.lexists(kept):
-                os.unlink(kept)
+        for old in kept.values():
+            if os.path.lexists(old):
+                os.unlink(old)
 
 
 def _keep_aside(path: Path) -> Path:

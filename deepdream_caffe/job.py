@@ -10,6 +10,7 @@ runs the same code and gives the same bits.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -372,6 +373,7 @@ def run_zoom(job: Job, say=None):
     check_images(job, end, [job.octave_n], job.input)
     (frame,) = read_inputs(job, job.input)
     run = prepare(job, end, [(frame, job.octave_n)], [job.input])
+    created = not job.output.exists()
     job.output.mkdir(parents=True, exist_ok=True)
     for old in earlier:  # --overwrite: the earlier run's frames go, now that this one starts
         old.unlink(missing_ok=True)
@@ -390,11 +392,14 @@ def run_zoom(job: Job, say=None):
                 bar.update(1)
     finally:
         bar.close()
-        # frames already written are kept, and the sidecar says how many there are
-        sidecar = run.record(job, {"dream_s": time.perf_counter() - t0},
-                             zoom={"frames_done": done, "frames": job.frames,
-                                   "scale": job.scale})
-        save_json(sidecar, job.output / "zoom.json")
+        if done:  # frames already written are kept, and the sidecar says how many there are
+            sidecar = run.record(job, {"dream_s": time.perf_counter() - t0},
+                                 zoom={"frames_done": done, "frames": job.frames,
+                                       "scale": job.scale})
+            save_json(sidecar, job.output / "zoom.json")
+        elif created:
+            with contextlib.suppress(OSError):  # an empty folder this run made
+                job.output.rmdir()
     if job.video:
         cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", "25",
                "-i", str(job.output / f"%04d.{job.format}"), "-pix_fmt", "yuv420p",
