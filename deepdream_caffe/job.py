@@ -320,7 +320,6 @@ def run_dream(job: Job, say=None):
     """dream and guide: one image in, one image out (plus sidecar and --raw)."""
     say = say or log_to_stderr
     end = default_end(job)
-    check_numbers(job)
     check_output(job.output, job.input, job.guide)
     if job.raw is not None:
         check_output(job.raw, job.input, job.guide, suffixes=(".npy",))
@@ -368,7 +367,6 @@ def run_zoom(job: Job, say=None):
     if job.video and shutil.which("ffmpeg") is None:
         raise DreamError("--video needs ffmpeg, which is not installed",
                          "apt-get install ffmpeg, or leave out --video")
-    check_numbers(job)
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
     check_images(job, end, [job.octave_n], job.input)
     (frame,) = read_inputs(job, job.input)
