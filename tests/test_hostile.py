@@ -429,27 +429,6 @@ def test_zoom_refuses_an_earlier_runs_frames_unless_overwrite(work):
     assert json.loads((frames / "zoom.json").read_text())["zoom"]["frames_done"] == 1
 
 
-def test_zoom_on_sigterm_keeps_frames_writes_zoom_json_and_says_so(work):
-    """Before: SIGTERM killed it silently, with no zoom.json."""
-    folder, flags = work
-    frames = folder / "frames"
-    proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "zoom",
-                             str(folder / "in.png"), "-o", str(frames), *flags, "--seed", "1",
-                             "--iter-n", "1", "--octave-n", "1", "--frames", "1000"],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while len(list(frames.glob("*.png"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "terminated" in lines[0] and "Traceback" not in err
-    done = sorted(frames.glob("*.png"))
-    assert json.loads((frames / "zoom.json").read_text())["zoom"]["frames_done"] == len(done)
-    assert not list(frames.glob(".*"))
-
-
 @pytest.mark.parametrize("attempt", range(3))
 def test_ctrl_c_while_starting_is_one_line(work, attempt):
     """Before: a KeyboardInterrupt traceback from inside an import. The signal is sent as
