@@ -42,11 +42,11 @@ from pathlib import Path  # noqa: E402
 from . import assets, models, report  # noqa: E402
 from .errors import DreamError  # noqa: E402
 from .imageio import all_or_nothing  # noqa: E402
-from .job import RANGES, Job, describe_range, in_range, log_to_stderr, run_dream, run_zoom  # noqa: E402, E501
+from .job import RANGES, Job, log_to_stderr, range_problem, run_dream, run_zoom  # noqa: E402
 from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE  # noqa: E402
 
 # --- argument types: argparse turns their ArgumentTypeError into a usage error -----------
-KINDS = {int: "an integer", float: "a number"}
+KINDS = {int: "an integer", float: "a float number"}
 
 
 def _value(kind, text, name):
@@ -58,8 +58,9 @@ def _value(kind, text, name):
         raise argparse.ArgumentTypeError(f"{text!r} is not {KINDS[kind]}") from None
     if not finite:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    if name is not None and not in_range(name, value):
-        raise argparse.ArgumentTypeError(f"{text!r} is outside {describe_range(name)}")
+    problem = None if name is None else range_problem(name, value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
     return value
 
 

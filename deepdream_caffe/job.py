@@ -118,10 +118,21 @@ def in_range(name, value) -> bool:
             and (value < high or (high_in and value == high)))
 
 
-def describe_range(name) -> str:
+def range_problem(name, value) -> str | None:
+    """What is wrong with ``value`` for ``RANGES[name]`` in words, or None if it is in range."""
+    if in_range(name, value):
+        return None
     low, high, low_in, high_in = RANGES[name]
-    return (f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
-            if isinstance(low, float) or isinstance(high, float) else f"{low}..{high}")
+    if high not in (COUNT_MAX, guards.FLT_MAX):  # a range with a meaningful top: both ends
+        ends = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+        return f"must be in {ends}" if isinstance(low, float) or not (low_in and high_in) \
+            else f"must be in {low}..{high}"
+    if value > high:
+        return f"must be at most {high:g}" if isinstance(high, float) else \
+            f"must be at most {high}"
+    if not low_in:
+        return f"must be greater than {low}"
+    return "must not be negative" if low == 0 else f"must be at least {low}"
 
 
 def check_numbers(job) -> None:
@@ -131,13 +142,14 @@ def check_numbers(job) -> None:
         values = () if value is None else value if name == "mean" else (value,)
         for v in values:
             try:
-                ok = math.isfinite(v) and in_range(name, v)
+                problem = None if math.isfinite(v) else "must be finite"
+                problem = problem or range_problem(name, v)
             except (TypeError, OverflowError):
-                ok = False
-            if not ok:
+                problem = "must be a number"
+            if problem:
                 flag = "--" + name.replace("_", "-")
-                raise DreamError(f"{flag} {value} is out of range",
-                                 f"give a value in {describe_range(name)}")
+                raise DreamError(f"{flag} {value} is out of range: it {problem}",
+                                 "give a value in its range (see --help)")
     if job.channel_swap is not None and sorted(job.channel_swap) != [0, 1, 2]:
         raise DreamError(f"--channel-swap {job.channel_swap} is not an order of 0, 1, 2",
                          "give e.g. 2,1,0")

@@ -174,10 +174,10 @@ def test_max_size_scales_down(work):
 
 # --- flags ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("flags,message", [
-    (["--octave-scale", "0.9"], "outside (1, "),
-    (["--octave-n", "0"], "outside 1.."),
-    (["--iter-n", "-3"], "outside 1.."),
-    (["--step-size", "0"], "outside (0, "),
+    (["--octave-scale", "0.9"], "greater than 1"),
+    (["--octave-n", "0"], "at least 1"),
+    (["--iter-n", "-3"], "at least 1"),
+    (["--step-size", "0"], "greater than 0"),
     (["--jitter", "x"], "not an integer"),
     (["--octave-scale", "nan"], "not a finite number"),
     (["--mean", "1,2"], "three values"),

@@ -222,6 +222,18 @@ def test_guard_sees_a_nan_in_a_pooled_blob(load, nets):
         guards.guarded(net, dream.objective_L2, pooled, "x")(net.blobs["inception_3a/output"])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e6])
+def test_a_preprocessed_image_out_of_range_is_refused(bad):
+    """What reaches Caffe is checked itself, not only the flags that made it."""
+    from deepdream_caffe import guards
+
+    image = np.zeros((3, 8, 8), np.float32)
+    guards.check_input(image - 120, "in.png")  # a grey image minus a mean: fine
+    image[1, 2, 3] = bad
+    with pytest.raises(DreamError, match="in.png"):
+        guards.check_input(image, "in.png")
+
+
 def test_max_pool_inputs_of_googlenet(nets):
     from deepdream_caffe import guards
     from deepdream_caffe.net import dream_model
@@ -244,7 +256,7 @@ def test_huge_integers_get_a_message_not_invalid_parse_value(work, value):
     folder = work[0]
     line = refused(work, "dream", folder / "in.png", "-o", folder / "o.png",
                    f"--jitter={value}", codes=(2,), words=["--jitter"])
-    assert "is not an integer" in line or "outside" in line
+    assert "is not an integer" in line or "must be at most" in line
 
 
 def test_jpeg_quality_is_held_to_the_help(work):
