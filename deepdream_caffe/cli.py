@@ -106,6 +106,13 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # argparse takes "--flag=--" as an empty list, unparsed
+            if action.nargs is None and getattr(namespace, action.dest, None) == []:
+                self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
+        return namespace, extras
+
 
 # --- the parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:

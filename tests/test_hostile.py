@@ -33,7 +33,8 @@ FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "1"]
 # What users type into number flags, beside what hypothesis makes up.
 TYPED = ["nan", "NaN", "inf", "-inf", "infinity", "1e39", "-1e39", "1e308", "1e400", "2**64",
          "18446744073709551616", "4294967296", "1e20", "-0", "-0.0", "0x10", " 5", "5,", "5 ",
-         "", "1_000", "0", "-1", "1.5", "3.4028236e38", "99999999999999999999999", "½", "٣"]
+         "", "--", "1_000", "0", "-1", "1.5", "3.4028236e38", "99999999999999999999999", "½",
+         "٣"]
 NUMBER_FLAGS = {  # flag: (subcommand, name in job.RANGES)
     "--iter-n": ("dream", "iter_n"), "--octave-n": ("dream", "octave_n"),
     "--octave-scale": ("dream", "octave_scale"), "--step-size": ("dream", "step_size"),
