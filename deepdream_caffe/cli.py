@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-notebook", formatter_class=fmt,
                        help="compare our dreams with the images dream.ipynb shows (needs the "
                             "real bvlc_googlenet weights; skips without them)")
-    p.add_argument("--seeds", type=_seeds, default=3,
+    p.add_argument("--seeds", type=_number(int, "seeds"), default=3,
                    help="seeds per case (the spread needs at least two)")
     p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
                    choices=[12, 14, 21, 27],
@@ -260,13 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", choices=["ours", "notebook", "pytorch"],
                    default=["ours", "notebook", "pytorch"], help="what to time")
     return parser
-
-
-def _seeds(text):
-    value = _value(int, text, "iter_n")
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 2")
-    return value
 
 
 # --- the subcommands: each turns its flags into a job or a call ------------------------

@@ -45,6 +45,7 @@ RANGES = {
     "scale": (0, 1, False, False),
     "gpu": (0, COUNT_MAX, True, True),
     "mean": (0, 255, True, True),  # each of B, G, R: a mean of 0..255 pixels
+    "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
 }
 
 
@@ -138,7 +139,7 @@ def range_problem(name, value) -> str | None:
 def check_numbers(job) -> None:
     """Every number of the job finite and in its range (the CLI's parser already made sure)."""
     for name in RANGES:
-        value = getattr(job, name)
+        value = getattr(job, name, None)
         values = () if value is None else value if name == "mean" else (value,)
         for v in values:
             try:
