@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 import zlib
 from pathlib import Path
@@ -483,6 +484,27 @@ def test_a_wrong_file_in_a_mirror_that_is_also_the_cache_is_never_deleted(tmp_pa
     before = snapshot(data)
     with pytest.raises(DreamError, match="never changed"):
         assets.fetch(assets.NOTEBOOK_ASSETS["flowers.jpg"], progress=False)
+    assert snapshot(data) == before
+
+
+def test_an_incomplete_model_folder_in_a_mirror_is_never_removed(tmp_path, monkeypatch):
+    """The Places205 archive's folder is rebuilt when incomplete, unless it is a mirror's."""
+    from deepdream_caffe import models
+
+    data = tmp_path / "data"
+    partial = data / "places205_googlenet"
+    partial.mkdir(parents=True)
+    (partial / "deploy_places205.protxt").write_text("mine")
+    monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(data))
+    monkeypatch.setenv("DEEPDREAM_CAFFE_CACHE", str(tmp_path))
+    archive = tmp_path / "archive.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("a", "b"):
+            (tmp_path / name).write_text(name)
+            tar.add(tmp_path / name, arcname=name)
+    before = snapshot(data)
+    with pytest.raises(DreamError, match="never changed"):
+        models._extract(archive, ["a", "b"], partial)
     assert snapshot(data) == before
 
 
