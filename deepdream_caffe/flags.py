@@ -135,6 +135,7 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:  # argparse takes "--flag=--" as an empty list, unparsed
-            if action.nargs is None and getattr(namespace, action.dest, None) == []:
+            value = getattr(namespace, action.dest, None)
+            if action.nargs is None and value == [] and action.default != []:
                 self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
         return namespace, extras
