@@ -19,13 +19,19 @@ import scipy.ndimage as nd
 from .errors import DreamError
 
 
-# cell 3
+# cell 3, with the notebook's [::-1] (RGB to BGR) read from the net: its channel_swap
+# (2,1,0 for the reference nets, the same channels as [::-1]; 0,1,2 for nets trained on RGB)
 def preprocess(net, img):
-    return np.float32(np.rollaxis(img, 2)[::-1]) - net.transformer.mean['data']
+    return np.float32(np.rollaxis(img, 2)[swap(net)]) - net.transformer.mean['data']
 
 
 def deprocess(net, img):
-    return np.dstack((img + net.transformer.mean['data'])[::-1])
+    return np.dstack((img + net.transformer.mean['data'])[np.argsort(swap(net))])
+
+
+def swap(net):
+    """The net's input channels as indices into R,G,B (the Classifier's ``channel_swap``)."""
+    return list(net.transformer.channel_swap['data'])
 
 
 # cell 6

@@ -1,0 +1,146 @@
+"""The default net set-up: the notebook's net, rewritten so Caffe computes the data gradient only.
+
+The notebook sets ``force_backward: true`` to get the gradient of the input image; it also
+makes Caffe compute every weight gradient, which dreaming throws away. Here the net pruned to
+the end layer is rewritten so that Caffe's own rule picks the layers that need a backward pass
+(a layer needs one when one of its inputs needs a gradient or one of its parameters is learned,
+and its output contributes to a loss), and that rule then picks exactly the layers on a path
+from ``data`` to the end, whatever their types:
+
+- every parameter of the net gets ``lr_mult: 0``: no weight gradient anywhere;
+- one layer is added right after the input: a Scale by exactly 1, in place on ``data``, whose
+  scale is learned (``lr_mult: 1``). ``x * 1 == x`` for every float, so it changes no number,
+  but it makes ``data`` a blob that needs a gradient, and with it every layer that reads
+  ``data`` or anything computed from it (Pooling, Eltwise, Concat, in-place layers, two
+  readers, ...). Its own backward pass computes only its scale's gradient (one dot product);
+  it leaves ``data``'s diff as the layers after it wrote it;
+- the end layer's output gets ``loss_weight: 1``, so that Caffe counts the layers before it as
+  contributing to a loss (the objective overwrites that diff before each backward pass);
+- every ``propagate_down`` is removed, so each bottom gradient follows from the rule above.
+
+Each bottom diff on those paths is then computed by the same code from the same numbers as in
+the notebook's net. A rule is not a proof, so :func:`load_fast` also checks every net before
+use: one forward and backward pass at a small size in both nets, compared bit for bit. If
+anything differs, the notebook's net is used and ``net.dream_setup`` says so (it goes into the
+sidecar).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+
+NOTEBOOK_SETUP = "notebook (force_backward, unpruned)"
+SWITCH = "deepdream_caffe/data_gradient"  # the added layer's name
+CHECK_SIDE = 16  # the check runs at the smallest size the layers take, but at least this
+
+
+def load_fast(model, pruned, end: str, make):
+    """The net for dreaming at ``end``: the rewritten ``pruned`` net when it checks out.
+
+    ``model`` is the notebook's definition (force_backward, unpruned), ``pruned`` the same
+    pruned to ``end``, and ``make(definition)`` loads a definition with the weights.
+    """
+    notebook = make(model)
+    fast_model = data_gradient_only(pruned, end, param_counts(notebook))
+    if fast_model is None:
+        notebook.dream_setup = (f"{NOTEBOOK_SETUP}: the data-gradient-only rewrite needs a "
+                                "definition in the current (non-V1) format")
+        return notebook
+    fast = make(fast_model)
+    size = check_size(pruned, notebook.blobs["data"].data.shape[2:])
+    where = f"a {size[1]}x{size[0]} check"
+    if same_bits(one_pass(fast, end, size), one_pass(notebook, end, size)):
+        fast.dream_setup = (f"data gradient only, pruned to {end}; bit-identical to the "
+                            f"notebook net at {where}")
+        return fast
+    del notebook, fast
+    notebook = make(model)  # a fresh one: the check left its diffs behind
+    notebook.dream_setup = (f"{NOTEBOOK_SETUP}: the data-gradient-only net differed from it "
+                            f"at {where}, so the notebook's net is used")
+    return notebook
+
+
+def data_gradient_only(pruned, end: str, counts: dict):
+    """The pruned net rewritten as the module docstring says, or None for a V1 definition.
+
+    ``counts``: {layer name: number of parameter blobs}, from a loaded net (Caffe knows how
+    many each layer type holds; ``param`` entries beyond that number are an error).
+    """
+    layers = list(pruned.layer)
+    if not layers or layers[-1].name != end:
+        return None  # V1 format (``layers``), or not pruned to ``end``
+    fast = type(pruned)()
+    fast.CopyFrom(pruned)
+    fast.force_backward = False
+    for layer in fast.layer:
+        del layer.propagate_down[:]
+        while len(layer.param) < counts.get(layer.name, 0):
+            layer.param.add()
+        for spec in layer.param:
+            spec.lr_mult = 0
+    last = fast.layer[-1]
+    weights = list(last.loss_weight) or [0.0] * len(last.top)
+    weights[list(last.top).index(end)] = 1.0
+    del last.loss_weight[:]
+    last.loss_weight.extend(weights)
+    insert_switch(fast)
+    return fast
+
+
+def insert_switch(fast) -> None:
+    """Add the learned Scale by 1, in place on ``data``, right after the layer making ``data``."""
+    names = {layer.name for layer in fast.layer}
+    name = SWITCH
+    while name in names:
+        name += "_"
+    switch = type(fast.layer[0])(name=name, type="Scale", bottom=["data"], top=["data"])
+    switch.param.add(lr_mult=1)
+    switch.scale_param.axis = 0
+    switch.scale_param.num_axes = 0  # one scalar
+    switch.scale_param.filler.type = "constant"
+    switch.scale_param.filler.value = 1
+    layers = list(fast.layer)
+    makers = [i for i, layer in enumerate(layers)
+              if "data" in layer.top and "data" not in layer.bottom]  # not in-place ones
+    at = makers[0] + 1 if makers else 0  # 0: ``data`` is declared by ``input:``
+    del fast.layer[:]
+    fast.layer.extend(layers[:at] + [switch] + layers[at:])
+
+
+def param_counts(net) -> dict:
+    """{layer name: number of parameter blobs} of a loaded pycaffe net."""
+    return {name: len(layer.blobs) for name, layer in zip(net._layer_names, net.layers)}
+
+
+def check_size(pruned, declared) -> tuple:
+    """(H, W) for the check: small where the layers allow any size, else the declared one."""
+    if any(layer.type == "InnerProduct" for layer in pruned.layer):
+        return tuple(declared)  # a fully connected layer takes one size only
+    try:
+        side = max(checks.smallest_side(pruned), CHECK_SIDE)
+    except checks.Unknown:
+        return tuple(declared)  # layer types whose sizes are not known here
+    return tuple(min(side, d) for d in declared)
+
+
+def one_pass(net, end: str, size) -> list:
+    """One forward and backward pass as make_step makes it (L2 objective), on a fixed image.
+
+    Returns copies of the input as the forward pass left it (in-place layers may change it),
+    its gradient, and the end blob.
+    """
+    src, dst = net.blobs["data"], net.blobs[end]
+    channels = src.data.shape[1]
+    src.reshape(1, channels, *size)
+    src.data[0] = np.random.RandomState(0).uniform(-128, 128, (channels, *size))
+    net.forward(end=end)
+    dst.diff[:] = dst.data
+    net.backward(start=end)
+    return [src.data.copy(), src.diff.copy(), dst.data.copy()]
+
+
+def same_bits(ours, theirs) -> bool:
+    """Equal bit for bit (NaN and the sign of zero included)."""
+    return all(a.shape == b.shape and a.tobytes() == b.tobytes() for a, b in zip(ours, theirs))
