@@ -50,6 +50,15 @@ def _triple(kind):
     return parse
 
 
+def _channel_swap(text):
+    values = _triple(int)(text)
+    if sorted(values) != [0, 1, 2]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an order of the channels 0,1,2 (2,1,0: BGR nets, the notebook's; "
+            "0,1,2: nets trained on RGB)")
+    return values
+
+
 def _size(text):
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -61,9 +70,15 @@ def _size(text):
 
 
 # --- the parser ------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A usage error in one line (argparse would print the whole usage first); exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="deepdream-caffe", formatter_class=fmt,
         description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -78,18 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
     g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
-                   help="mean subtracted from the input, BGR (default: the model's; "
-                        "the notebook's 104,116,122 for --model-def)")
+                   help="mean subtracted from the input, blue,green,red whatever the "
+                        "--channel-swap (default: the model's; the notebook's 104,116,122 "
+                        "for --model-def)")
     g.add_argument("--places-mean", action="store_true",
                    help="with places205_googlenet: use its own training mean instead of the "
                         "ImageNet mean the notebook used")
-    g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
-                   help="input channel order the net expects (default: BGR, 2,1,0)")
+    g.add_argument("--channel-swap", type=_channel_swap, metavar="2,1,0", default=None,
+                   help="the net's input channels as indices into R,G,B: 2,1,0 for BGR nets "
+                        "(the notebook's [::-1]), 0,1,2 for nets trained on RGB (default: the "
+                        "model's; 2,1,0 for --model-def)")
     g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
                    help="run on GPU N (default: CPU)")
     g.add_argument("--notebook-net", action="store_true",
-                   help="load the net exactly as the notebook did (force_backward: every weight "
-                        "gradient computed); the default skips them, with bit-identical results")
+                   help="load the net exactly as the notebook did (the whole definition, "
+                        "force_backward: every weight gradient computed); the default prunes it "
+                        "to --end and skips the weight gradients, checked bit-identical first")
     g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])

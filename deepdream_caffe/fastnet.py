@@ -36,11 +36,12 @@ SWITCH = "deepdream_caffe/data_gradient"  # the added layer's name
 CHECK_SIDE = 16  # the check runs at the smallest size the layers take, but at least this
 
 
-def load_fast(model, pruned, end: str, make):
+def load_fast(model, pruned, reach, end: str, make):
     """The net for dreaming at ``end``: the rewritten ``pruned`` net when it checks out.
 
     ``model`` is the notebook's definition (force_backward, unpruned), ``pruned`` the same
-    pruned to ``end``, and ``make(definition)`` loads a definition with the weights.
+    pruned to ``end``, ``reach`` the layers the notebook's ``forward(end=end)`` runs, and
+    ``make(definition)`` loads a definition with the weights.
     """
     notebook = make(model)
     fast_model = data_gradient_only(pruned, end, param_counts(notebook))
@@ -49,9 +50,11 @@ def load_fast(model, pruned, end: str, make):
                                 "definition in the current (non-V1) format")
         return notebook
     fast = make(fast_model)
-    size = check_size(pruned, notebook.blobs["data"].data.shape[2:])
+    declared = fast.blobs["data"].data.shape
+    size = check_size(reach, declared[2:])
     where = f"a {size[1]}x{size[0]} check"
     if same_bits(one_pass(fast, end, size), one_pass(notebook, end, size)):
+        fast.blobs["data"].reshape(*declared)  # the input as a fresh net has it
         fast.dream_setup = (f"data gradient only, pruned to {end}; bit-identical to the "
                             f"notebook net at {where}")
         return fast
@@ -114,12 +117,13 @@ def param_counts(net) -> dict:
     return {name: len(layer.blobs) for name, layer in zip(net._layer_names, net.layers)}
 
 
-def check_size(pruned, declared) -> tuple:
-    """(H, W) for the check: small where the layers allow any size, else the declared one."""
-    if any(layer.type == "InnerProduct" for layer in pruned.layer):
+def check_size(reach, declared) -> tuple:
+    """(H, W) for the check: small where the layers the notebook's net runs (``reach``) take
+    any size, else the declared one (as with Places205's aux heads before a deep end)."""
+    if any(layer.type == "InnerProduct" for layer in reach.layer):
         return tuple(declared)  # a fully connected layer takes one size only
     try:
-        side = max(checks.smallest_side(pruned), CHECK_SIDE)
+        side = max(checks.smallest_side(reach), CHECK_SIDE)
     except checks.Unknown:
         return tuple(declared)  # layer types whose sizes are not known here
     return tuple(min(side, d) for d in declared)

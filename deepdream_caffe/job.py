@@ -165,16 +165,27 @@ def prepare(job, end, images) -> Run:
 
     ``images``: (array, octave_n) for every image that goes through the net.
     """
-    from .net import dream_model, load_net
+    from .net import dream_model, load_net, notebook_reach, read_definition
 
     params = DreamParams(end=end, iter_n=job.iter_n, octave_n=job.octave_n,
                          octave_scale=job.octave_scale, step_size=job.step_size,
                          jitter=job.jitter, clip=job.clip)
     definition, weights, mean, swap, model_name = model_config(job, end)
     model = dream_model(definition, end)
+    if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
+        model = notebook_reach(read_definition(definition), end)
     largest = []
     for img, octave_n in images:
-        sizes = checks.check_sizes(model, end, *img.shape[:2], octave_n, params.octave_scale)
+        try:
+            sizes = checks.check_sizes(model, end, *img.shape[:2], octave_n,
+                                       params.octave_scale)
+        except DreamError as e:
+            if not job.notebook_net:
+                raise
+            raise DreamError(f"{e.problem} (with --notebook-net, as in the notebook, every "
+                             f"layer before {end} runs)", "leave out --notebook-net (the "
+                             "default runs only the layers the end layer needs), or "
+                             + e.fix) from None
         largest.append(sizes[-1])
     check_memory(model, max(largest, key=lambda hw: hw[0] * hw[1]), job)
     net = load_net(definition, weights, end, mean, swap, gpu=job.gpu,

@@ -166,6 +166,20 @@ def cuda_device_count() -> int:
     return 0
 
 
+def notebook_reach(model, end: str):
+    """The layers the notebook's ``net.forward(end=end)`` runs: every layer up to ``end`` in
+    the definition's order, whether ``end`` needs it or not (Places205's aux heads included).
+    """
+    layers = list(_layers(model))
+    index = [layer.name for layer in layers].index(end)
+    reach = type(model)()
+    reach.CopyFrom(model)
+    field = _layers(reach)
+    del field[:]
+    field.extend(layers[:index + 1])
+    return reach
+
+
 def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap=(2, 1, 0),
              gpu: int | None = None, prune_net: bool = True, notebook_net: bool = False):
     """Return a ``caffe.Classifier`` ready for dreaming at ``end``.
@@ -207,7 +221,7 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
         net = make(model)
         net.dream_setup = NOTEBOOK_SETUP
         return net
-    return load_fast(model, prune(model, end), end, make)
+    return load_fast(model, prune(model, end), notebook_reach(model, end), end, make)
 
 
 def mean_in_net_order(mean_bgr, channel_swap):

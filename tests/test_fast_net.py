@@ -76,3 +76,74 @@ def test_the_check_runs_small(load):
     side = int(net.dream_setup.split(" at a ")[1].split("x")[0])
     assert 16 <= side < 224
     assert load(end="prob").dream_setup.endswith("at a 224x224 check")  # fully connected
+
+
+def run_cli(tmp_path, img, *flags):
+    """``deepdream-caffe dream`` in this process; returns (status, the --raw result)."""
+    import PIL.Image
+
+    from deepdream_caffe import cli
+
+    PIL.Image.fromarray(np.uint8(img)).save(tmp_path / "in.png")
+    status = cli.main(["dream", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"),
+                       "--raw", str(tmp_path / "out.npy"), "--seed", "7", *map(str, flags)])
+    return status, (np.load(tmp_path / "out.npy") if status == 0 else None)
+
+
+# inception_4a/output is the last end before the aux head loss1, at a size other than 224x224;
+# inception_4c/output runs loss1 forward and backward, which the notebook can do at 224x224 only
+@pytest.mark.parametrize("end,size,octave_n", [("inception_4a/output", (72, 128), 2),
+                                               ("inception_4c/output", (224, 224), 1)])
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # cell 3 leaves
+def test_notebook_net_is_the_notebooks_own(notebook_cells, nets, sky, tmp_path, monkeypatch,
+                                           end, size, octave_n):
+    """--notebook-net against dream.ipynb's cells 3, 6 and 8, run as they are, on the unpruned
+    Places205 architecture (aux heads kept): the same bits.
+
+    Cell 3 itself builds the net (force_backward, tmp.prototxt, the Classifier). The aux heads
+    must keep the shapes they were built with: the notebook never reshaped them.
+    """
+    import caffe
+    import PIL.Image
+    import scipy.ndimage as nd
+    from google.protobuf import text_format
+    from test_dream import SEED, py3
+
+    definition, weights = nets["places205_googlenet"]
+    img = np.float32(PIL.Image.fromarray(np.uint8(sky)).resize(size[::-1], PIL.Image.BILINEAR))
+    status, ours = run_cli(tmp_path, img, "--notebook-net", "--model-def", definition,
+                           "--weights", weights, "--end", end, "--iter-n", 3,
+                           "--octave-n", octave_n)
+    assert status == 0
+
+    cell3 = notebook_cells[3]
+    for name, path in (("'deploy.prototxt'", definition), ("'bvlc_googlenet.caffemodel'", weights)):
+        assert "model_path + " + name in cell3
+        cell3 = cell3.replace("model_path + " + name, repr(str(path)))
+    monkeypatch.chdir(tmp_path)  # cell 3 writes tmp.prototxt here
+    ns = dict(np=np, nd=nd, caffe=caffe, text_format=text_format,
+              showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None)
+    for source in (cell3, notebook_cells[6], notebook_cells[8]):
+        exec(py3(source), ns)
+    net = ns["net"]
+    assert "loss1/fc" in net._layer_names and "loss2/classifier" in net._layer_names
+    aux = {name: net.blobs[name].data.shape for name in net.blobs if name.startswith("loss")}
+    np.random.seed(SEED)
+    expected = ns["deepdream"](net, np.float32(PIL.Image.open("in.png")), end=end, iter_n=3,
+                               octave_n=octave_n)  # the image as the notebook's cell 10 reads it
+    assert {name: net.blobs[name].data.shape for name in aux} == aux  # never reshaped
+    np.testing.assert_array_equal(ours, expected)
+    assert np.abs(ours - img).max() > 1
+
+
+def test_notebook_net_refuses_what_aborts_the_notebook(nets, sky, tmp_path, capsys):
+    """Past an aux head at a size other than 224x224 the notebook's net aborts in Caffe
+    (loss1/fc takes one size only): --notebook-net says so in one line; the default dreams."""
+    definition, weights = nets["places205_googlenet"]
+    flags = ["--model-def", definition, "--weights", weights, "--end", "inception_4c/output",
+             "--iter-n", 1, "--octave-n", 2]
+    status, _ = run_cli(tmp_path, sky, "--notebook-net", *flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and "loss1/fc" in err[0], err
+    assert "leave out --notebook-net" in err[0]
+    assert run_cli(tmp_path, sky, *flags)[0] == 0
