@@ -114,12 +114,14 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
 def fresh_diffs(net, end):
     """Give every diff the backward pass will not rewrite the value of a fresh net: zero.
 
-    Caffe never clears diffs. In a net pruned to ``end`` (what ``load_net`` makes) every layer
-    is an ancestor of ``end``, so each backward pass rewrites every diff and nothing is
-    needed. In a net with layers after ``end``, the Split branches leading to them keep
-    whatever an earlier dream with a deeper end left there, and Split sums them into the
-    gradient. There a forward pass sizes every blob up to ``end`` for this octave, and all
-    diffs are zeroed, which is the state of a net fresh from disk (docs/deviations.md).
+    Caffe never clears diffs. In a net pruned to ``end`` (``load_net``'s default) every layer
+    is an ancestor of ``end``, so each backward pass rewrites every diff it reads and nothing
+    is needed. In a net with layers after ``end`` (the notebook's net, ``--notebook-net``),
+    the Split branches leading to them keep whatever an earlier dream with a deeper end left
+    there, and Split sums them into the gradient. There a forward pass (the notebook's own
+    ``forward(end=end)``, which reshapes nothing the notebook's steps do not) sizes every blob
+    up to ``end`` for this octave, and all diffs are zeroed, which is the state of a net
+    fresh from disk (docs/deviations.md).
     """
     names = list(net._layer_names)
     if names.index(end) == len(names) - 1:

@@ -9,7 +9,7 @@ from ``data`` to the end, whatever their types:
 
 - every parameter of the net gets ``lr_mult: 0``: no weight gradient anywhere;
 - one layer is added right after the input: a Scale by exactly 1, in place on ``data``, whose
-  scale is learned (``lr_mult: 1``). ``x * 1 == x`` for every float, so it changes no number,
+  scale is learned (``lr_mult: 1``). A float times 1 is the same float, so it changes no number,
   but it makes ``data`` a blob that needs a gradient, and with it every layer that reads
   ``data`` or anything computed from it (Pooling, Eltwise, Concat, in-place layers, two
   readers, ...). Its own backward pass computes only its scale's gradient (one dot product);

@@ -56,7 +56,6 @@ def test_an_rgb_net_dreams_like_its_bgr_twin(tmp_path, img):
     caffe = import_caffe()
     from caffe import NetSpec
     from caffe import layers as L
-
     from deepdream_caffe.lab.synthetic import write_synthetic_weights
 
     n = NetSpec()

@@ -103,11 +103,12 @@ def test_notebook_net_is_the_notebooks_own(notebook_cells, nets, sky, tmp_path, 
     Cell 3 itself builds the net (force_backward, tmp.prototxt, the Classifier). The aux heads
     must keep the shapes they were built with: the notebook never reshaped them.
     """
-    import caffe
     import PIL.Image
     import scipy.ndimage as nd
     from google.protobuf import text_format
     from test_dream import SEED, py3
+
+    import caffe
 
     definition, weights = nets["places205_googlenet"]
     img = np.float32(PIL.Image.fromarray(np.uint8(sky)).resize(size[::-1], PIL.Image.BILINEAR))

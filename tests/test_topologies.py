@@ -149,7 +149,6 @@ def write_net(folder, build):
     from caffe import NetSpec
     from caffe import layers as L
     from caffe import params as P
-
     from deepdream_caffe.lab.synthetic import write_synthetic_weights
 
     if build == "input_fields":
@@ -172,9 +171,9 @@ def sane_batchnorm(definition, weights):
 
     net = caffe.Net(str(definition), str(weights), caffe.TEST)
     found = False
-    for name, layer in zip(net._layer_names, net.layers):
+    for layer in net.layers:
         if layer.type == "BatchNorm":
-            mean, var, factor = (b.data for b in layer.blobs)
+            _, var, factor = (b.data for b in layer.blobs)
             var[...] = np.abs(var) + 0.5
             factor[...] = 1
             found = True
