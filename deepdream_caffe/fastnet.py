@@ -20,9 +20,9 @@ from ``data`` to the end, whatever their types:
 
 Each bottom diff on those paths is then computed by the same code from the same numbers as in
 the notebook's net. A rule is not a proof, so :func:`load_fast` also checks every net before
-use: one forward and backward pass at a small size in both nets, compared bit for bit. If
-anything differs, the notebook's net is used and ``net.dream_setup`` says so (it goes into the
-sidecar).
+use: one forward and backward pass at a small size in it and in the notebook's net (as far as
+the notebook's calls run it: every layer up to the end), compared bit for bit. If anything
+differs, that notebook net is used and ``net.dream_setup`` says so (it goes into the sidecar).
 """
 
 from __future__ import annotations
@@ -32,22 +32,24 @@ import numpy as np
 from . import checks
 
 NOTEBOOK_SETUP = "notebook (force_backward, unpruned)"
+NOTEBOOK_UP_TO = "notebook (force_backward), every layer up to"
 SWITCH = "deepdream_caffe/data_gradient"  # the added layer's name
-CHECK_SIDE = 16  # the check runs at the smallest size the layers take, but at least this
+CHECK_SIDE = 16  # the smallest side the check runs at
 
 
-def load_fast(model, pruned, reach, end: str, make):
+def load_fast(reach, pruned, end: str, make):
     """The net for dreaming at ``end``: the rewritten ``pruned`` net when it checks out.
 
-    ``model`` is the notebook's definition (force_backward, unpruned), ``pruned`` the same
-    pruned to ``end``, ``reach`` the layers the notebook's ``forward(end=end)`` runs, and
-    ``make(definition)`` loads a definition with the weights.
+    ``reach`` is the notebook's net as far as its calls run it: force_backward, every layer up
+    to ``end`` in the definition's order (the layers after ``end`` never run in the notebook,
+    and building them could fail where they no longer fit). ``pruned`` is the same pruned to
+    ``end``; ``make(definition)`` loads a definition with the weights.
     """
-    notebook = make(model)
+    notebook = make(reach)
     fast_model = data_gradient_only(pruned, end, param_counts(notebook))
     if fast_model is None:
-        notebook.dream_setup = (f"{NOTEBOOK_SETUP}: the data-gradient-only rewrite needs a "
-                                "definition in the current (non-V1) format")
+        notebook.dream_setup = (f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only rewrite "
+                                "needs a definition in the current (non-V1) format")
         return notebook
     fast = make(fast_model)
     declared = fast.blobs["data"].data.shape
@@ -56,12 +58,12 @@ def load_fast(model, pruned, reach, end: str, make):
     if same_bits(one_pass(fast, end, size), one_pass(notebook, end, size)):
         fast.blobs["data"].reshape(*declared)  # the input as a fresh net has it
         fast.dream_setup = (f"data gradient only, pruned to {end}; bit-identical to the "
-                            f"notebook net at {where}")
+                            f"{NOTEBOOK_UP_TO} {end} at {where}")
         return fast
     del notebook, fast
-    notebook = make(model)  # a fresh one: the check left its diffs behind
-    notebook.dream_setup = (f"{NOTEBOOK_SETUP}: the data-gradient-only net differed from it "
-                            f"at {where}, so the notebook's net is used")
+    notebook = make(reach)  # a fresh one: the check left its diffs behind
+    notebook.dream_setup = (f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only net differed "
+                            f"from it at {where}, so this one is used")
     return notebook
 
 
@@ -118,15 +120,36 @@ def param_counts(net) -> dict:
 
 
 def check_size(reach, declared) -> tuple:
-    """(H, W) for the check: small where the layers the notebook's net runs (``reach``) take
-    any size, else the declared one (as with Places205's aux heads before a deep end)."""
-    if any(layer.type == "InnerProduct" for layer in reach.layer):
-        return tuple(declared)  # a fully connected layer takes one size only
+    """(H, W) for the check: the smallest size every layer takes (at least ``CHECK_SIDE``)
+    where checks.py models every layer's output size exactly, else the declared size, at
+    which Caffe built every layer (so the check never asks a layer for a size it cannot take).
+    """
+    if not all(modelled_exactly(layer) for layer in reach.layer):
+        return tuple(declared)
     try:
         side = max(checks.smallest_side(reach), CHECK_SIDE)
     except checks.Unknown:
-        return tuple(declared)  # layer types whose sizes are not known here
+        return tuple(declared)
     return tuple(min(side, d) for d in declared)
+
+
+SIZE_FIELDS = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")
+
+
+def modelled_exactly(layer) -> bool:
+    """Whether checks.infer_shapes computes this layer's output size as Caffe does."""
+    if layer.type in {"Input", *checks.PASS_THROUGH}:
+        return True
+    if layer.type == "Concat":
+        return not layer.concat_param.HasField("axis") or layer.concat_param.axis == 1
+    if layer.type == "Convolution":
+        p = layer.convolution_param
+        return (len(p.kernel_size) == 1 and len(p.stride) <= 1 and len(p.pad) <= 1
+                and not len(p.dilation) and not any(p.HasField(f) for f in SIZE_FIELDS))
+    if layer.type == "Pooling":
+        p = layer.pooling_param
+        return not any(p.HasField(f) for f in SIZE_FIELDS + ("round_mode",))
+    return False  # InnerProduct (one size only) and every type checks.py does not model
 
 
 def one_pass(net, end: str, size) -> list:

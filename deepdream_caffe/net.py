@@ -188,7 +188,7 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
     ``channel_swap`` puts it. ``notebook_net=True`` (or ``prune_net=False``, or no ``end``)
     loads the notebook's net exactly: the whole definition with force_backward. By default
     the net is pruned to ``end`` and made to compute the data gradient only, after a check
-    that it gives the notebook net's bits (:mod:`deepdream_caffe.fastnet`).
+    that it gives the bits of the notebook's net up to ``end`` (:mod:`deepdream_caffe.fastnet`).
     ``net.dream_setup`` says which set-up was used.
     """
     from .checks import check_weights
@@ -221,7 +221,7 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
         net = make(model)
         net.dream_setup = NOTEBOOK_SETUP
         return net
-    return load_fast(model, prune(model, end), notebook_reach(model, end), end, make)
+    return load_fast(notebook_reach(model, end), prune(model, end), end, make)
 
 
 def mean_in_net_order(mean_bgr, channel_swap):

@@ -72,7 +72,8 @@ def test_the_check_runs_small(load):
     """The check before use runs at the smallest size the pruned net takes (not 224x224)."""
     net = load(end="inception_3b/output")
     assert net.dream_setup.startswith("data gradient only, pruned to inception_3b/output; "
-                                      "bit-identical to the notebook net at a ")
+                                      "bit-identical to the notebook (force_backward), every "
+                                      "layer up to inception_3b/output at a ")
     side = int(net.dream_setup.split(" at a ")[1].split("x")[0])
     assert 16 <= side < 224
     assert load(end="prob").dream_setup.endswith("at a 224x224 check")  # fully connected

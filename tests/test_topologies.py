@@ -249,8 +249,8 @@ def test_a_net_that_fails_the_check_falls_back_to_the_notebook_net(tmp_path, mon
 
     monkeypatch.setattr(fastnet, "data_gradient_only", without_switch)
     net = load(definition, weights)
-    assert net.dream_setup.startswith(fastnet.NOTEBOOK_SETUP + ": the data-gradient-only net "
-                                      "differed"), net.dream_setup
+    assert net.dream_setup.startswith(fastnet.NOTEBOOK_UP_TO + " end: the data-gradient-only "
+                                      "net differed"), net.dream_setup
     assert "16x16 check" in net.dream_setup  # the smallest size its layers take, at least 16
     img = np.random.RandomState(2).uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32)
     expected = gradient(load(definition, weights, notebook_net=True), img)
