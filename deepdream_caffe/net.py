@@ -202,7 +202,9 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
     model.force_backward = True
     if end is not None:
         check_end(model, end)
-    check_weights(model, weights)  # Caffe aborts on weights that do not fit
+    whole = end is None or notebook_net or not prune_net
+    built = model if whole else notebook_reach(model, end)  # the most this set-up builds
+    check_weights(built, weights)  # Caffe aborts on weights that do not fit
     select_device(caffe, gpu)
     net_mean = mean_in_net_order(mean, channel_swap)
 
@@ -217,11 +219,11 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
         finally:
             os.unlink(tmp)
 
-    if end is None or notebook_net or not prune_net:
+    if whole:
         net = make(model)
         net.dream_setup = NOTEBOOK_SETUP
         return net
-    return load_fast(notebook_reach(model, end), prune(model, end), end, make)
+    return load_fast(built, prune(model, end), end, make)
 
 
 def mean_in_net_order(mean_bgr, channel_swap):
