@@ -8,6 +8,8 @@ net (force_backward, unpruned) on the same weights.
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deepdream_caffe import dream, fastnet
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
@@ -256,3 +258,55 @@ def test_a_net_that_fails_the_check_falls_back_to_the_notebook_net(tmp_path, mon
     expected = gradient(load(definition, weights, notebook_net=True), img)
     assert np.abs(expected).max() > 0
     assert np.array_equal(gradient(net, img), expected)
+
+
+OPS = ["conv", "pool", "relu", "tanh", "eltwise", "concat", "scale", "power", "dropout"]
+
+
+def random_net(n, L, P, steps):
+    """A net from a list of (op, which earlier blob, which other blob): every op keeps the
+    spatial size, so any blob can meet any other of the same channel count. In-place ops go
+    on blobs nothing has read yet (data included), as Caffe requires."""
+    blobs, read = [(n.data, 3)], set()  # (top, channels); indices of blobs read so far
+    for i, (op, a, b) in enumerate(steps):
+        a, b = a % len(blobs), b % len(blobs)
+        (x, c), (y, cy) = blobs[a], blobs[b]
+        name = f"l{i}"
+        if op in ("relu", "tanh") and a not in read:
+            setattr(n, name, (L.ReLU if op == "relu" else L.TanH)(x, in_place=True))
+            continue
+        read.update((a, b) if op in ("eltwise", "concat") else (a,))
+        if op == "pool":
+            top = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=1, pad=1)
+        elif op == "eltwise" and c == cy:
+            top = L.Eltwise(x, y)
+        elif op == "concat":
+            top, c = L.Concat(x, y), c + cy
+        elif op == "scale":
+            top = L.Scale(x, bias_term=True)
+        elif op == "power":
+            top = L.Power(x, power=1, scale=0.5, shift=0.1)
+        elif op == "dropout":
+            top = L.Dropout(x)
+        else:
+            top, c = conv(L, x, 4, pad=1), 4
+        setattr(n, name, top)
+        blobs.append((top, c))
+    n.end = conv(L, blobs[-1][0], 3, pad=1)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9), st.integers(0, 9)),
+                      min_size=1, max_size=6))
+def test_any_generated_topology_is_bit_identical(tmp_path_factory, steps):
+    def build(n, L, P):
+        random_net(n, L, P, steps)
+    build.__name__ = "generated"
+    definition, weights = write_net(tmp_path_factory.mktemp("generated"), build)
+    img = np.random.RandomState(4).uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32)
+    fast = load(definition, weights)
+    assert fast.dream_setup.startswith("data gradient only"), (steps, fast.dream_setup)
+    ours = gradient(fast, img)
+    expected = gradient(load(definition, weights, notebook_net=True), img)
+    assert np.array_equal(ours, expected), steps
