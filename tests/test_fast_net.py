@@ -1,7 +1,9 @@
 """The default net set-up (data gradient only) against the notebook's (force_backward).
 
 The rewrite must change no bit for any end layer the CLI offers, on both architectures, for
-the L2 and the guided objective; and it must really skip the weight gradients.
+the L2 and the guided objective; it must really skip the weight gradients; and
+``--notebook-net`` must be the net the notebook's own cells build, bit for bit.
+Other topologies: tests/test_topologies.py.
 """
 
 import numpy as np
