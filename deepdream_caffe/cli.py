@@ -79,18 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
     g.add_argument("--mean", type=triple(float, "mean"), metavar="B,G,R",
-                   help="mean subtracted from the input, BGR (default: the model's; "
-                        "the notebook's 104,116,122 for --model-def)")
+                   help="mean subtracted from the input, blue,green,red whatever the "
+                        "--channel-swap (default: the model's; the notebook's 104,116,122 "
+                        "for --model-def)")
     g.add_argument("--places-mean", action="store_true",
                    help="with --model places205_googlenet: use its own training mean instead "
                         "of the ImageNet mean the notebook used")
     g.add_argument("--channel-swap", type=channel_order, metavar="2,1,0", default=None,
-                   help="input channel order the net expects (default: BGR, 2,1,0)")
+                   help="the net's input channels as indices into R,G,B: 2,1,0 for BGR nets "
+                        "(the notebook's [::-1]), 0,1,2 for nets trained on RGB (default: the "
+                        "model's; 2,1,0 for --model-def)")
     g.add_argument("--gpu", type=number(int, "gpu"), metavar="N",
                    help="run on GPU N (default: CPU)")
     g.add_argument("--notebook-net", action="store_true",
-                   help="load the net exactly as the notebook did (force_backward: every weight "
-                        "gradient computed); the default skips them, with bit-identical results")
+                   help="load the net exactly as the notebook did (the whole definition, "
+                        "force_backward: every weight gradient computed); the default prunes it "
+                        "to --end and skips the weight gradients, checked bit-identical first")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")

@@ -110,7 +110,9 @@ def triple(kind, name=None):
 def channel_order(text):
     order = triple(int)(text)
     if sorted(order) != [0, 1, 2]:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an order of 0, 1, 2")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an order of the channels 0,1,2 (2,1,0: BGR nets, the notebook's; "
+            "0,1,2: nets trained on RGB)")
     return order
 
 

@@ -249,15 +249,25 @@ def check_plan(job, end, sizes):
     before Caffe or the pixels are loaded. ``sizes``: (H, W, octave_n) of every image that
     goes through the net. Returns (model pruned to end, definition, weights, mean, swap,
     model name)."""
-    from .net import dream_model, read_definition
+    from .net import dream_model, notebook_reach, read_definition
 
     check_numbers(job)
     definition, weights, mean, swap, model_name = model_config(job, end)
     model = dream_model(definition, end)
+    if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
+        model = notebook_reach(read_definition(definition), end)
     octaves = []
     for h, w, octave_n in sizes:
         check_octave_count(h, w, octave_n, job.octave_scale)
-        octaves.append(checks.check_sizes(model, end, h, w, octave_n, job.octave_scale))
+        try:
+            octaves.append(checks.check_sizes(model, end, h, w, octave_n, job.octave_scale))
+        except DreamError as e:
+            if not job.notebook_net:
+                raise
+            raise DreamError(f"{e.problem} (with --notebook-net, as in the notebook, every "
+                             f"layer before {end} runs)", "leave out --notebook-net (the "
+                             "default runs only the layers the end layer needs), or "
+                             + e.fix) from None
     check_memory(model, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
     if Path(weights).is_file():
         checks.check_weights_size(read_definition(definition), Path(weights))
