@@ -113,8 +113,18 @@ finish() {  # the last run using the private daemon stops it
   if flock -n -x 9; then stop_ours; else say "leaving the private dockerd to the run still using it"; fi
 }
 
+on_signal() {  # stop the command (then the EXIT trap stops the daemon)
+  [ -n "${child:-}" ] && kill -TERM "$child" 2>/dev/null
+  exit "$1"
+}
+
 run_with() {
   [ $# -gt 0 ] || die "usage: $0 with COMMAND [ARGS...]"
+  # A signal must reach the traps at once: bash runs a trap only after the foreground command
+  # ends, so the command runs in the background and this script waits for it.
+  child=
+  trap 'on_signal 130' INT
+  trap 'on_signal 143' TERM
   install_missing docker=docker.io
   if ! reachable; then
     mkdir -p "$root"
@@ -125,13 +135,13 @@ run_with() {
     flock -s 9
     flock 8
     trap 'finish' EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
     reachable || start_ours
     flock -u 8
   fi
   base_image
-  "$@"
+  "$@" &
+  child=$!
+  wait "$child"
 }
 
 case ${1:-} in

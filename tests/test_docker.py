@@ -5,10 +5,13 @@ stage that sees the Python code (every edit rebuilds Caffe), build tools or the 
 the run-time stage, root as the user, pins Debian drops, a build context with .venv in it.
 """
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,90 @@ def test_docker_build_refuses_an_unknown_variant():
     p = subprocess.run([str(ROOT / "scripts/docker-build.sh"), "gpu"], capture_output=True,
                        text=True)
     assert p.returncode == 1 and "usage" in p.stderr
+
+
+FAKE_DOCKERD = """#!/bin/bash
+# stands in for dockerd: answers (its socket path exists) until TERM
+while [ $# -gt 0 ]; do
+  case $1 in --pidfile) pidfile=$2; shift ;; --host) sock=${2#unix://}; shift ;; esac; shift
+done
+echo $$ >"$pidfile"; touch "$sock"
+trap 'rm -f "$sock"; exit 0' TERM
+while :; do sleep 0.1; done
+"""
+FAKE_DOCKER = """#!/bin/sh
+# stands in for the client: succeeds while the daemon DOCKER_HOST names answers
+[ -n "$DOCKER_HOST" ] && [ -e "${DOCKER_HOST#unix://}" ]
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path):
+    """PATH with a fake dockerd and docker client; the private daemon's root in tmp_path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("dockerd", FAKE_DOCKERD), ("docker", FAKE_DOCKER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", DEEPDREAM_DOCKER_ROOT=str(tmp_path / "root"))
+    return env, tmp_path / "root"
+
+
+def daemon_with(env, *command):
+    return subprocess.run([str(ROOT / "scripts/docker-daemon.sh"), "with", *command], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except FileNotFoundError:
+        return False
+
+
+def test_private_daemon_is_stopped_after_a_failing_command(fake_docker):
+    env, root = fake_docker
+    p = daemon_with(env, "sh", "-c", 'echo "$DOCKER_HOST"; cat "$0"', str(root / "run/dockerd.pid"))
+    assert p.returncode == 0, p.stderr
+    host, pid = p.stdout.split()
+    assert host == f"unix://{root}/run/docker.sock"
+    assert not alive(int(pid)) and not (root / "run/dockerd.pid").exists()
+    p = daemon_with(env, "sh", "-c", "exit 3")
+    assert p.returncode == 3 and "stopping the private dockerd" in p.stderr
+    assert not (root / "run/dockerd.pid").exists()
+
+
+def test_a_daemon_or_pid_left_by_a_killed_run_does_not_block_the_next(fake_docker):
+    env, root = fake_docker
+    (root / "run").mkdir(parents=True)
+    (root / "run/dockerd.pid").write_text("4194303\n")  # no such process: a stale pid file
+    assert daemon_with(env, "true").returncode == 0
+    left = subprocess.Popen(["dockerd", "--pidfile", str(root / "run/dockerd.pid"),
+                             "--host", f"unix://{root}/run/docker.sock"], env=env)
+    try:
+        for _ in range(50):
+            if (root / "run/docker.sock").exists():
+                break
+            time.sleep(0.1)
+        p = daemon_with(env, "true")  # reuses the one left running, then stops it
+        assert p.returncode == 0, p.stderr
+        assert "starting" not in p.stderr and "stopping" in p.stderr
+        left.wait(timeout=30)
+    finally:
+        left.kill()
+
+
+def test_signal_stops_the_command_and_the_daemon(fake_docker):
+    env, root = fake_docker
+    run = subprocess.Popen([str(ROOT / "scripts/docker-daemon.sh"), "with", "sleep", "60"],
+                           env=env, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if (root / "run/docker.sock").exists():
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    pid = int((root / "run/dockerd.pid").read_text())
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 143
+    assert not alive(pid) and not (root / "run/dockerd.pid").exists()
