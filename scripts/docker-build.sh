@@ -53,5 +53,12 @@ say "building $tag (docker/Dockerfile.$variant)"
 # shellcheck disable=SC2046  # build_cmd is a command line on purpose
 $(build_cmd) "${flags[@]}" "$@" "$here"
 say "built $tag in $(( $(date +%s) - t0 ))s; size $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
+# The build record inside the image (`info` works without a GPU, also in the CUDA image).
+record=$(docker run --rm --network none "$tag" info | grep -E '^caffe_(variant|build_seconds|cache_key) ') ||
+  die "$tag does not run \`deepdream-caffe info\`"
+printf '%s\n' "$record" | sed 's/^/[docker-build]   /' >&2
+printf '%s\n' "$record" | grep -qE "^caffe_variant +$variant\$" || die "$tag holds no $variant build of Caffe"
 # vfs keeps every layer whole: drop the untagged images earlier builds of this tag left.
 docker image prune -f --filter label=org.opencontainers.image.title=deepdream-caffe >/dev/null
+# and build cache no build has used for three days (CI's data root would otherwise only grow).
+docker builder prune -f --filter unused-for=72h >/dev/null
