@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make docker-test: build the CPU image, then check inside it, against this checkout's .venv:
-#   1. `info` runs and reports a CPU build of the pinned Caffe source;
+#   1. `info` runs and reports a CPU build of the pinned Caffe source; pycaffe imports;
 #   2. a dream with seeded synthetic bvlc_googlenet weights is bit-identical to the same dream on
 #      the host (raw float32 result and PNG), with the same OpenBLAS kernel and threads on both
 #      sides (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS passed explicitly; the sidecars must agree);
@@ -36,6 +36,8 @@ printf '%s\n' "$info" | grep -E '^(caffe_)?(variant|source_sha256|blas|blas_kern
 printf '%s\n' "$info" | grep -q 'e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c' ||
   fail "info does not name the pinned Caffe source sha256"
 printf '%s\n' "$info" | grep -qE 'variant[^a-z]+cpu' || fail "info does not report the CPU variant"
+# (info reads the build record without importing pycaffe; the import is checked on its own)
+run -e GLOG_minloglevel=2 --entrypoint python "$image" -c 'import caffe' || fail "pycaffe does not import"
 
 # 2. the same dream on both sides
 say "making a test image and synthetic bvlc_googlenet weights (seed 0)"
