@@ -101,6 +101,7 @@ base_image() {
   as_root debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$root/debootstrap.log" 2>&1 ||
     { tail -n 20 "$root/debootstrap.log" >&2; as_root rm -rf "$rootfs"; die "debootstrap failed"; }
   local rc=0
+  as_root chmod 755 "$rootfs"  # mktemp made it 0700: it becomes the image's /
   as_root tar -C "$rootfs" -c . | docker import - debian:bookworm >/dev/null || rc=$?
   as_root rm -rf "$rootfs"
   [ $rc = 0 ] || die "docker import of the debootstrap tree failed"
