@@ -11,7 +11,8 @@ BENCH_ARGS ?=
 # PyTorch's index of CPU-only wheels (requirements-bench.txt pins torch's +cpu build)
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: help setup dream goldens bundles verify-notebook bench test pytest caffe caffe-test pycaffe-test lint clean distclean
+.PHONY: help setup dream goldens bundles verify-notebook bench test pytest caffe caffe-test pycaffe-test lint \
+	clean distclean docker docker-cuda docker-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -68,6 +69,15 @@ pycaffe-test: setup  ## pycaffe's unit tests, against the installed pycaffe
 	  -W ignore::DeprecationWarning $(CAFFE_DIR)/src/python/caffe/test \
 	  --ignore=$(CAFFE_DIR)/src/python/caffe/test/test_draw.py \
 	  -o addopts= -o filterwarnings= --rootdir=$(CAFFE_DIR)/src/python
+
+docker:  ## build the CPU image deepdream-caffe:cpu (docker/Dockerfile.cpu)
+	scripts/docker-daemon.sh with scripts/docker-build.sh cpu
+
+docker-cuda:  ## build the CUDA 13 image deepdream-caffe:cuda (docker/Dockerfile.cuda)
+	scripts/docker-daemon.sh with scripts/docker-build.sh cuda
+
+docker-test: setup  ## build the CPU image; in it: info, a dream bit-identical to the host's, errors
+	scripts/docker-daemon.sh with scripts/docker-test.sh
 
 lint:  ## ruff check, ruff format --check, shellcheck on scripts/ (installs shellcheck if missing)
 	$(VENV)/bin/ruff check deepdream_caffe tests

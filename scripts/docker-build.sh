@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Build one of the images: scripts/docker-build.sh cpu|cuda [extra docker build flags...]
+#   cpu   docker/Dockerfile.cpu  -> deepdream-caffe:cpu
+#   cuda  docker/Dockerfile.cuda -> deepdream-caffe:cuda
+# Needs a reachable Docker engine (make docker runs this under scripts/docker-daemon.sh).
+# CUDA_ARCH_BIN and CUDA_ARCH_PTX, when set, become build arguments of the CUDA image.
+# Uses BuildKit (for the build secret): `docker buildx` where installed, else the classic
+# client with DOCKER_BUILDKIT=1 (Debian's docker.io). When the machine's pip uses a CA bundle
+# (PIP_CERT or pip's `cert` setting), it is passed as the build secret `pip_cert`, which is
+# mounted during the pip installs only and stays out of the image.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf '[docker-build] %s\n' "$*" >&2; }
+die() { printf '[docker-build] error: %s\n' "$*" >&2; exit 1; }
+
+variant=${1:-}
+case $variant in
+  cpu|cuda) shift ;;
+  *) die "usage: $0 cpu|cuda [docker build flags...]" ;;
+esac
+tag=${DOCKER_TAG:-deepdream-caffe:$variant}
+
+build_cmd() {  # a docker client that builds with BuildKit
+  local c
+  for c in docker /usr/bin/docker; do
+    command -v "$c" >/dev/null 2>&1 || continue
+    if "$c" buildx version >/dev/null 2>&1; then echo "$c buildx build --load"; return; fi
+    # Clients before 23.0 build with BuildKit themselves when DOCKER_BUILDKIT=1.
+    case $("$c" version --format '{{.Client.Version}}' 2>/dev/null) in
+      1[0-9].*|20.*|21.*|22.*) echo "env DOCKER_BUILDKIT=1 $c build"; return ;;
+    esac
+  done
+  die "no docker client that builds with BuildKit: install docker-buildx (or Debian's docker.io)"
+}
+
+pip_cert() {  # the CA bundle the machine's pip uses, if any
+  local cert=${PIP_CERT:-}
+  [ -n "$cert" ] || cert=$(python3 -m pip config get global.cert 2>/dev/null || true)
+  [ -n "$cert" ] && [ -f "$cert" ] && echo "$cert"
+}
+
+flags=(--network host -f "$here/docker/Dockerfile.$variant" -t "$tag")
+# CUDA_ARCH_BIN / CUDA_ARCH_PTX (e.g. "90"): fewer GPU architectures, a faster CUDA build.
+for arg in CUDA_ARCH_BIN CUDA_ARCH_PTX; do
+  if [ "$variant" = cuda ] && [ -n "${!arg:-}" ]; then flags+=(--build-arg "$arg=${!arg}"); fi
+done
+if cert=$(pip_cert); then
+  flags+=(--secret "id=pip_cert,src=$cert")
+  say "pip CA bundle $cert passed as the build secret pip_cert"
+fi
+t0=$(date +%s)
+say "building $tag (docker/Dockerfile.$variant)"
+# shellcheck disable=SC2046  # build_cmd is a command line on purpose
+$(build_cmd) "${flags[@]}" "$@" "$here"
+say "built $tag in $(( $(date +%s) - t0 ))s; size $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
+# The build record inside the image (`info` works without a GPU, also in the CUDA image).
+record=$(docker run --rm --network none "$tag" info | grep -E '^caffe_(variant|build_seconds|cache_key) ') ||
+  die "$tag does not run \`deepdream-caffe info\`"
+printf '%s\n' "$record" | sed 's/^/[docker-build]   /' >&2
+printf '%s\n' "$record" | grep -qE "^caffe_variant +$variant\$" || die "$tag holds no $variant build of Caffe"
+# vfs keeps every layer whole: drop the untagged images earlier builds of this tag left.
+docker image prune -f --filter label=org.opencontainers.image.title=deepdream-caffe >/dev/null
+# and build cache no build has used for three days (CI's data root would otherwise only grow);
+# best effort: dockerd 20.10 sometimes fails to prune ("lease not found") and that is harmless.
+docker builder prune -f --filter unused-for=72h >/dev/null 2>&1 || say "(build cache not pruned)"
