@@ -72,7 +72,7 @@ start_ours() {
       --data-root "$root/data" --exec-root "$root/run/exec" --pidfile "$pidfile" \
       --host "unix://$sock" --storage-driver vfs --iptables=false --ip-masq=false \
       --bridge=none >"$log" 2>&1 </dev/null 8>&- 9>&- &
-  for i in $(seq 90); do
+  for _ in $(seq 90); do
     DOCKER_HOST=unix://$sock reachable && return
     sleep 1
   done
