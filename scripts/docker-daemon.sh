@@ -60,7 +60,6 @@ stop_ours() {
 }
 
 start_ours() {
-  local i
   install_missing dockerd=docker.io
   mkdir -p "$root/data" "$root/run"
   # One that runs but does not answer (a run killed outright while it started): replace it.
