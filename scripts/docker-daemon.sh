@@ -54,7 +54,7 @@ stop_ours() {
   pid=$(cat "$pidfile")
   say "stopping the private dockerd (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 60); do ours_alive || break; sleep 1; done
+  for _ in $(seq 60); do ours_alive || break; sleep 1; done
   if ours_alive; then kill -KILL "$pid" 2>/dev/null || true; sleep 1; fi
   rm -f "$pidfile"
 }
