@@ -49,7 +49,7 @@ ours_alive() {  # the pid file names a running dockerd
 }
 
 stop_ours() {
-  local pid i
+  local pid
   ours_alive || { rm -f "$pidfile"; return 0; }
   pid=$(cat "$pidfile")
   say "stopping the private dockerd (pid $pid)"
