@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--notebook-net", action="store_true",
                    help="load the net exactly as the notebook did (force_backward: every weight "
                         "gradient computed); the default skips them, with bit-identical results")
+    g.add_argument("--allow-python-layers", action="store_true",
+                   help="accept Python layers in the definition: Caffe imports the module each "
+                        "names and runs its code (refused by default)")
     g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
@@ -222,7 +225,8 @@ def cmd_layers(args):
 
     definition = args.model_def or models.model_definition(models.get_model(args.model),
                                                            say=log_to_stderr)
-    print("\n".join(report.layer_table(read_definition(definition), args.size)))
+    model = read_definition(definition, args.allow_python_layers)
+    print("\n".join(report.layer_table(model, args.size)))
 
 
 def cmd_fetch(args):

@@ -44,6 +44,7 @@ class Job:
     channel_swap: tuple | None = None  # None: the model's
     gpu: int | None = None
     notebook_net: bool = False
+    allow_python_layers: bool = False  # run the code of a definition's Python layers
     verbose: bool = False
     # the dream
     end: str | None = None  # None: the model's default layer
@@ -171,14 +172,14 @@ def prepare(job, end, images) -> Run:
                          octave_scale=job.octave_scale, step_size=job.step_size,
                          jitter=job.jitter, clip=job.clip)
     definition, weights, mean, swap, model_name = model_config(job, end)
-    model = dream_model(definition, end)
+    model = dream_model(definition, end, job.allow_python_layers)
     largest = []
     for img, octave_n in images:
         sizes = checks.check_sizes(model, end, *img.shape[:2], octave_n, params.octave_scale)
         largest.append(sizes[-1])
     check_memory(model, max(largest, key=lambda hw: hw[0] * hw[1]), job)
     net = load_net(definition, weights, end, mean, swap, gpu=job.gpu,
-                   notebook_net=job.notebook_net)
+                   notebook_net=job.notebook_net, allow_python_layers=job.allow_python_layers)
     seed, rng = make_rng(job, log_to_stderr)
     return Run(net, params, seed, rng, model_name, definition, weights, mean, swap)
 

@@ -98,37 +98,32 @@ def layer_table(model, size) -> list[str]:
 
 
 def blob_shapes(model, size) -> dict:
-    """Blob shapes of ``model`` for an input of ``size`` (W, H), without any weights."""
-    import os
-    import tempfile
+    """Blob shapes (batch axis left out) of ``model`` for one image of ``size`` (W, H), up to
+    its deepest layer that is not fully connected, from shapes.py: no Caffe net is built."""
+    from .checks import smallest_side
+    from .net import prune
+    from .shapes import ShapeError, TooSmall, infer_shapes
 
-    from .net import import_caffe, prune
-
-    caffe = import_caffe()
-    last = [info for info in _ends(model)]
+    last = _ends(model)
     if not last:
         return {}
     # Only the layers the deepest convolutional blob needs: classifier heads need 224x224.
     pruned = prune(model, last[-1])
-    fd, tmp = tempfile.mkstemp(suffix=".prototxt")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(pruned))
+    w, h = size
     try:
-        net = caffe.Net(tmp, caffe.TEST)
-    finally:
-        os.unlink(tmp)
-    net.blobs["data"].reshape(1, 3, size[1], size[0])
-    net.reshape()
-    return {name: blob.data.shape[1:] for name, blob in net.blobs.items()}
+        shapes = infer_shapes(pruned, h, w, partial=True)
+    except TooSmall as e:
+        side = smallest_side(pruned)
+        raise DreamError(f"--size {w}x{h} is too small for this net: the output of layer "
+                         f"{e.layer} would be empty", f"give a --size of at least {side}x{side}")
+    except ShapeError as e:
+        raise DreamError(f"--size {w}x{h}: {e}", "choose another --size") from None
+    return {name: shape[1:] for name, shape in shapes.items()}
 
 
 def _ends(model):
     """Dreamable layers up to the last one that is not fully connected."""
     from .net import dream_layers
 
-    names = []
-    for info in dream_layers(model):
-        if info.type in ("InnerProduct", "Softmax", "INNER_PRODUCT", "SOFTMAX"):
-            continue
-        names.append(info.name)
-    return names
+    return [info.name for info in dream_layers(model)
+            if info.type not in ("InnerProduct", "Softmax")]

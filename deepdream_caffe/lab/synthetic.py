@@ -20,10 +20,11 @@ RECIPE = "He normal (std sqrt(2/fan_in)) weights, uniform(-0.1, 0.1) biases, Ran
 
 def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
     """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it."""
-    from ..net import import_caffe
+    from ..net import definition_file, import_caffe, read_definition
 
     caffe = import_caffe()
-    net = caffe.Net(str(prototxt), caffe.TEST)
+    with definition_file(read_definition(prototxt)) as path:  # checked first, like any input
+        net = caffe.Net(path, caffe.TEST)
     rng = np.random.RandomState(seed)
     for params in net.params.values():
         weights = params[0].data
