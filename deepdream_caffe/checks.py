@@ -43,8 +43,12 @@ def octave_sizes(height: int, width: int, octave_n: int, octave_scale: float) ->
     return sizes[::-1]
 
 
-def smallest_side(model) -> int:
-    """The smallest input side (the same for height and width) every layer accepts."""
+def smallest_side(model, first: str | None = None) -> int:
+    """The smallest input side (the same for height and width) every layer accepts, or, with
+    ``first``, that layer accepts."""
+    if first is not None:
+        from .net import prune
+        model = prune(model, first)
     for side in range(1, 4097):
         try:
             infer_shapes(model, side, side)

@@ -50,7 +50,8 @@ def upgraded_text(path: Path, text: bytes) -> str:
     """The definition upgraded by Caffe's own code (V0/V1 ``layers``, ``input_dim``, old
     BatchNorm), in a separate process: through pipes, no file written, and a parse error or an
     abort of Caffe's parser ends only that process."""
-    env = {**os.environ, "GLOG_minloglevel": "2"}
+    # logtostderr: glog would otherwise leave log files in the temp folder
+    env = {**os.environ, "GLOG_minloglevel": "2", "GLOG_logtostderr": "1"}
     try:
         done = subprocess.run([str(upgrade_tool()), "/dev/stdin", "/dev/stdout"], input=text,
                               capture_output=True, env=env, timeout=120)
@@ -99,10 +100,12 @@ FIX = "fix the definition or pass the right --model-def"
 def test_phase(model, path):
     """The layers Caffe keeps in the TEST phase (its Net::FilterNet), include/exclude rules
     applied with the definition's own level and stages."""
+    from caffe.proto.caffe_pb2 import TEST
+
     state = model.state
 
     def meets(rule):
-        return not ((rule.HasField("phase") and rule.phase != rule.TEST)
+        return not ((rule.HasField("phase") and rule.phase != TEST)
                     or (rule.HasField("min_level") and state.level < rule.min_level)
                     or (rule.HasField("max_level") and state.level > rule.max_level)
                     or any(s not in state.stage for s in rule.stage)

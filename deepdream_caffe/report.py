@@ -89,9 +89,11 @@ def layer_table(model, size) -> list[str]:
 
     shapes = blob_shapes(model, size)
     lines = [f"# layers usable as --end, blob shape at {size[0]}x{size[1]} input;"
-             " * = pre-ReLU (the notebook optimised the value before its ReLU)"]
+             " * = pre-ReLU (the notebook optimised the value before its ReLU);"
+             " too small = empty at this size"]
     for info in dream_layers(model):
-        shape = "x".join(str(d) for d in shapes.get(info.name, ())) or "?"
+        shape = shapes.get(info.name, ())
+        shape = "too small" if shape is None else "x".join(map(str, shape)) or "?"
         lines.append(f"{info.name:32s} {info.type:12s} {shape:>16s} "
                      f"{'*' if info.pre_relu else ''}")
     return lines
@@ -99,10 +101,11 @@ def layer_table(model, size) -> list[str]:
 
 def blob_shapes(model, size) -> dict:
     """Blob shapes (batch axis left out) of ``model`` for one image of ``size`` (W, H), up to
-    its deepest layer that is not fully connected, from shapes.py: no Caffe net is built."""
+    its deepest layer that is not fully connected, from shapes.py: no Caffe net is built.
+    A layer whose output would be empty at this size maps to None."""
     from .checks import smallest_side
     from .net import prune
-    from .shapes import ShapeError, TooSmall, infer_shapes
+    from .shapes import ShapeError, infer_shapes
 
     last = _ends(model)
     if not last:
@@ -111,14 +114,16 @@ def blob_shapes(model, size) -> dict:
     pruned = prune(model, last[-1])
     w, h = size
     try:
-        shapes = infer_shapes(pruned, h, w, partial=True)
-    except TooSmall as e:
-        side = smallest_side(pruned)
-        raise DreamError(f"--size {w}x{h} is too small for this net: the output of layer "
-                         f"{e.layer} would be empty", f"give a --size of at least {side}x{side}")
+        shapes = infer_shapes(pruned, h, w, partial=True, skip_empty=True)
     except ShapeError as e:
         raise DreamError(f"--size {w}x{h}: {e}", "choose another --size") from None
-    return {name: shape[1:] for name, shape in shapes.items()}
+    out = {top: None for layer in pruned.layer for top in layer.top}  # None: empty here
+    out.update({name: shape[1:] for name, shape in shapes.items()})
+    if all(out.get(name) is None for name in last):
+        side = smallest_side(pruned, first=last[0])
+        raise DreamError(f"--size {w}x{h} is too small for this net: even layer {last[0]}'s "
+                         f"output would be empty", f"give a --size of at least {side}x{side}")
+    return out
 
 
 def _ends(model):

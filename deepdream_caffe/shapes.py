@@ -437,7 +437,7 @@ BLOB_COUNTS.update({kind: NEURON for kind in SHAPES if kind not in BLOB_COUNTS})
 # Convolutions make one output per input.
 SAME_COUNT = {"Convolution", "Deconvolution"}
 # Layers that may not write their output onto their input.
-NOT_IN_PLACE = {"Flatten", "Reshape"}
+NOT_IN_PLACE = {"AbsVal", "Flatten", "Reshape", "Split"}
 
 PARAMS = {
     "Convolution": _conv_params, "Deconvolution": _conv_params,
@@ -464,10 +464,11 @@ def _channels(bottom):
 
 
 # --- the net ---------------------------------------------------------------------------
-def infer(model, feed, partial: bool = False) -> dict:
+def infer(model, feed, partial: bool = False, skip_empty: bool = False) -> dict:
     """{blob: shape} of ``model`` (a V2 ``NetParameter`` that passed the structure checks).
     ``feed(name, declared)`` gives each Input top's shape. With ``partial``, layers whose
-    shapes are unknown (allowed Python layers, and what follows them) are skipped."""
+    shapes are unknown (allowed Python layers, and what follows them) are skipped; with
+    ``skip_empty``, so are layers whose output would be empty (and what follows them)."""
     shapes = {}
     for layer in model.layer:
         rule = SHAPES.get(layer.type)
@@ -477,9 +478,12 @@ def infer(model, feed, partial: bool = False) -> dict:
             raise Unknown(layer.type)
         bottom = [shapes[b] for b in layer.bottom]
         tops = rule(layer, bottom, feed)
+        if layer.type != "Input" and any(d < 1 for shape in tops for d in shape):
+            if skip_empty:
+                partial = True  # what follows has unknown inputs
+                continue
+            raise TooSmall(layer.name)
         for name, shape in zip(layer.top, tops):
-            if any(d < 1 for d in shape) and layer.type != "Input":
-                raise TooSmall(layer.name)
             if _count(shape) > INT_MAX:
                 _fail(layer, f"blob {name!r} would hold {_count(shape)} values, more than "
                       f"Caffe's limit of {INT_MAX}")
@@ -497,13 +501,14 @@ def declared_input(model) -> tuple:
     return ()
 
 
-def infer_shapes(model, height: int, width: int, batch: int = 1, partial: bool = False):
+def infer_shapes(model, height: int, width: int, batch: int = 1, partial: bool = False,
+                 skip_empty: bool = False):
     """Blob shapes for ``batch`` images of ``height`` x ``width`` fed to ``data``."""
     def feed(name, declared):
         if name == "data":
             return (batch, declared[1], height, width)
         return declared
-    return infer(model, feed, partial)
+    return infer(model, feed, partial, skip_empty)
 
 
 def param_shapes(model, shapes: dict | None = None) -> dict:
