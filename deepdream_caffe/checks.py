@@ -9,7 +9,6 @@ its shapes are known, and otherwise handed to Caffe as it is.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +90,22 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
                             f"({'x'.join(map(str, _declared_hw(model)[::-1]))}); "
                             f"octave {w}x{h} is not", "choose a convolutional --end "
                             "(`deepdream-caffe layers` lists them)")
+            _check_params_fit(model, end, declared, shapes, (h, w))
     except Unknown:
         pass  # a layer type not modelled here: Caffe checks it
     return sizes
+
+
+def _check_params_fit(model, end, declared, shapes, size):
+    """Learned parameters are shaped at the declared input (e.g. a Scale over width): refuse
+    an octave whose blobs they no longer fit, as Caffe would abort on it."""
+    fixed, here = param_shapes(model, declared), param_shapes(model, shapes)
+    for name, blobs in fixed.items():
+        if here.get(name, blobs) != blobs:
+            h, w = size
+            raise DreamError(f"--end {end} goes through layer {name}, whose parameters "
+                             f"{blobs} fit only the definition's input size, not octave "
+                             f"{w}x{h}", "choose an --end before it")
 
 
 def _input_for(side: int, octave_n: int, octave_scale: float) -> int:

@@ -154,6 +154,7 @@ def check_structure(caffe, model, path, allow_python_layers: bool = False) -> No
         elif layer.type not in shapes.SHAPES:
             refuse(f"{what} is not modelled by deepdream-caffe's checks")
         _check_blobs(layer, what, made, refuse)
+    _check_in_place(model, refuse)
     _check_numbers(model, refuse)
     declared = shapes.declared_input(model)
     first = next((layer for layer in model.layer if layer.type == "Input"), None)
@@ -199,6 +200,25 @@ def _check_blobs(layer, what, made, refuse):
         if len(getattr(layer, field)) not in (0, n):
             refuse(f"layer {layer.name!r}: give {field} once per {of}, or not at all")
     made.update(layer.top)
+
+
+def _check_in_place(model, refuse):
+    """Caffe gives a blob read by several layers one copy each (Split layers, renaming the
+    inputs); a layer working in place on such a blob then no longer does, and Caffe aborts."""
+    last, source, readers = {}, {}, {}
+    for i, layer in enumerate(model.layer):
+        for j, bottom in enumerate(layer.bottom):
+            source[i, j] = last[bottom]
+            readers[last[bottom]] = readers.get(last[bottom], 0) + 1
+        for j, top in enumerate(layer.top):
+            last[top] = (i, j)
+            if j < len(layer.loss_weight) and layer.loss_weight[j]:
+                readers[i, j] = readers.get((i, j), 0) + 1
+    for i, layer in enumerate(model.layer):
+        for j, top in enumerate(layer.top):
+            if j < len(layer.bottom) and layer.bottom[j] == top and readers[source[i, j]] > 1:
+                refuse(f"layer {layer.name!r} works in place on {top!r}, which other layers "
+                       "read too", "give the layer its own output blob")
 
 
 def _check_numbers(model, refuse):
