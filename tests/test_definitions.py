@@ -111,6 +111,14 @@ def test_every_caffe_layer_type_is_modelled_or_refused():
 # --- generated definitions: accepted ones build in Caffe with our shapes ---------------
 SMALL = st.integers(0, 4)
 FILLERS = st.sampled_from(["xavier", "gaussian", "bilinear", "nope"])
+# Layers whose parameters are an axis (in this range) and maybe one more field.
+AXIS_BODIES = {
+    "Concat": ("concat_param", (-4, 4), ""), "Softmax": ("softmax_param", (-5, 4), ""),
+    "Reduction": ("reduction_param", (-2, 3), ""),
+    "Flatten": ("flatten_param", (-4, 3), "end_axis: 2"),
+    "Slice": ("slice_param", (-2, 3), "slice_point: {s}"),
+    "Crop": ("crop_param", (0, 3), "offset: {p}"), "Tile": ("tile_param", (-2, 3), "tiles: {s}"),
+}
 
 
 @st.composite
@@ -136,22 +144,18 @@ def layer_body(draw, kind):
                 f"{size if not draw(st.integers(0, 5)) == 0 else 'global_pooling: true'} "
                 f"{maybe(f'stride: {s}')} {maybe(f'pad: {p}')} "
                 f"{maybe('round_mode: FLOOR')} }}")
+    if kind in AXIS_BODIES:
+        field, (low, high), extra = AXIS_BODIES[kind]
+        extra = maybe(extra.format(s=s, p=p))
+        return f"{field} {{ axis: {draw(st.integers(low, high))} {extra} }}"
     if kind == "InnerProduct":
         return (f"inner_product_param {{ num_output: {n} {maybe('transpose: true')} "
                 f"{maybe('axis: ' + str(draw(st.integers(-2, 3))))} }}")
-    if kind == "Concat":
-        return f"concat_param {{ axis: {draw(st.integers(-4, 4))} }}"
     if kind == "Eltwise":
         return f"eltwise_param {{ operation: {draw(st.sampled_from(['SUM', 'PROD', 'MAX']))} }}"
-    if kind == "Flatten":
-        return f"flatten_param {{ axis: {draw(st.integers(-4, 3))} {maybe('end_axis: 2')} }}"
     if kind == "Reshape":
         dims = " ".join(f"dim: {d}" for d in draw(st.lists(st.integers(-2, 6), max_size=4)))
         return f"reshape_param {{ shape {{ {dims} }} {maybe('axis: 1')} }}"
-    if kind == "Slice":
-        return f"slice_param {{ axis: {draw(st.integers(-2, 3))} {maybe(f'slice_point: {s}')} }}"
-    if kind == "Crop":
-        return f"crop_param {{ axis: {draw(st.integers(0, 3))} {maybe(f'offset: {p}')} }}"
     if kind in ("Scale", "Bias"):
         field = "scale_param" if kind == "Scale" else "bias_param"
         return (f"{field} {{ axis: {draw(st.integers(-2, 3))} "
@@ -161,16 +165,10 @@ def layer_body(draw, kind):
         return f"lrn_param {{ local_size: {k} {maybe('norm_region: WITHIN_CHANNEL')} }}"
     if kind in ("Exp", "Log"):
         return f"{kind.lower()}_param {{ base: {draw(st.sampled_from([-1, 0, 1, 2, 'inf']))} }}"
-    if kind == "Tile":
-        return f"tile_param {{ axis: {draw(st.integers(-2, 3))} {maybe(f'tiles: {s}')} }}"
-    if kind == "Reduction":
-        return f"reduction_param {{ axis: {draw(st.integers(-2, 3))} }}"
     if kind == "Parameter":
         return f"parameter_param {{ shape {{ dim: {n} dim: {k} }} }}"
     if kind == "Power":
         return f"power_param {{ scale: {draw(st.sampled_from(['1', '2', 'nan', 'inf']))} }}"
-    if kind == "Softmax":
-        return f"softmax_param {{ axis: {draw(st.integers(-5, 4))} }}"
     if kind == "PReLU":
         return maybe("prelu_param { channel_shared: true }")
     if kind == "Python":
