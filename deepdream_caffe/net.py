@@ -153,6 +153,9 @@ def check_structure(caffe, model, path, allow_python_layers: bool = False) -> No
             refuse(f"{what} {shapes.REFUSED[layer.type]}")
         elif layer.type not in shapes.SHAPES:
             refuse(f"{what} is not modelled by deepdream-caffe's checks")
+        if len(layer.blobs):  # Caffe would take them as the layer's parameters, unchecked
+            refuse(f"layer {layer.name!r} holds parameter blobs in the definition",
+                   "keep the weights in the --weights file")
         _check_blobs(layer, what, made, refuse)
     _check_in_place(model, refuse)
     _check_numbers(model, refuse)

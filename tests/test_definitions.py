@@ -472,6 +472,7 @@ def test_cli_help_documents_allow_python_layers():
     (layer("e", "Eltwise", ["conv1", "data"], ["e"]), "differ in shape"),
     (layer("f", "Flatten", ["conv1"], ["conv1"]), "onto its input"),
     (conv("g", "conv1", extra='group: 3'), "group"),
+    (layer("s", "Scale", ["conv1"], ["s"], "blobs { shape { dim: 9 } }"), "parameter blobs"),
 ])
 def test_definitions_caffe_aborts_on_are_one_line(body, words, tmp_path):
     write(tmp_path, net_text([conv("conv1", "data"), body]))
