@@ -42,12 +42,8 @@ def octave_sizes(height: int, width: int, octave_n: int, octave_scale: float) ->
     return sizes[::-1]
 
 
-def smallest_side(model, first: str | None = None) -> int:
-    """The smallest input side (the same for height and width) every layer accepts, or, with
-    ``first``, that layer accepts."""
-    if first is not None:
-        from .net import prune
-        model = prune(model, first)
+def smallest_side(model) -> int:
+    """The smallest input side (the same for height and width) every layer accepts."""
     for side in range(1, 4097):
         try:
             infer_shapes(model, side, side)
@@ -63,7 +59,8 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
     cannot take; return the octave sizes. ``model`` is the net pruned to ``end``."""
     sizes = octave_sizes(height, width, octave_n, octave_scale)
     try:
-        declared = infer_shapes(model, *_declared_hw(model))
+        declared = infer_shapes(model, *_declared_hw(model), batch=declared_input(model)[0],
+                                allow_empty=True)  # the net as Caffe builds it
         for h, w in sizes:
             try:
                 shapes = infer_shapes(model, h, w)

@@ -127,8 +127,9 @@ def test_phase(model, path):
 
 
 def check_structure(caffe, model, path, allow_python_layers: bool = False) -> None:
-    """Everything Caffe would abort on when it builds the net, checked first: layer types,
-    blob counts and names, numbers, the input, every layer's shapes (shapes.py)."""
+    """What Caffe would abort on in any net built from this definition: layer types, blob
+    counts and names, numbers, the input. The shapes are checked on the net Caffe will
+    really get, pruned or not: :func:`check_buildable`."""
     from . import shapes
 
     def refuse(problem, fix=FIX):
@@ -162,18 +163,24 @@ def check_structure(caffe, model, path, allow_python_layers: bool = False) -> No
     declared = shapes.declared_input(model)
     first = next((layer for layer in model.layer if layer.type == "Input"), None)
     if first is None or first.top[0] != "data" or len(declared) != 4 or declared[1] < 1:
-        refuse("the net's first input must be a blob named 'data' (the notebook's input) of "
-               "shape N,C,H,W, made by an Input layer or `input:` fields")
-    partial = allow_python_layers
+        refuse("has no blob named 'data' as its first input, of shape N,C,H,W (the notebook's "
+               "input), made by an Input layer or `input:` fields")
+
+
+def check_buildable(model, path, allow_python_layers: bool = False) -> None:
+    """What Caffe checks when it builds ``model`` (the net it will really get, e.g. pruned):
+    every layer's shapes at the declared input, param specs and fillers (shapes.py)."""
+    from . import shapes
+
+    declared = shapes.declared_input(model)
     try:
-        shapes.infer_shapes(model, *declared[2:], batch=declared[0], partial=partial)
-        at_one = shapes.infer_shapes(model, *declared[2:], partial=partial)
-        shapes.check_params(model, at_one)
+        for batch in (1, declared[0]):  # as a dream feeds it, and as Caffe builds it
+            built = shapes.infer_shapes(model, *declared[2:], batch=batch,
+                                        partial=allow_python_layers, allow_empty=True)
+        shapes.check_params(model, built)
     except shapes.ShapeError as e:
-        refuse(f"{e} (at its declared input, {declared[3]}x{declared[2]})")
-    except (shapes.Unknown, KeyError):
-        if not partial:
-            raise
+        raise DreamError(f"{path}: {e} (at its declared input, {declared[3]}x{declared[2]})",
+                         FIX) from None
 
 
 def _check_blobs(layer, what, made, refuse):
@@ -356,6 +363,7 @@ def data_gradient_only(model, end: str):
 def dream_model(model_def: Path, end: str, allow_python_layers: bool = False):
     """The definition as a dream at ``end`` runs it: parsed, ``end`` checked, pruned."""
     model = prune(read_definition(model_def, allow_python_layers), end)
+    check_buildable(model, model_def, allow_python_layers)
     check_dreamable(model, model_def)
     return model
 
@@ -449,6 +457,7 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
                 model, setup = fast, f"data gradient only, pruned to {end}"
     from .checks import check_weights
 
+    check_buildable(model, model_def, allow_python_layers)
     check_dreamable(model, model_def)
     check_weights(model, weights)  # Caffe aborts on weights that do not fit
     select_device(caffe, gpu)

@@ -120,7 +120,7 @@ def blob_shapes(model, size) -> dict:
     out = {top: None for layer in pruned.layer for top in layer.top}  # None: empty here
     out.update({name: shape[1:] for name, shape in shapes.items()})
     if all(out.get(name) is None for name in last):
-        side = smallest_side(pruned, first=last[0])
+        side = smallest_side(prune(pruned, last[0]))
         raise DreamError(f"--size {w}x{h} is too small for this net: even layer {last[0]}'s "
                          f"output would be empty", f"give a --size of at least {side}x{side}")
     return out

@@ -464,11 +464,13 @@ def _channels(bottom):
 
 
 # --- the net ---------------------------------------------------------------------------
-def infer(model, feed, partial: bool = False, skip_empty: bool = False) -> dict:
+def infer(model, feed, partial: bool = False, skip_empty: bool = False,
+          allow_empty: bool = False) -> dict:
     """{blob: shape} of ``model`` (a V2 ``NetParameter`` that passed the structure checks).
     ``feed(name, declared)`` gives each Input top's shape. With ``partial``, layers whose
     shapes are unknown (allowed Python layers, and what follows them) are skipped; with
-    ``skip_empty``, so are layers whose output would be empty (and what follows them)."""
+    ``skip_empty``, so are layers whose output would be empty (and what follows them); with
+    ``allow_empty``, empty outputs are kept, as Caffe keeps them (a negative size is not)."""
     shapes = {}
     for layer in model.layer:
         rule = SHAPES.get(layer.type)
@@ -478,7 +480,8 @@ def infer(model, feed, partial: bool = False, skip_empty: bool = False) -> dict:
             raise Unknown(layer.type)
         bottom = [shapes[b] for b in layer.bottom]
         tops = rule(layer, bottom, feed)
-        if layer.type != "Input" and any(d < 1 for shape in tops for d in shape):
+        if layer.type != "Input" and any(d < (0 if allow_empty else 1)
+                                         for shape in tops for d in shape):
             if skip_empty:
                 partial = True  # what follows has unknown inputs
                 continue
@@ -502,13 +505,13 @@ def declared_input(model) -> tuple:
 
 
 def infer_shapes(model, height: int, width: int, batch: int = 1, partial: bool = False,
-                 skip_empty: bool = False):
+                 skip_empty: bool = False, allow_empty: bool = False):
     """Blob shapes for ``batch`` images of ``height`` x ``width`` fed to ``data``."""
     def feed(name, declared):
         if name == "data":
             return (batch, declared[1], height, width)
         return declared
-    return infer(model, feed, partial, skip_empty)
+    return infer(model, feed, partial, skip_empty, allow_empty)
 
 
 def param_shapes(model, shapes: dict | None = None) -> dict:
@@ -551,11 +554,11 @@ def _check_fillers(layer, blobs):
             names = names[1:]
     for name, shape in zip(names, blobs):
         filler = getattr(getattr(layer, field), name)
-        if not (field and filler.ListFields()):
+        _need(_count(shape) > 0, layer, f"its {name} would fill an empty parameter blob")
+        if not filler.ListFields():
             continue
         _need(filler.type in FILLER_TYPES, layer, f"{name} has the unknown type "
               f"{filler.type!r} (Caffe knows {', '.join(sorted(FILLER_TYPES))})")
-        _need(_count(shape) > 0, layer, f"{name} fills an empty blob")
         _need(filler.sparse == -1 or (filler.type == "gaussian" and filler.sparse >= -1),
               layer, f"{name}: sparse works only with gaussian")
         if filler.type == "gaussian":

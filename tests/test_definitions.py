@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 
 from deepdream_caffe import shapes
 from deepdream_caffe.errors import DreamError
-from deepdream_caffe.net import definition_file, dream_layers, import_caffe, prune, read_definition
+from deepdream_caffe.net import (
+    check_buildable,
+    definition_file,
+    dream_layers,
+    import_caffe,
+    prune,
+    read_definition,
+)
 
 caffe = import_caffe()
 pb = caffe.proto.caffe_pb2
@@ -202,7 +209,8 @@ def definitions(draw):
 def build_and_compare(path):
     """In the child: our checks, then Caffe; 0 when Caffe's shapes are ours."""
     model = read_definition(path)
-    ours = shapes.infer(model, lambda name, declared: declared)
+    check_buildable(model, path)
+    ours = shapes.infer(model, lambda name, declared: declared, allow_empty=True)
     with definition_file(model) as p:
         net = caffe.Net(p, caffe.TEST)
     theirs = {name: tuple(blob.data.shape) for name, blob in net.blobs.items()}

@@ -22,10 +22,12 @@ RECIPE = "He normal (std sqrt(2/fan_in)) weights, uniform(-0.1, 0.1) biases, Ran
 
 def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
     """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it."""
-    from ..net import definition_file, import_caffe, read_definition
+    from ..net import check_buildable, definition_file, import_caffe, read_definition
 
     caffe = import_caffe()
-    with definition_file(read_definition(prototxt)) as path:  # checked first, like any input
+    model = read_definition(prototxt)  # checked first, like any input
+    check_buildable(model, prototxt)
+    with definition_file(model) as path:
         net = caffe.Net(path, caffe.TEST)
     rng = np.random.RandomState(seed)
     for name, params in net.params.items():
