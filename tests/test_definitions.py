@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import shapes
@@ -118,6 +118,9 @@ def test_every_caffe_layer_type_is_modelled_or_refused():
 # --- generated definitions: accepted ones build in Caffe with our shapes ---------------
 SMALL = st.integers(0, 4)
 FILLERS = st.sampled_from(["xavier", "gaussian", "bilinear", "nope"])
+# Layer fields every type has: param specs (shared by name), loss weights, propagate_down.
+EXTRAS = st.sampled_from(["param { lr_mult: 0 }", 'param { name: "shared" }',
+                          "loss_weight: 1", "propagate_down: true", "param {} param {}"])
 # Layers whose parameters are an axis (in this range) and maybe one more field.
 AXIS_BODIES = {
     "Concat": ("concat_param", (-4, 4), ""), "Softmax": ("softmax_param", (-5, 4), ""),
@@ -185,22 +188,33 @@ def layer_body(draw, kind):
     return ""
 
 
+DREAMABLE = sorted(set(shapes.SHAPES) - {"Input", "Parameter", "Silence"})
+
+
 @st.composite
-def definitions(draw):
-    """A random net: an Input, then 1 to 4 layers of any Caffe type, wired at random."""
-    channels = draw(st.integers(1, 3))
+def definitions(draw, for_dreams=False):
+    """A random net: an Input, then 1 to 4 layers of any Caffe type, wired at random.
+    ``for_dreams``: 3 channels and the modelled types, so that many nets get to a dream."""
+    channels = 3 if for_dreams else draw(st.integers(1, 3))
     size = (draw(st.integers(1, 20)), draw(st.integers(1, 20)))
     blobs, lines = ["data"], []
+    if for_dreams:  # a parameter layer first, so that there are weights to write
+        blobs, lines = ["data", "conv0"], [conv("conv0", "data", k=1)]
     for i in range(draw(st.integers(1, 4))):
         # every Caffe type; the modelled ones more often, so that many nets get to Caffe
-        kind = draw(st.sampled_from(CAFFE_TYPES) | st.sampled_from(sorted(shapes.SHAPES)))
-        two = kind in ("Eltwise", "Crop") or not draw(st.integers(0, 4))
+        kind = draw(st.sampled_from(DREAMABLE) if for_dreams else
+                    st.sampled_from(CAFFE_TYPES) | st.sampled_from(sorted(shapes.SHAPES)))
+        two = kind in ("Eltwise", "Crop") or not (for_dreams or draw(st.integers(0, 4)))
         bottoms = [draw(st.sampled_from(blobs)) for _ in range(1 + two)]
         tops = [f"l{i}"] if draw(st.integers(0, 5)) else [f"l{i}", f"c{i}"]
         if not draw(st.integers(0, 4)):
             tops = [bottoms[0]]  # in place
         rule = draw(st.sampled_from(["", "", "", "include { phase: TRAIN }",
-                                     "include { phase: TEST }", "exclude { phase: TEST }"]))
+                                     "include { phase: TEST }", "exclude { phase: TEST }",
+                                     "include { stage: 'x' }", "include { min_level: 1 }"]))
+        rule += " " + " ".join(draw(st.lists(EXTRAS, max_size=2)))
+        if for_dreams:  # fewer ways to be refused before the dream
+            rule = ""
         lines.append(layer(f"l{i}", kind, bottoms, tops, draw(layer_body(kind)) + " " + rule))
         blobs += [t for t in tops if t not in blobs]
     return net_text(lines, channels, size)
@@ -225,6 +239,7 @@ def test_generated_definitions_never_abort_and_match_caffe(text, tmp_path_factor
     path = tmp_path_factory.mktemp("gen") / "net.prototxt"
     path.write_text(text)
     code, out = in_child(lambda: build_and_compare(path))
+    event("built by Caffe, same shapes" if code == 0 else "refused by our checks")
     assert code in (0, 1), f"{text}\n-> exit {code}: {out[-1500:]}"
     if code == 1:
         assert out.startswith("DreamError:") and out.count("\n") == 1, out
@@ -253,8 +268,8 @@ def test_generated_definitions_through_the_cli(text, tmp_path_factory, sky_png):
             refused(done)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(text=definitions())
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=definitions(for_dreams=True))
 def test_generated_definitions_dream_or_refuse(text, tmp_path_factory, sky_png):
     """The whole dream (checks, synthetic weights, load, octaves, backward) in a forked child:
     it finishes or refuses with a DreamError; Caffe never aborts."""
@@ -273,6 +288,7 @@ def test_generated_definitions_dream_or_refuse(text, tmp_path_factory, sky_png):
         return 0
 
     code, out = in_child(work)
+    event("dreamed" if code == 0 else "refused")
     assert code in (0, 1), f"{text}\n-> exit {code}: {out[-1500:]}"
 
 

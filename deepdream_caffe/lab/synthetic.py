@@ -37,7 +37,7 @@ def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
             params[2].data[...] = 1
             continue
         weights = params[0].data
-        fan_in = weights[0].size
+        fan_in = weights[0].size if weights.ndim else 1  # a shared PReLU slope is 0-D
         weights[...] = rng.standard_normal(weights.shape) * np.sqrt(2.0 / fan_in)
         for bias in params[1:]:
             bias.data[...] = rng.uniform(-0.1, 0.1, bias.data.shape)
