@@ -2,90 +2,91 @@
 
 Each subcommand turns its flags into a :class:`~deepdream_caffe.job.Job` (dream, guide, zoom)
 or one call into the module that does the work. Every failure a user can cause ends with one
-line on stderr and exit status 1 (``--debug`` shows the traceback).
+line on stderr: exit status 1, or 2 for flags that make no sense (``--debug`` shows the
+traceback). Ctrl-C and SIGTERM, from the first instant, end with one line too.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import signal
 import sys
-from pathlib import Path
-
-import numpy as np
-
-from . import assets, models, report
-from .errors import DreamError
-from .imageio import all_or_nothing
-from .job import Job, log_to_stderr, run_dream, run_zoom
-from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE
 
 
-# --- argument types: argparse turns their ValueError into a usage error ------------------
-def _number(kind, low=None, low_inclusive=True, what=""):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not np.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            raise argparse.ArgumentTypeError(f"{text} {what}")
-        return value
-    return parse
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where Python is, so that every ``finally`` runs."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _triple(kind):
-    def parse(text):
-        parts = text.split(",")
-        try:
-            values = tuple(kind(p) for p in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers") \
-                from None
-        if len(values) != 3:
-            raise argparse.ArgumentTypeError(f"{text!r} must have three values")
-        return values
-    return parse
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
 
 
-def _size(text):
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return w, h
+def _stopped_while_starting(signum, frame):
+    print("deepdream-caffe: interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the program, not a test
+    # installed before the imports below, which take a noticeable fraction of a second
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import assets, models, report  # noqa: E402
+from .errors import DreamError  # noqa: E402
+from .flags import (  # noqa: E402
+    HelpFormatter,
+    Parser,
+    add_general,
+    add_output,
+    channel_order,
+    number,
+    refuse,
+    size_wxh,
+    triple,
+    version,
+)
+from .imageio import all_or_nothing  # noqa: E402
+from .job import Job, log_to_stderr, run_dream, run_zoom  # noqa: E402
+from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE  # noqa: E402
 
 
 # --- the parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
+    fmt = HelpFormatter
+    parser = Parser(
         prog="deepdream-caffe", formatter_class=fmt,
         description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    add_general(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    arch = argparse.ArgumentParser(add_help=False)
     model = argparse.ArgumentParser(add_help=False)
-    g = model.add_argument_group("model")
-    g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
-                   help="a known model (weights downloaded and verified)")
-    g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
-                   help="your own net definition (with --weights)")
+    # layers takes the architecture only (arch); the dreams take all of `model`
+    for g in (arch.add_argument_group("model"), model.add_argument_group("model")):
+        g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
+                       help="a known model (weights downloaded and verified)")
+        g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
+                       help="your own net definition (dreams need --weights with it)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
-    g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
+    g.add_argument("--mean", type=triple(float, "mean"), metavar="B,G,R",
                    help="mean subtracted from the input, BGR (default: the model's; "
                         "the notebook's 104,116,122 for --model-def)")
     g.add_argument("--places-mean", action="store_true",
-                   help="with places205_googlenet: use its own training mean instead of the "
-                        "ImageNet mean the notebook used")
-    g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
+                   help="with --model places205_googlenet: use its own training mean instead "
+                        "of the ImageNet mean the notebook used")
+    g.add_argument("--channel-swap", type=channel_order, metavar="2,1,0", default=None,
                    help="input channel order the net expects (default: BGR, 2,1,0)")
-    g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
+    g.add_argument("--gpu", type=number(int, "gpu"), metavar="N",
                    help="run on GPU N (default: CPU)")
     g.add_argument("--notebook-net", action="store_true",
                    help="load the net exactly as the notebook did (force_backward: every weight "
@@ -93,30 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-python-layers", action="store_true",
                    help="accept Python layers in the definition: Caffe imports the module each "
                         "names and runs its code (refused by default)")
-    g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
-    d.add_argument("--iter-n", type=_number(int, 1, what="must be at least 1"),
+    d.add_argument("--iter-n", type=number(int, "iter_n"),
                    default=DEFAULTS.iter_n, help="gradient steps per octave")
-    d.add_argument("--octave-n", type=_number(int, 1, what="must be at least 1"),
+    d.add_argument("--octave-n", type=number(int, "octave_n"),
                    default=DEFAULTS.octave_n, help="number of octaves (scales)")
-    d.add_argument("--octave-scale", type=_number(float, 1, False, "must be greater than 1"),
+    d.add_argument("--octave-scale", type=number(float, "octave_scale"),
                    default=DEFAULTS.octave_scale, help="size ratio between octaves")
-    d.add_argument("--step-size", type=_number(float, 0, False, "must be greater than 0"),
+    d.add_argument("--step-size", type=number(float, "step_size"),
                    default=DEFAULTS.step_size, help="normalised step size")
-    d.add_argument("--jitter", type=_number(int, 0, what="must not be negative"),
+    d.add_argument("--jitter", type=number(int, "jitter"),
                    default=DEFAULTS.jitter, help="largest random shift in pixels")
     d.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 after each step (default: clip)")
-    d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
-                   help="jitter seed: equals the notebook after np.random.seed(SEED) "
+    d.add_argument("--seed", type=number(int, "seed"),
+                   help="jitter seed, 0..2**32-1: the notebook's jitter after "
+                        "np.random.seed(SEED); the same bits also need the same Caffe build, "
+                        "BLAS kernel and threads, numpy and scipy (docs/determinism.md) "
                         "(default: a random seed, printed and recorded)")
-    d.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
+    d.add_argument("--threads", type=number(int, "threads"), metavar="N",
+                   help="OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
+                        "(default: OpenBLAS's own choice, recorded)")
+    d.add_argument("--max-size", type=number(int, "max_size"),
                    metavar="PIXELS", help="scale the input down first so that its longer side "
                    "is at most PIXELS (a deviation from the notebook; default: no scaling)")
-    d.add_argument("--jpeg-quality", type=_number(int, 1, what="must be 1..95"), default=95,
-                   help="quality for .jpg outputs")
+    d.add_argument("--jpeg-quality", type=number(int, "jpeg_quality"), default=95,
+                   help="quality for .jpg outputs, 1..95")
 
     one = argparse.ArgumentParser(add_help=False, parents=[common])
     one.add_argument("-o", "--output", type=Path, required=True,
@@ -144,18 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FRAMES_DIR",
                    help="folder for frames/NNNN.png")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
-    p.add_argument("--frames", type=_number(int, 1, what="must be at least 1"),
+    p.add_argument("--frames", type=number(int, "frames"),
                    default=ZOOM_FRAMES, help="number of frames")
-    p.add_argument("--scale", type=_number(float, 0, False, "must be in (0, 1)"),
+    p.add_argument("--scale", type=number(float, "scale"),
                    default=ZOOM_SCALE, help="zoom per frame")
     p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
-                   help="also encode the frames with ffmpeg")
+                   help="also encode the frames (H.264, odd sizes padded to even by one black "
+                        "row or column; .mp4, .mkv or .mov)")
+    p.add_argument("--fps", type=number(float, "fps"),
+                   default=25.0, help="frames per second of --video")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the frames of an earlier zoom in FRAMES_DIR (without it, a "
+                        "folder holding them is refused)")
 
-    p = sub.add_parser("layers", parents=[model], formatter_class=fmt,
+    p = sub.add_parser("layers", parents=[arch], formatter_class=fmt,
                        help="list the layers usable as --end")
-    p.add_argument("--size", type=_size, default=(1024, 575), metavar="WxH",
+    p.add_argument("--size", type=size_wxh, default="1024x575", metavar="WxH",
                    help="input size for the blob shapes")
+    refuse(p, ["--weights", "--mean", "--places-mean", "--channel-swap", "--gpu",
+               "--notebook-net"], "it reads only the net definition")
 
     p = sub.add_parser("fetch", formatter_class=fmt,
                        help="download and verify files; print their paths")
@@ -163,49 +176,72 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["models", "assets", "all", *models.MODELS, *assets.NOTEBOOK_ASSETS],
                    help="models, assets, all, or one model or notebook file by name")
 
-    sub.add_parser("info", formatter_class=fmt,
-                   help="versions, the Caffe build record, BLAS threads, GPU")
+    p = sub.add_parser("info", formatter_class=fmt,
+                       help="versions, the Caffe build record, BLAS threads, GPU")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("export-golden", parents=[common], formatter_class=fmt,
                        help="write every intermediate of one dream, for other implementations")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="folder for bundle.npz and bundle.json")
-    p.add_argument("--input", type=Path,
-                   help="input image (default: the notebook's sky1024px.jpg at --size)")
-    p.add_argument("--size", type=_size, metavar="WxH",
+    p.add_argument("input", type=Path, nargs="?",
+                   help="input image (default: the notebook's sky1024px.jpg at 256x144)")
+    out = p.add_mutually_exclusive_group(required=True)  # --out: the old spelling, hidden
+    out.add_argument("-o", "--output", type=Path, metavar="DIR",
+                     help="folder for bundle.npz, weights.npz, net.prototxt and bundle.json")
+    out.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=size_wxh, metavar="WxH",
                    help="resize the input first (bilinear) (default: the notebook's sky at "
-                        "256x144, your --input as it is)")
+                        "256x144, your input as it is)")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
 
     p = sub.add_parser("compare", formatter_class=fmt,
-                       help="measure another implementation's arrays against a golden bundle; "
-                            "exit 1 beyond tolerance")
+                       help="judge another implementation's arrays against a golden bundle, "
+                            "stage by stage; exit 1 when anything fails or nothing is judged")
     p.add_argument("bundle", type=Path, metavar="DIR", help="a folder from export-golden")
     p.add_argument("other", type=Path, metavar="OTHER.npz", help="the same arrays, from yours")
     p.add_argument("--report", type=Path, metavar="FILE.md",
-                   help="markdown report (default: DIR/compare.md)")
+                   help="also write the report there (default: stdout only)")
+    p.add_argument("--require", type=lambda t: [k for k in t.split(",") if k], default=[],
+                   metavar="KEYS", help="comma-separated keys, stages or patterns (forward/*) "
+                   "that OTHER.npz must hold")
 
     p = sub.add_parser("verify-notebook", formatter_class=fmt,
                        help="compare our dreams with the images dream.ipynb shows (needs the "
-                            "real bvlc_googlenet weights; skips without them)")
-    p.add_argument("--seeds", type=_number(int, 2, what="must be at least 2"), default=3,
+                            "real bvlc_googlenet weights; without them it skips with exit "
+                            "status 77)")
+    p.add_argument("--seeds", type=number(int, "seeds"), default=3,
                    help="seeds per case (the spread needs at least two)")
     p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
                    choices=[12, 14, 21, 27],
                    help="notebook cells to reproduce (21, the 30th zoom frame, takes 30 dreams "
                         "per seed)")
-    p.add_argument("--out", type=Path, default=Path("out/verify-notebook"),
-                   help="folder for report.md, report.json and the side-by-side images")
+    add_output(p, Path("out/verify-notebook"),
+               "folder for report.md, report.json and the side-by-side images")
+
+    p = sub.add_parser("reproduce", formatter_class=fmt,
+                       help="run a sidecar's job again and compare bit for bit; exit 0 if "
+                            "bit-identical, 1 if not (naming the factors that differ)")
+    p.add_argument("sidecar", type=Path, metavar="OUT.png.json",
+                   help="the sidecar of a dream, guide or zoom (FRAMES_DIR/zoom.json)")
 
     p = sub.add_parser("bench", formatter_class=fmt,
                        help="time the notebook's default dream against its baselines")
     p.add_argument("--quick", action="store_true",
                    help="a small image and few steps: every code path in seconds")
-    p.add_argument("--out", type=Path, default=Path("out/bench"),
-                   help="folder for bench.json, bench.md and each variant's float32 result")
+    add_output(p, Path("out/bench"),
+               "folder for bench.json, bench.md and each variant's float32 result")
     p.add_argument("--variants", nargs="+", choices=["ours", "notebook", "pytorch"],
                    default=["ours", "notebook", "pytorch"], help="what to time")
+    for p in sub.choices.values():  # before or after the subcommand
+        add_general(p, default=argparse.SUPPRESS)
     return parser
+
+
+def check_combinations(parser, args):
+    """Flags that are valid alone but not together: usage errors."""
+    if getattr(args, "places_mean", False) and (
+            args.model_def or args.model != "places205_googlenet"):
+        parser.exit(2, f"{parser.prog} {args.command}: error: --places-mean needs --model "
+                    "places205_googlenet (for other nets give a mean with --mean B,G,R)\n")
 
 
 # --- the subcommands: each turns its flags into a job or a call ------------------------
@@ -235,77 +271,104 @@ def cmd_fetch(args):
 
 
 def cmd_info(args):
-    for key, value in report.environment(with_caffe=True).items():
+    info = report.environment(with_caffe=False)
+    try:
+        info.update(report.caffe_environment())
+    except DreamError as e:  # info still reports the rest, and what is missing
+        info["caffe"] = f"missing: {e}"
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
         print(f"{key:22s} {value}")
 
 
 def cmd_export_golden(args):
     from .lab.bundle import export_job
 
-    export_job(Job.from_values(args), args.out, args.size, say=log_to_stderr)
+    export_job(Job.from_values(args), args.output, args.size, say=log_to_stderr)
 
 
 def cmd_compare(args):
     from .lab import bundle
 
-    for path in (args.bundle / "bundle.json", args.bundle / "bundle.npz", args.other):
-        if not path.is_file():
-            raise DreamError(f"{path} does not exist", "check the path (export-golden makes "
-                             "DIR/bundle.npz and DIR/bundle.json)")
-    result = bundle.compare(args.bundle, args.other)
-    report_path = args.report or args.bundle / "compare.md"
+    result = bundle.compare(args.bundle, args.other, args.require)
     text = bundle.markdown(result)
-    with all_or_nothing() as batch:
-        batch(report_path).write_text(text)
+    if args.report:
+        with all_or_nothing() as batch:
+            batch(args.report).write_text(text)
     print(text, end="")
-    if not result["passed"]:
-        raise DreamError(f"{args.other} diverges from the bundle (first diverging blob: "
-                         f"{result['first_diverging'] or 'none'})", f"see {report_path}")
+    failure = bundle.verdict_line(result)
+    if failure:
+        raise DreamError(*failure)
 
 
 def cmd_verify_notebook(args):
-    from .lab.verify import verify_notebook
+    from .lab.verify import SKIPPED, verify_notebook
 
-    results = verify_notebook(args.seeds, args.cells, args.out, say=log_to_stderr)
-    if results is not None and not all(r["holds"] for r in results):
+    results = verify_notebook(args.seeds, args.cells, args.output, say=log_to_stderr)
+    if results is None:
+        return SKIPPED
+    if not all(r["holds"] for r in results):
         raise DreamError("the notebook's images are not within our seed-to-seed spread for "
-                         "every case", f"see {args.out / 'report.md'}")
+                         "every case", f"see {args.output / 'report.md'}")
+
+
+def cmd_reproduce(args):
+    from .reproduce import reproduce
+
+    verdict = reproduce(args.sidecar, say=log_to_stderr)
+    print(verdict.line)
+    return 0 if verdict.identical else 1
 
 
 def cmd_bench(args):
     from .lab.bench import bench
 
-    record = bench(args.out, quick=args.quick, variants=args.variants, say=log_to_stderr)
-    print((args.out / "bench.md").read_text(), end="")
+    record = bench(args.output, quick=args.quick, variants=args.variants, say=log_to_stderr)
+    print((args.output / "bench.md").read_text(), end="")
     if not record["results"]:
         raise DreamError("nothing was timed", "choose --variants that can run here")
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    # glog reads this once, when libcaffe loads: quiet unless --verbose
-    os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
-    command = globals()["cmd_" + args.command.replace("-", "_")]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # from here on a signal is an exception, so that every ``finally`` runs (zoom.json, ...)
+    before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    args = None
     try:
-        command(args)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        check_combinations(parser, args)
+        args.command_line = report.command_line(argv)
+        # glog reads this once, when libcaffe loads: quiet unless --verbose
+        os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
+        status = globals()["cmd_" + args.command.replace("-", "_")](args)
     except DreamError as e:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         print(f"deepdream-caffe: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # the disk is full, a folder vanished, ...: still one line
-        if args.debug:
+        if args is not None and args.debug:
             raise
-        print(f"deepdream-caffe: error: {e}; nothing was overwritten (outputs are written "
-              "to a temporary name first)", file=sys.stderr)
+        print(f"deepdream-caffe: error: {e}: check the path, its permissions and the free "
+              "space; no output was left half-written", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if args.debug:
+    except KeyboardInterrupt as e:
+        if args is not None and args.debug:
             raise
-        print("deepdream-caffe: interrupted; finished outputs are kept, no partial file "
-              "was written", file=sys.stderr)
-        return 130
-    return 0
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        print(f"deepdream-caffe: {name}; finished outputs are kept, no partial file was "
+              "written", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
+        report.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
+    return status or 0
 
 
 if __name__ == "__main__":

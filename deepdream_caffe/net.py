@@ -190,7 +190,7 @@ def _check_blobs(layer, what, made, refuse):
     if layer.type in BLOB_COUNTS:
         for kind, have, (low, high) in zip(("inputs", "outputs"),
                                            (len(layer.bottom), len(layer.top)),
-                                           BLOB_COUNTS[layer.type]):
+                                           BLOB_COUNTS[layer.type], strict=False):
             if have < low or (high is not None and have > high):
                 span = f"{low}" if low == high else f"{low} to {high or 'any number of'}"
                 refuse(f"{what} takes {span} {kind}, not {have}")

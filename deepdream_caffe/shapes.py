@@ -89,10 +89,10 @@ def _input(layer, bottom, feed):
     n = len(layer.top)
     _need(len(shapes) in (1, n), layer, "input_param must give one shape, or one per top")
     tops = [shapes[0] if len(shapes) == 1 else shapes[i] for i in range(n)]
-    for name, shape in zip(layer.top, tops):
+    for name, shape in zip(layer.top, tops, strict=False):
         _need(all(0 <= d <= INT_MAX for d in shape), layer, f"blob {name!r} has a negative "
               "or oversized dimension")
-    return [feed(name, shape) for name, shape in zip(layer.top, tops)]
+    return [feed(name, shape) for name, shape in zip(layer.top, tops, strict=False)]
 
 
 def _same(layer, bottom, feed):
@@ -165,7 +165,7 @@ def _conv(layer, bottom, feed):
     for other in bottom[1:]:
         _need(other == shape, layer, "all its inputs must have the same shape")
     out = []
-    for size, k, s, pd, d in zip(shape[axis + 1:], kernel, stride, pad, dilation):
+    for size, k, s, pd, d in zip(shape[axis + 1:], kernel, stride, pad, dilation, strict=False):
         extent = d * (k - 1) + 1
         if layer.type == "Deconvolution":
             out.append(s * (size - 1) + extent - 2 * pd)
@@ -222,7 +222,7 @@ def _pooling(layer, bottom, feed):
         _need(pad[0] < kernel[0] and pad[1] < kernel[1], layer, "pad must be below the kernel")
     _need(len(layer.top) == 1 or p.pool == p.MAX, layer, "only MAX pooling has a mask top")
     out = [_pooled(size, k, s, pd, p.round_mode == p.FLOOR)
-           for size, k, s, pd in zip((h, w), kernel, stride, pad)]
+           for size, k, s, pd in zip((h, w), kernel, stride, pad, strict=False)]
     return [(n, c, *out)] * len(layer.top)
 
 
@@ -264,9 +264,9 @@ def _concat(layer, bottom, feed):
     first = bottom[0]
     axis = _legacy_axis(layer, layer.concat_param, "concat_dim", len(first))
     for other in bottom[1:]:
-        _need(len(other) == len(first) and all(a == b for i, (a, b) in
-                                               enumerate(zip(first, other)) if i != axis),
-              layer, f"its inputs {first} and {other} differ outside the concat axis")
+        same = len(other) == len(first) and all(
+            a == b for i, (a, b) in enumerate(zip(first, other, strict=True)) if i != axis)
+        _need(same, layer, f"its inputs {first} and {other} differ outside the concat axis")
     top = list(first)
     top[axis] = sum(b[axis] for b in bottom)
     return [tuple(top)]
@@ -321,9 +321,9 @@ def _slice(layer, bottom, feed):
     if len(p.slice_point):
         points = [0, *p.slice_point, size]
         _need(len(p.slice_point) == n - 1, layer, "give one slice_point fewer than tops")
-        _need(all(a < b for a, b in zip(points, points[1:])), layer,
+        _need(all(a < b for a, b in zip(points, points[1:], strict=False)), layer,
               f"slice points must rise strictly within 0..{size}")
-        sizes = [b - a for a, b in zip(points, points[1:])]
+        sizes = [b - a for a, b in zip(points, points[1:], strict=False)]
     else:
         _need(size % n == 0, layer, f"{n} tops do not divide axis {axis} of size {size}")
         sizes = [size // n] * n
@@ -486,7 +486,7 @@ def infer(model, feed, partial: bool = False, skip_empty: bool = False,
                 partial = True  # what follows has unknown inputs
                 continue
             raise TooSmall(layer.name)
-        for name, shape in zip(layer.top, tops):
+        for name, shape in zip(layer.top, tops, strict=False):
             if _count(shape) > INT_MAX:
                 _fail(layer, f"blob {name!r} would hold {_count(shape)} values, more than "
                       f"Caffe's limit of {INT_MAX}")
@@ -535,7 +535,7 @@ def check_params(model, shapes: dict) -> None:
         blobs = params.get(layer.name, [])
         _need(len(layer.param) <= len(blobs), layer, f"it has {len(blobs)} parameter blobs "
               f"but {len(layer.param)} param specs")
-        for spec, shape in zip(layer.param, blobs):
+        for spec, shape in zip(layer.param, blobs, strict=False):
             if not spec.name:
                 continue
             first = owners.setdefault(spec.name, (layer.name, shape))
@@ -552,7 +552,7 @@ def _check_fillers(layer, blobs):
         field, names = "scale_param", ["filler", "bias_filler"]
         if len(layer.bottom) == 2:
             names = names[1:]
-    for name, shape in zip(names, blobs):
+    for name, shape in zip(names, blobs, strict=False):
         filler = getattr(getattr(layer, field), name)
         _need(_count(shape) > 0, layer, f"its {name} would fill an empty parameter blob")
         if not filler.ListFields():

@@ -1,0 +1,140 @@
+"""argparse building blocks of the command: number types checked against the job's ranges, a
+parser whose usage errors are one line, help that shows each default once, flags that a
+subcommand refuses, the output flag, and the options every subcommand accepts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from importlib import metadata
+from pathlib import Path
+
+from .job import RANGES, range_problem
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` once: not when the help already names its default, not for
+    switches (on/off flags) and not when there is no default; lists are shown space-separated,
+    as they are typed."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or action.nargs == 0 or default is None
+                or default is argparse.SUPPRESS):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+class Refused(argparse.Action):
+    """A flag a subcommand does not use: giving it is a usage error, not silently ignored."""
+
+    def __init__(self, option_strings, dest, why="", **kwargs):
+        kwargs.update(nargs="?", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        command = parser.prog.split()[-1]
+        parser.error(f"{command} does not use {option_string}: {self.why}")
+
+
+def refuse(parser, options, why):
+    for option in options:
+        parser.add_argument(option, action=Refused, why=why)
+
+
+def add_output(parser, default, help):
+    """``-o/--output`` (dest ``output``), with ``--out`` kept as a hidden alias for scripts."""
+    parser.add_argument("-o", "--output", type=Path, default=default, help=help)
+    parser.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
+
+
+def add_general(parser, default):
+    """--debug and --verbose, before or after the subcommand.
+
+    The top-level parser sets the defaults; subcommands use ``argparse.SUPPRESS`` so that their
+    unset copies do not overwrite a flag given before the subcommand.
+    """
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks on errors")
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="show Caffe's log and image conversions")
+
+
+def version() -> str:
+    try:
+        return metadata.version("deepdream_caffe")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed; run make setup)"
+
+
+# --- argument types: argparse turns their ArgumentTypeError into a usage error -----------
+KINDS = {int: "an integer", float: "a float number"}
+
+
+def _value(kind, text, name):
+    """``text`` as ``kind``, finite and within ``RANGES[name]``, or ArgumentTypeError."""
+    try:
+        value = kind(text)
+        finite = math.isfinite(value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {KINDS[kind]}") from None
+    if not finite:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    problem = None if name is None else range_problem(name, value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return value
+
+
+def number(kind, name):
+    def parse(text):
+        return _value(kind, text, name)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def triple(kind, name=None):
+    def parse(text):
+        parts = text.split(",")
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"{text!r} must have three values")
+        return tuple(_value(kind, p, name) for p in parts)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def channel_order(text):
+    order = triple(int)(text)
+    if sorted(order) != [0, 1, 2]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an order of 0, 1, 2")
+    return order
+
+
+def size_wxh(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    if max(w, h) > RANGES["max_size"][1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return w, h
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (the usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # argparse takes "--flag=--" as an empty list, unparsed
+            if action.nargs is None and getattr(namespace, action.dest, None) == []:
+                self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
+        return namespace, extras
