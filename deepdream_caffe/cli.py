@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a known model (weights downloaded and verified)")
         g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
                        help="your own net definition (dreams need --weights with it)")
+        g.add_argument("--allow-python-layers", action="store_true",
+                       help="accept Python layers in the definition: Caffe imports the module "
+                            "each names and runs its code (refused by default)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
     g.add_argument("--mean", type=triple(float, "mean"), metavar="B,G,R",
@@ -91,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--notebook-net", action="store_true",
                    help="load the net exactly as the notebook did (force_backward: every weight "
                         "gradient computed); the default skips them, with bit-identical results")
-    g.add_argument("--allow-python-layers", action="store_true",
-                   help="accept Python layers in the definition: Caffe imports the module each "
-                        "names and runs its code (refused by default)")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")

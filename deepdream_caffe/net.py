@@ -364,14 +364,15 @@ def dream_model(model_def: Path, end: str, allow_python_layers: bool = False):
     """The definition as a dream at ``end`` runs it: parsed, ``end`` checked, pruned."""
     model = prune(read_definition(model_def, allow_python_layers), end)
     check_buildable(model, model_def, allow_python_layers)
-    check_dreamable(model, model_def)
+    check_dreamable(model, model_def, end)
     return model
 
 
-def check_dreamable(model, path) -> None:
-    """What a dream needs beyond a valid net: a 3-channel input (the image, BGR) and a
-    backward pass through every layer up to ``end``."""
-    from .shapes import NO_BACKWARD, declared_input
+def check_dreamable(model, path, end: str | None = None) -> None:
+    """What a dream needs beyond a valid net: a 3-channel input (the image, BGR), an ``end``
+    blob with a batch and a channel axis (the objectives index them), and a backward pass
+    through every layer up to ``end``."""
+    from .shapes import NO_BACKWARD, declared_input, infer_shapes
 
     channels = declared_input(model)[1]
     if channels != 3:
@@ -382,6 +383,12 @@ def check_dreamable(model, path) -> None:
             raise DreamError(f"{path}: layer {layer.name!r} ({layer.type}) has no backward "
                              "pass in Caffe, and the dream goes through it",
                              "choose an --end before it (`deepdream-caffe layers` lists them)")
+    if end is not None:
+        shapes = infer_shapes(model, *declared_input(model)[2:], partial=True, allow_empty=True)
+        if len(shapes.get(end, (1, 1))) < 2:
+            raise DreamError(f"{path}: the output of --end {end} has the shape "
+                             f"{shapes[end]}, without the batch and channel axes a dream needs",
+                             "choose another --end (`deepdream-caffe layers` lists them)")
 
 
 @contextlib.contextmanager
@@ -458,7 +465,7 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
     from .checks import check_weights
 
     check_buildable(model, model_def, allow_python_layers)
-    check_dreamable(model, model_def)
+    check_dreamable(model, model_def, end)
     check_weights(model, weights)  # Caffe aborts on weights that do not fit
     select_device(caffe, gpu)
     # The notebook wrote tmp.prototxt into the working folder; here no file at all.
