@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DreamError
-from .shapes import ShapeError, TooSmall, Unknown, declared_input, infer_shapes, param_shapes
+from .shapes import (
+    INT_MAX,
+    ShapeError,
+    TooLarge,
+    TooSmall,
+    Unknown,
+    declared_input,
+    infer_shapes,
+    param_shapes,
+)
 
 __all__ = ["ShapeError", "TooSmall", "Unknown", "infer_shapes", "param_shapes"]
 
@@ -64,6 +73,11 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
         for h, w in sizes:
             try:
                 shapes = infer_shapes(model, h, w)
+            except TooLarge as e:
+                side = int(max(height, width) * (INT_MAX / e.count) ** 0.5 * 0.99)
+                raise DreamError(f"a {w}x{h} dream is too large for Caffe: {e}",
+                                 f"pass --max-size {side} to scale the image down first, or "
+                                 "use a smaller image") from None
             except ShapeError as e:
                 if not isinstance(e, TooSmall):
                     raise DreamError(f"at octave {w}x{h}, {e}", "choose another image size "

@@ -31,6 +31,15 @@ class TooSmall(ShapeError):
         super().__init__(layer, "its output would be empty at this input size")
 
 
+class TooLarge(ShapeError):
+    """A blob would hold more values than Caffe's int counts."""
+
+    def __init__(self, layer: str, blob: str, count: int):
+        super().__init__(layer, f"blob {blob!r} would hold {count} values "
+                         f"({4 * count / 2**30:.1f} GiB), more than Caffe's limit of {INT_MAX}")
+        self.count = count
+
+
 class Unknown(Exception):
     """The net holds a layer whose shapes are not modelled (an allowed Python layer)."""
 
@@ -488,8 +497,7 @@ def infer(model, feed, partial: bool = False, skip_empty: bool = False,
             raise TooSmall(layer.name)
         for name, shape in zip(layer.top, tops, strict=False):
             if _count(shape) > INT_MAX:
-                _fail(layer, f"blob {name!r} would hold {_count(shape)} values, more than "
-                      f"Caffe's limit of {INT_MAX}")
+                raise TooLarge(layer.name, name, _count(shape))
             shapes[name] = tuple(shape)
     return shapes
 
