@@ -2,97 +2,43 @@
 
 Caffe's CHECK failures end the process (no exception, no message a user can act on). So the
 sizes a dream will ask for, the weights file and the memory needed are checked here, in
-Python, against the net definition: blob shapes follow from Caffe's own formulas for the
-layer types GoogLeNet-style nets use. Nets with other layer types are checked as far as
-possible and otherwise handed to Caffe as they are.
+Python, against the net definition, with the blob shapes of shapes.py (Caffe's own formulas
+for every layer type it ships). Only a net with an allowed Python layer is checked as far as
+its shapes are known, and otherwise handed to Caffe as it is.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DreamError
+from .shapes import (
+    INT_MAX,
+    ShapeError,
+    TooLarge,
+    TooSmall,
+    Unknown,
+    declared_input,
+    infer_shapes,
+    param_shapes,
+)
 
-PASS_THROUGH = {"ReLU", "LRN", "Dropout", "Softmax", "Sigmoid", "TanH", "Split"}
+__all__ = ["ShapeError", "TooSmall", "Unknown", "infer_shapes", "param_shapes"]
 
-
-class Unknown(Exception):
-    """The net holds a layer whose shapes this module does not know."""
 
 
 def _layers(model):
-    return model.layer if len(model.layer) else model.layers
+    return model.layer
 
 
 def _first(values, default):
     return values[0] if len(values) else default
 
 
-def _declared_input(model):
-    """(C, H, W) of the net's input as the definition declares it."""
-    for layer in _layers(model):
-        if layer.type == "Input":
-            return tuple(layer.input_param.shape[0].dim[1:])
-    if len(model.input_shape):
-        return tuple(model.input_shape[0].dim[1:])
-    if len(model.input_dim) >= 4:
-        return tuple(model.input_dim[1:4])
-    raise Unknown("no input shape")
-
-
-def infer_shapes(model, height: int, width: int) -> dict:
-    """Blob shapes (C, H, W) or (N,) for an input of ``height`` x ``width``, as Caffe computes
-    them. Raises :class:`TooSmall` naming the first layer whose output would be empty."""
-    channels = _declared_input(model)[0]
-    shapes = {"data": (channels, height, width)}
-    for layer in _layers(model):
-        kind = layer.type
-        if kind == "Input":
-            continue
-        bottom = [shapes[b] for b in layer.bottom]
-        if kind == "Convolution":
-            p = layer.convolution_param
-            k, s, pad = _first(p.kernel_size, 1), _first(p.stride, 1), _first(p.pad, 0)
-            c, h, w = bottom[0]
-            h, w = ((d + 2 * pad - k) // s + 1 for d in (h, w))
-            top = (p.num_output, h, w)
-        elif kind == "Pooling":
-            p = layer.pooling_param
-            c, h, w = bottom[0]
-            if p.global_pooling:
-                top = (c, 1, 1)
-            else:
-                top = (c, *(_pooled(d, p.kernel_size, p.stride, p.pad) for d in (h, w)))
-        elif kind == "Concat":
-            top = (sum(b[0] for b in bottom), *bottom[0][1:])
-        elif kind == "InnerProduct":
-            top = (layer.inner_product_param.num_output,)
-        elif kind in PASS_THROUGH:
-            top = bottom[0]
-        else:
-            raise Unknown(kind)
-        if min(top) < 1:
-            raise TooSmall(layer.name)
-        for name in layer.top:
-            shapes[name] = top
-    return shapes
-
-
-def _pooled(size, kernel, stride, pad):
-    """Caffe's pooling output size: rounded up, minus a last window starting in the padding."""
-    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-class TooSmall(Exception):
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.layer = layer
+def _declared_hw(model) -> tuple:
+    return declared_input(model)[2:]
 
 
 def octave_sizes(height: int, width: int, octave_n: int, octave_scale: float) -> list:
@@ -111,7 +57,7 @@ def smallest_side(model) -> int:
         try:
             infer_shapes(model, side, side)
             return side
-        except TooSmall:
+        except ShapeError:
             continue
     raise Unknown("no size up to 4096 works")
 
@@ -122,11 +68,20 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
     cannot take; return the octave sizes. ``model`` is the net pruned to ``end``."""
     sizes = octave_sizes(height, width, octave_n, octave_scale)
     try:
-        declared = infer_shapes(model, *_declared_input(model)[1:])
+        declared = infer_shapes(model, *_declared_hw(model), batch=declared_input(model)[0],
+                                allow_empty=True)  # the net as Caffe builds it
         for h, w in sizes:
             try:
                 shapes = infer_shapes(model, h, w)
-            except TooSmall as e:
+            except TooLarge as e:
+                side = int(max(height, width) * (INT_MAX / e.count) ** 0.5 * 0.99)
+                raise DreamError(f"a {w}x{h} dream is too large for Caffe: {e}",
+                                 f"pass --max-size {side} to scale the image down first, or "
+                                 "use a smaller image") from None
+            except ShapeError as e:
+                if not isinstance(e, TooSmall):
+                    raise DreamError(f"at octave {w}x{h}, {e}", "choose another image size "
+                                     "or --end") from None
                 side = smallest_side(model)
                 need = [_input_for(side, octave_n, octave_scale)] * 2
                 raise DreamError(
@@ -138,16 +93,30 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
             for layer in _layers(model):
                 if layer.type == "InnerProduct":
                     here, there = shapes[layer.bottom[0]], declared[layer.bottom[0]]
-                    if here != there:
+                    axis = layer.inner_product_param.axis % len(here)
+                    if np.prod(here[axis:]) != np.prod(there[axis:]):
                         raise DreamError(
                             f"--end {end} goes through the fully connected layer {layer.name}, "
                             f"which takes only inputs of the definition's size "
-                            f"({'x'.join(map(str, _declared_input(model)[1:][::-1]))}); "
+                            f"({'x'.join(map(str, _declared_hw(model)[::-1]))}); "
                             f"octave {w}x{h} is not", "choose a convolutional --end "
                             "(`deepdream-caffe layers` lists them)")
+            _check_params_fit(model, end, declared, shapes, (h, w))
     except Unknown:
         pass  # a layer type not modelled here: Caffe checks it
     return sizes
+
+
+def _check_params_fit(model, end, declared, shapes, size):
+    """Learned parameters are shaped at the declared input (e.g. a Scale over width): refuse
+    an octave whose blobs they no longer fit, as Caffe would abort on it."""
+    fixed, here = param_shapes(model, declared), param_shapes(model, shapes)
+    for name, blobs in fixed.items():
+        if here.get(name, blobs) != blobs:
+            h, w = size
+            raise DreamError(f"--end {end} goes through layer {name}, whose parameters "
+                             f"{blobs} fit only the definition's input size, not octave "
+                             f"{w}x{h}", "choose an --end before it")
 
 
 def _input_for(side: int, octave_n: int, octave_scale: float) -> int:
@@ -158,53 +127,39 @@ def _input_for(side: int, octave_n: int, octave_scale: float) -> int:
     return n
 
 
-def param_shapes(model) -> dict:
-    """{layer: [blob shapes]} the definition's parameter layers expect."""
-    shapes = infer_shapes(model, *_declared_input(model)[1:])
-    out = {}
-    for layer in _layers(model):
-        if layer.type == "Convolution":
-            p = layer.convolution_param
-            k = _first(p.kernel_size, 1)
-            c = shapes[layer.bottom[0]][0]
-            out[layer.name] = [(p.num_output, c // p.group, k, k)] + \
-                ([(p.num_output,)] if p.bias_term else [])
-        elif layer.type == "InnerProduct":
-            p = layer.inner_product_param
-            k = int(np.prod(shapes[layer.bottom[0]]))
-            out[layer.name] = [(p.num_output, k)] + ([(p.num_output,)] if p.bias_term else [])
-    return out
-
-
 def check_weights(model, weights: Path) -> None:
-    """Refuse a weights file that is not a caffemodel or does not fit ``model``."""
+    """Refuse a weights file that is not a caffemodel or does not fit ``model``, as Caffe's
+    ``CopyTrainedLayersFrom`` would: same blob count and shape for every layer it names."""
     from caffe.proto import caffe_pb2
     from google.protobuf.message import DecodeError
 
     weights = Path(weights)
-    if weights.suffix in (".h5", ".hdf5"):
-        return  # Caffe's HDF5 weights: left to Caffe
     fix = "download the weights again (`deepdream-caffe fetch`), or pass the right --weights"
+    if str(weights).endswith(".h5"):  # Caffe's rule for HDF5 weights
+        raise DreamError(f"{weights}: HDF5 weights (.h5) cannot be checked before Caffe reads "
+                         "them, so they are not accepted",
+                         "save them as a .caffemodel (pycaffe: net.save('x.caffemodel'))")
     source = caffe_pb2.NetParameter()
     try:
         source.ParseFromString(weights.read_bytes())
     except DecodeError:
         raise DreamError(f"{weights} is not a Caffe weights file (corrupt or truncated)",
                          fix) from None
-    stored = {layer.name: [_blob_shape(b) for b in layer.blobs] for layer in _layers(source)}
+    # a 2014 caffemodel keeps its layers in the V1 field; Caffe upgrades it when it reads it
+    stored = {layer.name: list(layer.blobs) for layer in [*source.layers, *source.layer]}
     if not any(stored.values()):
         raise DreamError(f"{weights} holds no weights", fix)
-    try:
-        expected = param_shapes(model)
-    except Unknown:
-        return
-    for name, shapes in expected.items():
-        if name not in stored or not stored[name]:
-            raise DreamError(f"{weights} has no weights for layer {name}: it belongs to "
-                             "another net", fix)
-        got = [tuple(s) for s in stored[name]]
-        if [_squeeze(g) for g in got] != [_squeeze(s) for s in shapes]:
-            raise DreamError(f"{weights} does not fit the definition: layer {name} has "
+    expected = param_shapes(model)
+    for layer in _layers(model):
+        shapes = expected.get(layer.name, [])
+        if layer.name not in stored:
+            if shapes:
+                raise DreamError(f"{weights} has no weights for layer {layer.name}: it belongs "
+                                 "to another net", fix)
+            continue
+        got = [_blob_shape(b) for b in stored[layer.name]]
+        if len(got) != len(shapes) or not all(map(_shape_equals, shapes, stored[layer.name])):
+            raise DreamError(f"{weights} does not fit the definition: layer {layer.name} has "
                              f"weights of shape {got}, the definition needs {shapes}", fix)
 
 
@@ -214,9 +169,12 @@ def _blob_shape(blob):
     return (blob.num, blob.channels, blob.height, blob.width)  # the legacy 4-D form
 
 
-def _squeeze(shape):
-    """Caffe accepts legacy 4-D blobs for 1-D and 2-D parameters: compare without 1s."""
-    return tuple(d for d in shape if d != 1)
+def _shape_equals(shape, blob) -> bool:
+    """Caffe's Blob::ShapeEquals: a legacy 4-D blob matches the shape padded with leading 1s."""
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == \
+            (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(blob.shape.dim) == tuple(shape)
 
 
 PROCESS_BYTES = 200 * 2**20  # Python, numpy, scipy, Caffe and its libraries, loaded (measured)
@@ -242,8 +200,8 @@ def estimate_bytes(model, sizes, notebook_net: bool) -> int:
         if layer.type == "Convolution":
             k = _first(layer.convolution_param.kernel_size, 1)
             if k > 1:
-                out_hw = int(np.prod(shapes[layer.top[0]][1:]))
-                floats += shapes[layer.bottom[0]][0] * k * k * out_hw
+                out_hw = int(np.prod(shapes[layer.top[0]][2:]))
+                floats += shapes[layer.bottom[0]][1] * k * k * out_hw
         elif layer.type in ("Pooling", "LRN"):
             floats += top
     floats += sum(count[b] * n for b, n in readers.items() if n > 1)

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a known model (weights downloaded and verified)")
         g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
                        help="your own net definition (dreams need --weights with it)")
+        g.add_argument("--allow-python-layers", action="store_true",
+                       help="accept Python layers in the definition: Caffe imports the module "
+                            "each names and runs its code (refused by default)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
     g.add_argument("--mean", type=triple(float, "mean"), metavar="B,G,R",
@@ -262,7 +265,8 @@ def cmd_layers(args):
 
     definition = args.model_def or models.model_definition(models.get_model(args.model),
                                                            say=log_to_stderr)
-    print("\n".join(report.layer_table(read_definition(definition), args.size)))
+    model = read_definition(definition, args.allow_python_layers)
+    print("\n".join(report.layer_table(model, args.size)))
 
 
 def cmd_fetch(args):

@@ -66,6 +66,7 @@ class Job:
     channel_swap: tuple | None = None  # None: the model's
     gpu: int | None = None
     notebook_net: bool = False
+    allow_python_layers: bool = False  # run the code of a definition's Python layers
     verbose: bool = False
     threads: int | None = None  # OpenBLAS threads (Caffe's and numpy's); None: its default
     # the dream
@@ -253,9 +254,9 @@ def check_plan(job, end, sizes):
 
     check_numbers(job)
     definition, weights, mean, swap, model_name = model_config(job, end)
-    model = dream_model(definition, end)
+    model = dream_model(definition, end, job.allow_python_layers)
     if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
-        model = notebook_reach(read_definition(definition), end)
+        model = notebook_reach(read_definition(definition, job.allow_python_layers), end)
     octaves = []
     for h, w, octave_n in sizes:
         check_octave_count(h, w, octave_n, job.octave_scale)
@@ -270,7 +271,8 @@ def check_plan(job, end, sizes):
                              + e.fix) from None
     check_memory(model, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
     if Path(weights).is_file():
-        checks.check_weights_size(read_definition(definition), Path(weights))
+        checks.check_weights_size(read_definition(definition, job.allow_python_layers),
+                                  Path(weights))
     return model, definition, weights, mean, swap, model_name
 
 
@@ -298,7 +300,7 @@ def prepare(job, end, images, names=None) -> Run:
     model, definition, weights, mean, swap, model_name = check_plan(
         job, end, [(*img.shape[:2], octave_n) for img, octave_n in images])
     net = load_net(definition, weights, end, mean, swap, gpu=job.gpu,
-                   notebook_net=job.notebook_net)
+                   notebook_net=job.notebook_net, allow_python_layers=job.allow_python_layers)
     guards.check_net(net, weights)
     for i, (img, _) in enumerate(images):
         guards.check_input(dream.preprocess(net, img), names[i] if names else "the image")

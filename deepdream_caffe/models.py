@@ -11,7 +11,7 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .assets import NOTEBOOK_ASSETS, Asset, cache_dir, fetch, is_mirror
 from .build import caffe_source_dir
@@ -36,8 +36,8 @@ class ModelRecord:
     channel_swap: tuple = BGR
     default_end: str = "inception_4c/output"  # the notebook's default layer
     definition: str = ""  # a path inside the verified Caffe source tree
-    archive_definition: str = ""  # or: a member of the weights archive
-    archive_weights: str = ""  # the .caffemodel member of the weights archive
+    archive_definition: str = ""  # or: a file name in the weights archive (any folder)
+    archive_weights: str = ""  # the file name of the .caffemodel in the weights archive
 
 
 MODELS = {
@@ -63,8 +63,8 @@ MODELS = {
             num_classes=205,
             licence="Creative Commons Attribution (MIT Places project; "
                     "see models/places205_googlenet)",
-            archive_definition="googlenet_places205/deploy_places205.protxt",
-            archive_weights="googlenet_places205/googlelet_places205_train_iter_2400000.caffemodel",
+            archive_definition="deploy_places205.protxt",
+            archive_weights="googlelet_places205_train_iter_2400000.caffemodel",
         ),
     ]
 }
@@ -135,24 +135,30 @@ def fetch_named(what: str, say) -> list[Path]:
     return paths
 
 
-def _extract(archive: Path, members: list[str], folder: Path) -> None:
-    """Extract ``members`` into ``folder`` all at once: a temporary folder, then a rename."""
+def _extract(archive: Path, names: list[str], folder: Path) -> None:
+    """Extract the files called ``names`` (wherever they lie in the archive) into ``folder``,
+    flat, all at once: a temporary folder, then a rename."""
     if folder.exists() and is_mirror(folder.parent):
-        raise DreamError(f"{folder} lacks {', '.join(members)}; it is in a folder of "
+        raise DreamError(f"{folder} lacks {', '.join(names)}; it is in a folder of "
                          "DEEPDREAM_CAFFE_MIRROR, which is never changed",
                          "complete it there, or set DEEPDREAM_CAFFE_CACHE to another folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".part-"))
     try:
         with tarfile.open(archive) as tar:
-            names = set(tar.getnames())
-            missing = [m for m in members if m not in names]
+            files = [m for m in tar.getmembers() if m.isfile()]
+            found = {name: [m for m in files if PurePosixPath(m.name).name == name]
+                     for name in names}
+            missing = [name for name, members in found.items() if not members]
             if missing:
-                raise DreamError(f"{archive} does not contain {', '.join(missing)}",
-                                 "delete it so that it is downloaded again")
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            for m in members:
-                tar.extract(m, tmp, **safe)
+                held = ", ".join(m.name for m in files[:20]) or "no files"
+                more = f" and {len(files) - 20} more" if len(files) > 20 else ""
+                raise DreamError(f"{archive} does not contain {', '.join(missing)}; it holds "
+                                 f"{held}{more}", "delete it so that it is downloaded again")
+            for name, members in found.items():
+                source = tar.extractfile(members[0])
+                with source, open(tmp / name, "wb") as out:
+                    shutil.copyfileobj(source, out)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     finally:

@@ -16,18 +16,28 @@ import numpy as np
 
 # The recipe, recorded with every golden output: He-normal weights, small uniform biases.
 RECIPE = "He normal (std sqrt(2/fan_in)) weights, uniform(-0.1, 0.1) biases, RandomState(seed)"
+# (BatchNorm layers, which the GoogLeNets lack, get a uniform(-0.1, 0.1) mean and a
+# uniform(0.5, 1.5) variance, so that their output is finite.)
 
 
 def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
     """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it."""
-    from ..net import import_caffe
+    from ..net import check_buildable, definition_file, import_caffe, read_definition
 
     caffe = import_caffe()
-    net = caffe.Net(str(prototxt), caffe.TEST)
+    model = read_definition(prototxt)  # checked first, like any input
+    check_buildable(model, prototxt)
+    with definition_file(model) as path:
+        net = caffe.Net(path, caffe.TEST)
     rng = np.random.RandomState(seed)
-    for params in net.params.values():
+    for name, params in net.params.items():
+        if net.layer_dict[name].type == "BatchNorm":  # a plausible mean, variance and factor
+            params[0].data[...] = rng.uniform(-0.1, 0.1, params[0].data.shape)
+            params[1].data[...] = rng.uniform(0.5, 1.5, params[1].data.shape)
+            params[2].data[...] = 1
+            continue
         weights = params[0].data
-        fan_in = weights[0].size
+        fan_in = weights[0].size if weights.ndim else 1  # a shared PReLU slope is 0-D
         weights[...] = rng.standard_normal(weights.shape) * np.sqrt(2.0 / fan_in)
         for bias in params[1:]:
             bias.data[...] = rng.uniform(-0.1, 0.1, bias.data.shape)
