@@ -134,12 +134,14 @@ def check_size(reach, declared) -> tuple:
     return tuple(min(side, d) for d in declared)
 
 
+# Types whose output has their input's size (Input: the size the check feeds)
+PASS_THROUGH = {"Input", "ReLU", "LRN", "Dropout", "Softmax", "Sigmoid", "TanH", "Split"}
 SIZE_FIELDS = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")
 
 
 def modelled_exactly(layer) -> bool:
     """Whether checks.infer_shapes computes this layer's output size as Caffe does."""
-    if layer.type in {"Input", *checks.PASS_THROUGH}:
+    if layer.type in PASS_THROUGH:
         return True
     if layer.type == "Concat":
         return not layer.concat_param.HasField("axis") or layer.concat_param.axis == 1
