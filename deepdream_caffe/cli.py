@@ -50,6 +50,17 @@ def _triple(kind):
     return parse
 
 
+def _list(parse, name="value"):
+    """A comma-separated list of values, each checked by ``parse``; no empty or repeated."""
+    def parse_list(text):
+        values = [parse(part.strip()) for part in text.split(",")]
+        if any(v == "" for v in values) or len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct {name}s, "
+                                             "e.g. 1,2,3")
+        return values
+    return parse_list
+
+
 def _size(text):
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -58,6 +69,21 @@ def _size(text):
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     return w, h
+
+
+# dream's numeric parameters: one value each for dream, guide and zoom; lists for sweep
+DREAM_NUMBERS = [
+    ("--iter-n", _number(int, 1, what="must be at least 1"), "gradient steps per octave"),
+    ("--octave-n", _number(int, 1, what="must be at least 1"), "number of octaves (scales)"),
+    ("--octave-scale", _number(float, 1, False, "must be greater than 1"),
+     "size ratio between octaves"),
+    ("--step-size", _number(float, 0, False, "must be greater than 0"), "normalised step size"),
+    ("--jitter", _number(int, 0, what="must not be negative"), "largest random shift in pixels"),
+]
+
+
+def _dest(flag):
+    return flag.lstrip("-").replace("-", "_")
 
 
 # --- the parser ------------------------------------------------------------------------
@@ -94,16 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
-    d.add_argument("--iter-n", type=_number(int, 1, what="must be at least 1"),
-                   default=DEFAULTS.iter_n, help="gradient steps per octave")
-    d.add_argument("--octave-n", type=_number(int, 1, what="must be at least 1"),
-                   default=DEFAULTS.octave_n, help="number of octaves (scales)")
-    d.add_argument("--octave-scale", type=_number(float, 1, False, "must be greater than 1"),
-                   default=DEFAULTS.octave_scale, help="size ratio between octaves")
-    d.add_argument("--step-size", type=_number(float, 0, False, "must be greater than 0"),
-                   default=DEFAULTS.step_size, help="normalised step size")
-    d.add_argument("--jitter", type=_number(int, 0, what="must not be negative"),
-                   default=DEFAULTS.jitter, help="largest random shift in pixels")
+    for flag, kind, text in DREAM_NUMBERS:
+        d.add_argument(flag, type=kind, default=getattr(DEFAULTS, _dest(flag)), help=text)
     d.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 after each step (default: clip)")
     d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
@@ -148,6 +166,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
                    help="also encode the frames with ffmpeg")
+
+    p = sub.add_parser("sweep", parents=[model], formatter_class=fmt,
+                       help="dream every combination of parameter lists, on a Dask cluster")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="folder for images/, manifest.json, manifest.csv and index.html")
+    p.add_argument("--ends", type=_list(str, "layer"), metavar="all|L1,L2",
+                   help="layers to amplify, or all (default: the model's layer)")
+    p.add_argument("--seeds", type=_list(_number(int, 0, what="must not be negative")),
+                   default=[0], metavar="0,1,...", help="jitter seeds")
+    for flag, kind, text in DREAM_NUMBERS:
+        p.add_argument(flag, type=_list(kind), default=[getattr(DEFAULTS, _dest(flag))],
+                       metavar="V1,V2,...", help=text + " (a list)")
+    p.add_argument("--no-clip", dest="clip", action="store_false",
+                   help="do not clip pixels to 0..255 after each step (default: clip)")
+    p.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
+                   metavar="PIXELS", help="scale each input down first (as for dream)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="an existing Dask scheduler (default: an embedded local cluster)")
+    p.add_argument("--workers", type=_number(int, 1, what="must be at least 1"),
+                   help="worker processes of the local cluster (default: cores / threads)")
+    p.add_argument("--threads-per-worker", type=_number(int, 1, what="must be at least 1"),
+                   default=1, metavar="K", help="BLAS threads of each local worker")
+    p.add_argument("--grid", type=_list(str, "parameter"), default=["end", "seed"],
+                   metavar="ROWS,COLUMNS", help="the gallery's axes, two of: input, end, "
+                   "seed, iter_n, octave_n, octave_scale, step_size, jitter")
 
     p = sub.add_parser("layers", parents=[model], formatter_class=fmt,
                        help="list the layers usable as --end")
@@ -215,6 +259,13 @@ cmd_guide = cmd_dream  # the guide image makes the difference
 
 def cmd_zoom(args):
     run_zoom(Job.from_values(args))
+
+
+def cmd_sweep(args):
+    from .sweep import check_failures, from_args, run
+
+    spec = from_args(args)
+    check_failures(run(spec, say=log_to_stderr), spec.outdir)
 
 
 def cmd_layers(args):
