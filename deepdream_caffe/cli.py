@@ -55,8 +55,8 @@ def _list(parse, name="value"):
     def parse_list(text):
         values = [parse(part.strip()) for part in text.split(",")]
         if any(v == "" for v in values) or len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct {name}s, "
-                                             "e.g. 1,2,3")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                             f"distinct {name}s")
         return values
     return parse_list
 

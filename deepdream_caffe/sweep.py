@@ -79,6 +79,8 @@ SHARED = ("model", "model_def", "weights", "mean", "places_mean", "channel_swap"
 
 def from_args(args) -> Sweep:
     """The sweep the ``sweep`` subcommand's flags ask for, after the checks flags cannot make."""
+    if args.output.exists() and not args.output.is_dir():
+        raise DreamError(f"{args.output} exists and is not a folder", "name a folder for -o")
     grid = tuple(args.grid)
     if len(grid) != 2 or not set(grid) <= set(GRID_AXES):
         raise DreamError(f"--grid {','.join(grid)} is not two different parameters",
@@ -285,30 +287,41 @@ def check_failures(tasks, outdir: Path) -> None:
 
 # --- the client -----------------------------------------------------------------------------
 def run(spec: Sweep, say=print) -> list:
-    """Run the sweep; write the manifest and gallery even when stopped. Returns the tasks."""
-    spec.outdir.mkdir(parents=True, exist_ok=True)
-    (spec.outdir / "images").mkdir(exist_ok=True)
+    """Run the sweep; write the manifest and gallery even when stopped. Returns the tasks.
+
+    Nothing is written before the cluster is reached; after that, Ctrl-C (KeyboardInterrupt,
+    raised again at the end) keeps every finished result and records the rest.
+    """
     tasks = make_tasks(spec)
     expected = expectations(spec, tasks)
+    images = spec.outdir / "images"
     for t in tasks:
-        if is_kept(spec.outdir / "images" / f"{t.name}.png", expected[t.name]):
+        if is_kept(images / f"{t.name}.png", expected[t.name]):
             t.status = "kept"
     todo = [t for t in tasks if t.status == "pending"]
     say(f"sweep: {len(tasks)} tasks, {len(tasks) - len(todo)} already done, {len(todo)} to run")
-    try:
-        if todo:
-            with connect(spec, say) as client:
-                run_on(client, spec, todo)
-    except KeyboardInterrupt:
-        for t in todo:  # a task may have finished while the cluster was stopping
-            if t.status == "pending":
-                done = is_kept(spec.outdir / "images" / f"{t.name}.png", expected[t.name])
-                t.status = "done" if done else "interrupted"
-                t.reason = "" if done else "the sweep was stopped before this task ended"
-        raise
-    finally:
-        remove_stale_temporaries(spec.outdir / "images", tasks)
+    if not todo:
         write_outputs(spec, tasks)
+        return tasks
+    started = interrupted = False
+    try:
+        with connect(spec, say) as client:
+            images.mkdir(parents=True, exist_ok=True)
+            started = True
+            run_on(client, spec, todo)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if started:
+            for t in todo:  # stopped early: a task may have ended while the cluster stopped
+                if t.status == "pending":
+                    done = is_kept(images / f"{t.name}.png", expected[t.name])
+                    t.status = "done" if done else "interrupted"
+                    t.reason = "" if done else "the sweep was stopped before this task ended"
+            remove_stale_temporaries(images, tasks)
+            write_outputs(spec, tasks)
+    if interrupted:
+        raise KeyboardInterrupt
     return tasks
 
 
@@ -320,7 +333,7 @@ def connect(spec: Sweep, say):
 
     if spec.scheduler:
         try:
-            client = Client(spec.scheduler, timeout="30s")
+            client = Client(spec.scheduler, timeout="10s")
         except Exception as e:  # OSError, a timeout, a malformed address
             raise DreamError(f"cannot reach the Dask scheduler at {spec.scheduler} "
                              f"({one_line(str(e))})", "start it (`dask scheduler`) or check "
