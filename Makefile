@@ -9,7 +9,7 @@ OUT := out
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup dream goldens verify-notebook bench test pytest caffe caffe-test pycaffe-test lint clean distclean
+.PHONY: help setup dream goldens verify-notebook bench test pytest test-packages caffe caffe-test pycaffe-test lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,15 +30,19 @@ goldens: setup  ## recompute reference_images/ (pinned BLAS), say what changed
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
 	$(VENV)/bin/deepdream-caffe verify-notebook --out $(OUT)/verify-notebook
 
-bench: setup  ## time the default dream: ours, the notebook's code, PyTorch (out/bench/)
+bench: setup  ## time the default dream (ours, notebook, PyTorch) and sweeps (out/bench*/)
 	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || \
 	  $(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(VENV)/bin/deepdream-caffe bench --out $(OUT)/bench $(BENCH_ARGS)
+	$(PY) -m deepdream_caffe.lab.sweepbench --out $(OUT)/bench-sweep
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests
 
-pytest: setup  ## the project's pytest suite
+pytest: setup test-packages  ## the project's pytest suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-packages:  ## Debian packages only the tests use (tests/apt-packages.txt: chromium)
+	scripts/apt-install.sh tests/apt-packages.txt
 
 caffe: setup  ## build Caffe only (same as the build step of setup)
 

@@ -24,7 +24,7 @@ table { border-collapse: collapse; margin-bottom: 2em; }
 th, td { border: 1px solid #ccc; padding: 4px; vertical-align: top; }
 th { background: #eee; font-weight: normal; font-family: monospace; }
 figure { margin: 0; }
-figure img { display: block; max-width: 256px; max-height: 256px; }
+figure img { display: block; width: 256px; height: auto; }  /* small ones scaled up */
 figcaption, .failed { font-size: 11px; font-family: monospace; max-width: 256px; }
 .failed { color: #a00; }
 """
@@ -68,7 +68,8 @@ def render(rows: list, grid) -> str:
         '<a href="manifest.json">manifest.json</a> <a href="manifest.csv">manifest.csv</a></p>',
     ]
     for key, members in sections.items():
-        title = ", ".join(f"{p} {v}" for p, v in zip(rest, key))
+        title = ", ".join(f"{p} {Path(v).name if p == 'input' else v}"
+                          for p, v in zip(rest, key))
         parts.append(f"<h2>{esc(title)}</h2>")
         parts.append(table(members, row_axis, col_axis))
     parts.append("</body></html>")

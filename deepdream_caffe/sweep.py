@@ -116,13 +116,15 @@ def resolve_ends(spec: Sweep) -> list:
     probe = job.Job.from_values(spec.base)
     if not ends:
         return [job.default_end(probe)]
-    if ends != ["all"]:
-        return ends
-    from .net import dream_layers, read_definition
+    from .net import check_end, dream_layers, read_definition
 
     definition = probe.model_def or models.model_definition(models.get_model(probe.model))
-    return [info.name for info in dream_layers(read_definition(definition))
-            if info.type not in CLASSIFIER_TYPES]
+    model = read_definition(definition)
+    if ends == ["all"]:
+        return [info.name for info in dream_layers(model) if info.type not in CLASSIFIER_TYPES]
+    for end in ends:  # a misspelt layer is one message now, not one failed task per image
+        check_end(model, end)
+    return ends
 
 
 def slug(text: str) -> str:

@@ -11,17 +11,7 @@ venv=${VENV:-$here/.venv}
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages.
-mapfile -t pkgs <"$here/caffe/apt-packages.txt"
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
-  say "installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$here/scripts/apt-install.sh" "$here/caffe/apt-packages.txt"
 
 # 2. The virtual environment. Debian's python3: Boost.Python 1.74 is built for it.
 python=${SETUP_PYTHON:-/usr/bin/python3}

@@ -124,6 +124,7 @@ def inputs(folder: Path) -> tuple[Path, list]:
 def run_cli(image, model, out, *extra) -> dict:
     cmd = [sys.executable, "-m", "deepdream_caffe.cli", "sweep", str(image), "-o", str(out),
            *model, "--ends", ",".join(ENDS), "--seeds", ",".join(map(str, SEEDS)), *extra]
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -133,7 +134,9 @@ def run_cli(image, model, out, *extra) -> dict:
             "tasks": len(rows), "done": len(done),
             "tasks_per_hour": round(len(done) / wall * 3600),
             "mean_task_s": round(sum(r["seconds"] for r in done) / max(1, len(done)), 2),
-            "stderr_tail": p.stderr.strip().splitlines()[-1:]}
+            "stderr_tail": p.stderr.strip().splitlines()[-1:],
+            # other work on the machine: 1-minute load average at the start and the end
+            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
 def same_bytes(a: Path, b: Path) -> tuple[int, list]:
@@ -180,10 +183,12 @@ def main(argv=None) -> None:
 def markdown(r: dict) -> str:
     k = r["killed_worker"]
     lines = [f"36-task sweep at {r['size'][0]}x{r['size'][1]}, {r['cores']} cores", "",
-             "| workers | wall s | tasks/hour | mean task s |", "|---|---|---|---|"]
+             "| workers | wall s | tasks/hour | mean task s | load average (start, end) |",
+             "|---|---|---|---|---|"]
     for w in (1, 2):
         x = r[f"workers_{w}"]
-        lines.append(f"| {w} | {x['wall_s']} | {x['tasks_per_hour']} | {x['mean_task_s']} |")
+        lines.append(f"| {w} | {x['wall_s']} | {x['tasks_per_hour']} | {x['mean_task_s']} | "
+                     f"{x['load_average'][0]}, {x['load_average'][1]} |")
     lines += ["", f"scaling efficiency (2 workers): {r['scaling_efficiency']:.0%}", "",
               f"killed worker: {k.get('killed')} killed while running {k.get('running')} after "
               f"{k.get('results_before')} results; the sweep finished with exit {k['exit']}, "
