@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,12 +64,14 @@ class Task:
     status: str = "pending"  # done, kept, failed, interrupted
     reason: str = ""
     seconds: float | None = None
+    net: str = ""  # loaded, or reused from the worker's earlier tasks
 
     def row(self) -> dict:
         return {"name": self.name, "status": self.status, "reason": self.reason,
                 **{k: str(v) if k == "input" else v for k, v in self.values.items()},
                 "image": f"images/{self.name}.png", "sidecar": f"images/{self.name}.png.json",
-                "seconds": None if self.seconds is None else round(self.seconds, 3)}
+                "seconds": None if self.seconds is None else round(self.seconds, 3),
+                "net": self.net}
 
 
 # Job fields a sweep shares between all its tasks.
@@ -164,31 +166,40 @@ def name_suffix(base: dict) -> str:
 
 
 def make_tasks(spec: Sweep) -> list:
-    lists = {**spec.lists, "end": resolve_ends(spec)}
-    axes = [list(dict.fromkeys(spec.inputs))] + [list(dict.fromkeys(lists[k])) for k in SWEPT]
+    return grid_tasks(spec.inputs, {**spec.lists, "end": resolve_ends(spec)}, spec.base)
+
+
+def grid_tasks(inputs, lists: dict, base: dict) -> list:
+    """One task per combination of the inputs and the lists, in grid order, each named."""
+    axes = [list(dict.fromkeys(inputs))] + [list(dict.fromkeys(lists[k])) for k in SWEPT]
     count = 1
     for values in axes:
         count *= len(values)
     if count > MAX_TASKS:
         raise DreamError(f"the sweep has {count} tasks, more than {MAX_TASKS}",
                          "split it into smaller sweeps")
-    labels, suffix = input_labels(axes[0]), name_suffix(spec.base)
+    labels, suffix = input_labels(axes[0]), name_suffix(base)
     tasks = []
     for point in itertools.product(*axes):
         values = dict(zip(GRID_AXES, point))
         tasks.append(Task(task_name(values, labels[values["input"]], suffix), values))
-    names = [t.name for t in tasks]
+    names = Counter(t.name for t in tasks)
     for t in tasks:  # two layer names may share a slug: keep every name unique
-        if names.count(t.name) > 1:
+        if names[t.name] > 1:
             t.name += "-" + short_hash(repr(sorted(t.values.items())))
     return tasks
 
 
 def task_job(spec: Sweep, task: Task) -> dict:
-    """The plain values of the task's Job (a dict travels to workers as it is)."""
-    out = spec.outdir.resolve() / "images" / f"{task.name}.png"
-    return {**spec.base, **task.values, "command": "dream", "input": Path(task.values["input"]),
-            "output": out}
+    """The plain values of the task's Job (a dict travels to workers as it is).
+
+    Paths are absolute: a worker may run in another folder, or on another machine.
+    """
+    files = {k: Path(spec.base[k]).resolve() for k in ("model_def", "weights")
+             if spec.base.get(k)}
+    return {**spec.base, **files, **task.values, "command": "dream",
+            "input": Path(task.values["input"]).resolve(),
+            "output": spec.outdir.resolve() / "images" / f"{task.name}.png"}
 
 
 # --- resuming -----------------------------------------------------------------------------
@@ -240,18 +251,27 @@ NETS_KEPT = 4
 
 
 def _cached_loader(load_net):
-    """Wrap ``net.load_net``: a worker reuses a loaded net for the same files and settings."""
+    """Wrap ``net.load_net``: a worker reuses a loaded net for the same files and settings.
+
+    Reusing a net changes no bit: each step overwrites the blobs it reads (tested against
+    ``dream``). ``load.last`` says whether the last call loaded or reused.
+    """
+    from .net import import_caffe, select_device
+
     def load(model_def, weights, *args, **kwargs):
         stats = tuple((str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size)
                       for p in (model_def, weights))
         key = (stats, repr(args), repr(sorted(kwargs.items())))
+        load.last = "reused" if key in _NETS else "loaded"
         if key not in _NETS:
             _NETS[key] = load_net(model_def, weights, *args, **kwargs)
             while len(_NETS) > NETS_KEPT:
                 _NETS.popitem(last=False)
+        else:  # Caffe's mode is per thread, and this may be another thread
+            select_device(import_caffe(), kwargs.get("gpu"))
         _NETS.move_to_end(key)
         return _NETS[key]
-    load.sweep_cache = True
+    load.sweep_cache, load.last = True, ""
     return load
 
 
@@ -271,7 +291,7 @@ def dream_task(values: dict) -> dict:
             return {"status": "failed", "reason": one_line(str(e))}
         except Exception as e:  # recorded in the manifest; the sweep goes on
             return {"status": "failed", "reason": one_line(f"{type(e).__name__}: {e}")}
-    return {"status": "done", "seconds": time.perf_counter() - t0}
+    return {"status": "done", "seconds": time.perf_counter() - t0, "net": net.load_net.last}
 
 
 def one_line(text: str) -> str:
@@ -423,7 +443,7 @@ def record(task: Task, future, images: Path) -> None:
         task.status, task.reason = "failed", one_line(f"{type(e).__name__}: {e}")
         return
     task.status, task.reason = result["status"], result.get("reason", "")
-    task.seconds = result.get("seconds")
+    task.seconds, task.net = result.get("seconds"), result.get("net", "")
     if task.status == "done" and not (images / f"{task.name}.png.json").is_file():
         task.status = "failed"
         task.reason = (f"a worker wrote {task.name}.png but it is not visible here: OUTDIR "
