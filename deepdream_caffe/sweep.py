@@ -65,13 +65,18 @@ class Task:
     reason: str = ""
     seconds: float | None = None
     net: str = ""  # loaded, or reused from the worker's earlier tasks
+    cpu_seconds: float | None = None  # CPU time of the worker process while it ran the task
 
     def row(self) -> dict:
         return {"name": self.name, "status": self.status, "reason": self.reason,
                 **{k: str(v) if k == "input" else v for k, v in self.values.items()},
                 "image": f"images/{self.name}.png", "sidecar": f"images/{self.name}.png.json",
-                "seconds": None if self.seconds is None else round(self.seconds, 3),
+                "seconds": rounded(self.seconds), "cpu_seconds": rounded(self.cpu_seconds),
                 "net": self.net}
+
+
+def rounded(seconds):
+    return None if seconds is None else round(seconds, 3)
 
 
 # Job fields a sweep shares between all its tasks.
@@ -279,7 +284,7 @@ def dream_task(values: dict) -> dict:
     """Run one task's dream in this worker; a problem becomes a status, not an exception."""
     from . import net
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with _CAFFE:
         if not getattr(net.load_net, "sweep_cache", False):
             # job.prepare looks load_net up at call time, so this worker's dreams share nets
@@ -291,7 +296,8 @@ def dream_task(values: dict) -> dict:
             return {"status": "failed", "reason": one_line(str(e))}
         except Exception as e:  # recorded in the manifest; the sweep goes on
             return {"status": "failed", "reason": one_line(f"{type(e).__name__}: {e}")}
-    return {"status": "done", "seconds": time.perf_counter() - t0, "net": net.load_net.last}
+    return {"status": "done", "seconds": time.perf_counter() - t0, "net": net.load_net.last,
+            "cpu_seconds": time.process_time() - cpu0}  # the worker process's, all threads
 
 
 def one_line(text: str) -> str:
@@ -444,6 +450,7 @@ def record(task: Task, future, images: Path) -> None:
         return
     task.status, task.reason = result["status"], result.get("reason", "")
     task.seconds, task.net = result.get("seconds"), result.get("net", "")
+    task.cpu_seconds = result.get("cpu_seconds")
     if task.status == "done" and not (images / f"{task.name}.png.json").is_file():
         task.status = "failed"
         task.reason = (f"a worker wrote {task.name}.png but it is not visible here: OUTDIR "

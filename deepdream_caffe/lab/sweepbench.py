@@ -133,10 +133,17 @@ def run_cli(image, model, out, *extra) -> dict:
     return {"command": " ".join(cmd[3:]), "exit": p.returncode, "wall_s": round(wall, 1),
             "tasks": len(rows), "done": len(done),
             "tasks_per_hour": round(len(done) / wall * 3600),
-            "mean_task_s": round(sum(r["seconds"] for r in done) / max(1, len(done)), 2),
+            "mean_task_s": mean(r["seconds"] for r in done),
+            # CPU seconds per task: what a worker needs with a core to itself
+            "mean_task_cpu_s": mean(r.get("cpu_seconds") for r in done),
             "stderr_tail": p.stderr.strip().splitlines()[-1:],
             # other work on the machine: 1-minute load average at the start and the end
             "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 2) if values else None
 
 
 def same_bytes(a: Path, b: Path) -> tuple[int, list]:
@@ -183,12 +190,13 @@ def main(argv=None) -> None:
 def markdown(r: dict) -> str:
     k = r["killed_worker"]
     lines = [f"36-task sweep at {r['size'][0]}x{r['size'][1]}, {r['cores']} cores", "",
-             "| workers | wall s | tasks/hour | mean task s | load average (start, end) |",
-             "|---|---|---|---|---|"]
+             "| workers | wall s | tasks/hour | mean task s | mean task CPU s | "
+             "load average (start, end) |", "|---|---|---|---|---|---|"]
     for w in (1, 2):
         x = r[f"workers_{w}"]
         lines.append(f"| {w} | {x['wall_s']} | {x['tasks_per_hour']} | {x['mean_task_s']} | "
-                     f"{x['load_average'][0]}, {x['load_average'][1]} |")
+                     f"{x['mean_task_cpu_s']} | {x['load_average'][0]}, "
+                     f"{x['load_average'][1]} |")
     lines += ["", f"scaling efficiency (2 workers): {r['scaling_efficiency']:.0%}", "",
               f"killed worker: {k.get('killed')} killed while running {k.get('running')} after "
               f"{k.get('results_before')} results; the sweep finished with exit {k['exit']}, "
