@@ -76,7 +76,7 @@ def local(tmp_path_factory, files):
     return out, p
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_the_local_cluster_runs_every_combination(local, files):
     out, p = local
     rows = manifest(out)
@@ -105,7 +105,7 @@ def sweep_has_bokeh():
     return True
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_a_failing_task_is_recorded_and_the_sweep_goes_on(local):
     out, p = local
     failed = [r for r in manifest(out).values() if r["status"] == "failed"]
@@ -120,7 +120,7 @@ def test_a_failing_task_is_recorded_and_the_sweep_goes_on(local):
     assert "Traceback" not in p.stderr
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_each_result_is_bit_identical_to_dream(local, files, tmp_path):
     out, _ = local
     sky = [r for r in manifest(out).values() if r["input"].endswith("sky.png")]
@@ -140,7 +140,7 @@ def test_each_result_is_bit_identical_to_dream(local, files, tmp_path):
             assert sidecar[key] == expected[key]
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_a_rerun_keeps_matching_results_and_redoes_the_rest(local, files, tmp_path):
     out = tmp_path / "sweep"
     shutil.copytree(local[0], out)
@@ -167,7 +167,7 @@ def test_a_rerun_keeps_matching_results_and_redoes_the_rest(local, files, tmp_pa
     assert "12 tasks, 6 already done, 6 to run" in p.stderr
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_a_killed_worker_loses_no_result(local, files, tmp_path):
     """Separate dask scheduler and worker processes; one worker is killed inside a task."""
     reference = results(local[0])
@@ -189,7 +189,7 @@ def test_a_killed_worker_loses_no_result(local, files, tmp_path):
     assert [f for f in os.listdir(out / "images") if f.startswith(".")] == []
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_ctrl_c_stops_cleanly_and_keeps_finished_results(files, tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "deepdream_caffe.cli",
@@ -223,7 +223,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # runs a Dask cluster
 def test_the_gallery_loads_every_image_in_headless_chromium(local, tmp_path):
     browser = shutil.which("chromium")
     if browser is None:
@@ -280,7 +280,7 @@ def test_ends_all_is_every_dreamable_layer_up_to_the_classifier(nets):
     assert not {"loss3/classifier", "prob", "data"} & set(ends)
 
 
-@pytest.mark.slow  # starts a Dask cluster (or waits for one)
+@pytest.mark.slow  # waits 10 s for the scheduler
 def test_an_unreachable_scheduler_is_one_line(tmp_path, files, capsys):
     out = tmp_path / "sweep"
     assert cli.main([*map(str, sweep_args(files, out)), "--scheduler",
