@@ -8,8 +8,10 @@ CAFFE_DIR = $(shell PYTHON=$(PY) scripts/build-caffe.sh --print-dir)
 OUT := out
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# PyTorch's index of CPU-only wheels (requirements-bench.txt pins torch's +cpu build)
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: help setup dream goldens verify-notebook bench test pytest test-packages caffe caffe-test pycaffe-test lint clean distclean
+.PHONY: help setup dream goldens bundles verify-notebook bench test pytest test-packages caffe caffe-test pycaffe-test lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,14 +29,22 @@ dream: setup  ## the main job: the notebook's default dream of sky1024px.jpg int
 goldens: setup  ## recompute reference_images/ (pinned BLAS), say what changed
 	$(PY) -m deepdream_caffe.lab.goldens update reference_images
 
+bundles: setup  ## ready-made golden bundles of both models, three sizes (out/bundles/)
+	$(PY) -m deepdream_caffe.lab.ready_bundles $(OUT)/bundles
+
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
-	$(VENV)/bin/deepdream-caffe verify-notebook --out $(OUT)/verify-notebook
+	$(VENV)/bin/deepdream-caffe verify-notebook -o $(OUT)/verify-notebook
 
 bench: setup  ## time the default dream (ours, notebook, PyTorch) and sweeps (out/bench*/)
-	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || \
-	  $(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
-	$(VENV)/bin/deepdream-caffe bench --out $(OUT)/bench $(BENCH_ARGS)
-	$(PY) -m deepdream_caffe.lab.sweepbench --out $(OUT)/bench-sweep
+	@# torch's CPU build only: pip finds it in PyTorch's CPU index when that is reachable, or in
+	@# pip's own configured indexes and --find-links; never the multi-GB CUDA build from PyPI
+	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || { \
+	  index=; $(PY) -c 'import urllib.request as u; u.urlopen("$(TORCH_CPU_INDEX)/torch/", timeout=10)' \
+	    2>/dev/null && index="--extra-index-url $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install -q --disable-pip-version-check $$index -r requirements-bench.txt || \
+	  echo "make bench: the CPU build of torch could not be installed; timing without PyTorch"; }
+	$(VENV)/bin/deepdream-caffe bench -o $(OUT)/bench $(BENCH_ARGS)
+	$(PY) -m deepdream_caffe.lab.sweepbench -o $(OUT)/bench-sweep
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests
 
@@ -42,9 +52,10 @@ pytest: setup test-packages  ## the project's pytest suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-packages:  ## Debian packages only the tests use (tests/apt-packages.txt: chromium)
-	scripts/apt-install.sh tests/apt-packages.txt
+	scripts/apt-install.sh $$(grep -v '^\s*#' tests/apt-packages.txt)
 
-caffe: setup  ## build Caffe only (same as the build step of setup)
+caffe:  ## build Caffe + pycaffe only (cached): apt deps and the .venv Python it is built for
+	scripts/setup.sh --caffe-only
 
 caffe-test: setup  ## build and run Caffe's own CPU gtest suite (GPU tests filtered out)
 	PYTHON=$(PY) scripts/build-caffe.sh --test-binary >/dev/null
@@ -62,8 +73,11 @@ pycaffe-test: setup  ## pycaffe's unit tests, against the installed pycaffe
 	  --ignore=$(CAFFE_DIR)/src/python/caffe/test/test_draw.py \
 	  -o addopts= -o filterwarnings= --rootdir=$(CAFFE_DIR)/src/python
 
-lint:  ## ruff over the package and tests
+lint:  ## ruff check, ruff format --check, shellcheck on scripts/ (installs shellcheck if missing)
 	$(VENV)/bin/ruff check deepdream_caffe tests
+	$(VENV)/bin/ruff format --check deepdream_caffe tests
+	@command -v shellcheck >/dev/null || scripts/apt-install.sh shellcheck
+	shellcheck scripts/*.sh .ci/run
 
 clean:  ## remove outputs and Python caches in the checkout
 	rm -rf $(OUT) .pytest_cache .ruff_cache *.egg-info

@@ -8,6 +8,7 @@ line on stderr and exit status 1 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from . import assets, models, report
 from .errors import DreamError
+from .flags import HelpFormatter, add_general, add_output, comma_list, refuse, version
 from .imageio import all_or_nothing
 from .job import Job, log_to_stderr, run_dream, run_zoom
 from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE
@@ -50,17 +52,6 @@ def _triple(kind):
     return parse
 
 
-def _list(parse, name="value"):
-    """A comma-separated list of values, each checked by ``parse``; no empty or repeated."""
-    def parse_list(text):
-        values = [parse(part.strip()) for part in text.split(",")]
-        if any(v == "" for v in values) or len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
-                                             f"distinct {name}s")
-        return values
-    return parse_list
-
-
 def _size(text):
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -82,33 +73,32 @@ DREAM_NUMBERS = [
 ]
 
 
-def _dest(flag):
-    return flag.lstrip("-").replace("-", "_")
-
-
 # --- the parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="deepdream-caffe", formatter_class=fmt,
         description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    add_general(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    arch = argparse.ArgumentParser(add_help=False)
     model = argparse.ArgumentParser(add_help=False)
-    g = model.add_argument_group("model")
-    g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
-                   help="a known model (weights downloaded and verified)")
-    g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
-                   help="your own net definition (with --weights)")
+    # layers takes the architecture only (arch); the dreams take all of `model`
+    for g in (arch.add_argument_group("model"), model.add_argument_group("model")):
+        g.add_argument("--model", choices=sorted(models.MODELS), default="bvlc_googlenet",
+                       help="a known model (weights downloaded and verified)")
+        g.add_argument("--model-def", type=Path, metavar="PROTOTXT",
+                       help="your own net definition (dreams need --weights with it)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
     g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
                    help="mean subtracted from the input, BGR (default: the model's; "
                         "the notebook's 104,116,122 for --model-def)")
     g.add_argument("--places-mean", action="store_true",
-                   help="with places205_googlenet: use its own training mean instead of the "
-                        "ImageNet mean the notebook used")
+                   help="with --model places205_googlenet: use its own training mean instead "
+                        "of the ImageNet mean the notebook used")
     g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
                    help="input channel order the net expects (default: BGR, 2,1,0)")
     g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
@@ -116,17 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--notebook-net", action="store_true",
                    help="load the net exactly as the notebook did (force_backward: every weight "
                         "gradient computed); the default skips them, with bit-identical results")
-    g.add_argument("--verbose", action="store_true", help="show Caffe's log and conversions")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
     for flag, kind, text in DREAM_NUMBERS:
-        d.add_argument(flag, type=kind, default=getattr(DEFAULTS, _dest(flag)), help=text)
+        d.add_argument(flag, type=kind, default=getattr(DEFAULTS, flag[2:].replace("-", "_")),
+                       help=text)
     d.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 after each step (default: clip)")
     d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
-                   help="jitter seed: equals the notebook after np.random.seed(SEED) "
-                        "(default: a random seed, printed and recorded)")
+                   help="jitter seed: the notebook's jitter after np.random.seed(SEED); the "
+                        "same bits also need the same Caffe build, BLAS kernel and threads, "
+                        "numpy and scipy (docs/determinism.md) (default: a random seed, "
+                        "printed and recorded)")
+    d.add_argument("--threads", type=_number(int, 1, what="must be at least 1"), metavar="N",
+                   help="OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
+                        "(default: OpenBLAS's own choice, recorded)")
     d.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
                    metavar="PIXELS", help="scale the input down first so that its longer side "
                    "is at most PIXELS (a deviation from the notebook; default: no scaling)")
@@ -165,38 +160,40 @@ def build_parser() -> argparse.ArgumentParser:
                    default=ZOOM_SCALE, help="zoom per frame")
     p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
-                   help="also encode the frames with ffmpeg")
+                   help="also encode the frames (H.264, odd sizes padded to even by one black "
+                        "row or column; .mp4, .mkv or .mov)")
+    p.add_argument("--fps", type=_number(float, 0, False, "must be greater than 0"),
+                   default=25.0, help="frames per second of --video")
 
     p = sub.add_parser("sweep", parents=[model], formatter_class=fmt,
                        help="dream every combination of parameter lists, on a Dask cluster")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
                    help="folder for images/, manifest.json, manifest.csv and index.html")
-    p.add_argument("--ends", type=_list(str, "layer"), metavar="all|L1,L2",
-                   help="layers to amplify, or all (default: the model's layer)")
-    p.add_argument("--seeds", type=_list(_number(int, 0, what="must not be negative")),
+    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2", help="layers, or all")
+    p.add_argument("--seeds", type=comma_list(_number(int, 0, what="must not be negative")),
                    default=[0], metavar="0,1,...", help="jitter seeds")
     for flag, kind, text in DREAM_NUMBERS:
-        p.add_argument(flag, type=_list(kind), default=[getattr(DEFAULTS, _dest(flag))],
-                       metavar="V1,V2,...", help=text + " (a list)")
-    p.add_argument("--no-clip", dest="clip", action="store_false",
-                   help="do not clip pixels to 0..255 after each step (default: clip)")
+        p.add_argument(flag, type=comma_list(kind), default=[getattr(DEFAULTS, flag[2:].replace(
+            "-", "_"))], metavar="V1,V2,...", help=text + " (a list)")
+    p.add_argument("--no-clip", dest="clip", action="store_false", help="as for dream")
     p.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
-                   metavar="PIXELS", help="scale each input down first (as for dream)")
+                   metavar="PIXELS", help="as for dream")
     p.add_argument("--scheduler", metavar="tcp://HOST:8786",
-                   help="an existing Dask scheduler (default: an embedded local cluster)")
+                   help="an existing Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=_number(int, 1, what="must be at least 1"),
-                   help="worker processes of the local cluster (default: cores / threads)")
+                   help="local worker processes (default: cores / --threads-per-worker)")
     p.add_argument("--threads-per-worker", type=_number(int, 1, what="must be at least 1"),
                    default=1, metavar="K", help="BLAS threads of each local worker")
-    p.add_argument("--grid", type=_list(str, "parameter"), default=["end", "seed"],
-                   metavar="ROWS,COLUMNS", help="the gallery's axes, two of: input, end, "
-                   "seed, iter_n, octave_n, octave_scale, step_size, jitter")
+    p.add_argument("--grid", type=comma_list(str), default=["end", "seed"], metavar="ROWS,COLUMNS",
+                   help="the gallery's axes: two of input, end, seed, iter_n, ... jitter")
 
-    p = sub.add_parser("layers", parents=[model], formatter_class=fmt,
+    p = sub.add_parser("layers", parents=[arch], formatter_class=fmt,
                        help="list the layers usable as --end")
-    p.add_argument("--size", type=_size, default=(1024, 575), metavar="WxH",
+    p.add_argument("--size", type=_size, default="1024x575", metavar="WxH",
                    help="input size for the blob shapes")
+    refuse(p, ["--weights", "--mean", "--places-mean", "--channel-swap", "--gpu",
+               "--notebook-net"], "it reads only the net definition")
 
     p = sub.add_parser("fetch", formatter_class=fmt,
                        help="download and verify files; print their paths")
@@ -204,49 +201,72 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["models", "assets", "all", *models.MODELS, *assets.NOTEBOOK_ASSETS],
                    help="models, assets, all, or one model or notebook file by name")
 
-    sub.add_parser("info", formatter_class=fmt,
-                   help="versions, the Caffe build record, BLAS threads, GPU")
+    p = sub.add_parser("info", formatter_class=fmt,
+                       help="versions, the Caffe build record, BLAS threads, GPU")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("export-golden", parents=[common], formatter_class=fmt,
                        help="write every intermediate of one dream, for other implementations")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="folder for bundle.npz and bundle.json")
-    p.add_argument("--input", type=Path,
-                   help="input image (default: the notebook's sky1024px.jpg at --size)")
+    p.add_argument("input", type=Path, nargs="?",
+                   help="input image (default: the notebook's sky1024px.jpg at 256x144)")
+    out = p.add_mutually_exclusive_group(required=True)  # --out: the old spelling, hidden
+    out.add_argument("-o", "--output", type=Path, metavar="DIR",
+                     help="folder for bundle.npz, weights.npz, net.prototxt and bundle.json")
+    out.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--size", type=_size, metavar="WxH",
                    help="resize the input first (bilinear) (default: the notebook's sky at "
-                        "256x144, your --input as it is)")
+                        "256x144, your input as it is)")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
 
     p = sub.add_parser("compare", formatter_class=fmt,
-                       help="measure another implementation's arrays against a golden bundle; "
-                            "exit 1 beyond tolerance")
+                       help="judge another implementation's arrays against a golden bundle, "
+                            "stage by stage; exit 1 when anything fails or nothing is judged")
     p.add_argument("bundle", type=Path, metavar="DIR", help="a folder from export-golden")
     p.add_argument("other", type=Path, metavar="OTHER.npz", help="the same arrays, from yours")
     p.add_argument("--report", type=Path, metavar="FILE.md",
-                   help="markdown report (default: DIR/compare.md)")
+                   help="also write the report there (default: stdout only)")
+    p.add_argument("--require", type=lambda t: [k for k in t.split(",") if k], default=[],
+                   metavar="KEYS", help="comma-separated keys, stages or patterns (forward/*) "
+                   "that OTHER.npz must hold")
 
     p = sub.add_parser("verify-notebook", formatter_class=fmt,
                        help="compare our dreams with the images dream.ipynb shows (needs the "
-                            "real bvlc_googlenet weights; skips without them)")
+                            "real bvlc_googlenet weights; without them it skips with exit "
+                            "status 77)")
     p.add_argument("--seeds", type=_number(int, 2, what="must be at least 2"), default=3,
                    help="seeds per case (the spread needs at least two)")
     p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
                    choices=[12, 14, 21, 27],
                    help="notebook cells to reproduce (21, the 30th zoom frame, takes 30 dreams "
                         "per seed)")
-    p.add_argument("--out", type=Path, default=Path("out/verify-notebook"),
-                   help="folder for report.md, report.json and the side-by-side images")
+    add_output(p, Path("out/verify-notebook"),
+               "folder for report.md, report.json and the side-by-side images")
+
+    p = sub.add_parser("reproduce", formatter_class=fmt,
+                       help="run a sidecar's job again and compare bit for bit; exit 0 if "
+                            "bit-identical, 1 if not (naming the factors that differ)")
+    p.add_argument("sidecar", type=Path, metavar="OUT.png.json",
+                   help="the sidecar of a dream, guide or zoom (FRAMES_DIR/zoom.json)")
 
     p = sub.add_parser("bench", formatter_class=fmt,
                        help="time the notebook's default dream against its baselines")
     p.add_argument("--quick", action="store_true",
                    help="a small image and few steps: every code path in seconds")
-    p.add_argument("--out", type=Path, default=Path("out/bench"),
-                   help="folder for bench.json, bench.md and each variant's float32 result")
+    add_output(p, Path("out/bench"),
+               "folder for bench.json, bench.md and each variant's float32 result")
     p.add_argument("--variants", nargs="+", choices=["ours", "notebook", "pytorch"],
                    default=["ours", "notebook", "pytorch"], help="what to time")
+    for p in sub.choices.values():  # before or after the subcommand
+        add_general(p, default=argparse.SUPPRESS)
     return parser
+
+
+def check_combinations(parser, args):
+    """Flags that are valid alone but not together: usage errors."""
+    if getattr(args, "places_mean", False) and (
+            args.model_def or args.model != "places205_googlenet"):
+        parser.exit(2, f"{parser.prog} {args.command}: error: --places-mean needs --model "
+                    "places205_googlenet (for other nets give a mean with --mean B,G,R)\n")
 
 
 # --- the subcommands: each turns its flags into a job or a call ------------------------
@@ -262,10 +282,9 @@ def cmd_zoom(args):
 
 
 def cmd_sweep(args):
-    from .sweep import check_failures, from_args, run
+    from . import sweep
 
-    spec = from_args(args)
-    check_failures(run(spec, say=log_to_stderr), spec.outdir)
+    sweep.run_command(args, say=log_to_stderr)
 
 
 def cmd_layers(args):
@@ -282,59 +301,77 @@ def cmd_fetch(args):
 
 
 def cmd_info(args):
-    for key, value in report.environment(with_caffe=True).items():
+    info = report.environment(with_caffe=False)
+    try:
+        info.update(report.caffe_environment())
+    except DreamError as e:  # info still reports the rest, and what is missing
+        info["caffe"] = f"missing: {e}"
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
         print(f"{key:22s} {value}")
 
 
 def cmd_export_golden(args):
     from .lab.bundle import export_job
 
-    export_job(Job.from_values(args), args.out, args.size, say=log_to_stderr)
+    export_job(Job.from_values(args), args.output, args.size, say=log_to_stderr)
 
 
 def cmd_compare(args):
     from .lab import bundle
 
-    for path in (args.bundle / "bundle.json", args.bundle / "bundle.npz", args.other):
-        if not path.is_file():
-            raise DreamError(f"{path} does not exist", "check the path (export-golden makes "
-                             "DIR/bundle.npz and DIR/bundle.json)")
-    result = bundle.compare(args.bundle, args.other)
-    report_path = args.report or args.bundle / "compare.md"
+    result = bundle.compare(args.bundle, args.other, args.require)
     text = bundle.markdown(result)
-    with all_or_nothing() as batch:
-        batch(report_path).write_text(text)
+    if args.report:
+        with all_or_nothing() as batch:
+            batch(args.report).write_text(text)
     print(text, end="")
-    if not result["passed"]:
-        raise DreamError(f"{args.other} diverges from the bundle (first diverging blob: "
-                         f"{result['first_diverging'] or 'none'})", f"see {report_path}")
+    failure = bundle.verdict_line(result)
+    if failure:
+        raise DreamError(*failure)
 
 
 def cmd_verify_notebook(args):
-    from .lab.verify import verify_notebook
+    from .lab.verify import SKIPPED, verify_notebook
 
-    results = verify_notebook(args.seeds, args.cells, args.out, say=log_to_stderr)
-    if results is not None and not all(r["holds"] for r in results):
+    results = verify_notebook(args.seeds, args.cells, args.output, say=log_to_stderr)
+    if results is None:
+        return SKIPPED
+    if not all(r["holds"] for r in results):
         raise DreamError("the notebook's images are not within our seed-to-seed spread for "
-                         "every case", f"see {args.out / 'report.md'}")
+                         "every case", f"see {args.output / 'report.md'}")
+
+
+def cmd_reproduce(args):
+    from .reproduce import reproduce
+
+    verdict = reproduce(args.sidecar, say=log_to_stderr)
+    print(verdict.line)
+    return 0 if verdict.identical else 1
 
 
 def cmd_bench(args):
     from .lab.bench import bench
 
-    record = bench(args.out, quick=args.quick, variants=args.variants, say=log_to_stderr)
-    print((args.out / "bench.md").read_text(), end="")
+    record = bench(args.output, quick=args.quick, variants=args.variants, say=log_to_stderr)
+    print((args.output / "bench.md").read_text(), end="")
     if not record["results"]:
         raise DreamError("nothing was timed", "choose --variants that can run here")
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_combinations(parser, args)
+    args.command_line = report.command_line(argv)
     # glog reads this once, when libcaffe loads: quiet unless --verbose
     os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
     command = globals()["cmd_" + args.command.replace("-", "_")]
     try:
-        command(args)
+        status = command(args)
     except DreamError as e:
         if args.debug:
             raise
@@ -352,7 +389,9 @@ def main(argv=None) -> int:
         print("deepdream-caffe: interrupted; finished outputs are kept, no partial file "
               "was written", file=sys.stderr)
         return 130
-    return 0
+    if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
+        report.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def render(rows: list, grid) -> str:
     ]
     for key, members in sections.items():
         title = ", ".join(f"{p} {Path(v).name if p == 'input' else v}"
-                          for p, v in zip(rest, key))
+                          for p, v in zip(rest, key, strict=True))
         parts.append(f"<h2>{esc(title)}</h2>")
         parts.append(table(members, row_axis, col_axis))
     parts.append("</body></html>")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, models, report
+from . import checks, dream, models, report, video
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
@@ -45,6 +43,7 @@ class Job:
     gpu: int | None = None
     notebook_net: bool = False
     verbose: bool = False
+    threads: int | None = None  # OpenBLAS threads (Caffe's and numpy's); None: its default
     # the dream
     end: str | None = None  # None: the model's default layer
     iter_n: int = DEFAULTS.iter_n
@@ -64,6 +63,8 @@ class Job:
     scale: float = ZOOM_SCALE
     format: str = "png"
     video: Path | None = None
+    fps: float = 25.0  # frames per second of the video
+    command_line: str | None = None  # as typed, recorded in the sidecar
 
     @classmethod
     def from_values(cls, values) -> Job:
@@ -116,7 +117,8 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
         raise DreamError(f"output {path} is a folder", "give a file name, e.g. out.png")
     if path.suffix.lower() not in suffixes:
         raise DreamError(f"output {path} does not end in {' or '.join(suffixes)}",
-                         f"name it with one of {', '.join(suffixes)} (.png is lossless)")
+                         f"name it with one of {', '.join(suffixes)}"
+                         + (" (.png is lossless)" if ".png" in suffixes else ""))
     for inp in inputs:
         if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
             raise DreamError(f"output {path} is the input", "choose another output name")
@@ -153,11 +155,12 @@ class Run:
     weights: Path
     mean: tuple
     swap: tuple
+    started: str  # UTC, ISO 8601
+    clock: float  # time.perf_counter() at the start
 
-    def record(self, job, timings, **extra) -> dict:
-        return report.run_record(job, self.params, self.seed, self.model_name,
-                                 self.definition, self.weights, self.mean, self.swap, timings,
-                                 net_setup=self.net.dream_setup, **extra)
+    def record(self, job, timings, outputs: dict, **extra) -> dict:
+        return report.run_record(job, self, timings, outputs, net_setup=self.net.dream_setup,
+                                 **extra)
 
 
 def prepare(job, end, images) -> Run:
@@ -167,6 +170,7 @@ def prepare(job, end, images) -> Run:
     """
     from .net import dream_model, load_net
 
+    started, clock = report.now_utc(), time.perf_counter()
     params = DreamParams(end=end, iter_n=job.iter_n, octave_n=job.octave_n,
                          octave_scale=job.octave_scale, step_size=job.step_size,
                          jitter=job.jitter, clip=job.clip)
@@ -179,8 +183,11 @@ def prepare(job, end, images) -> Run:
     check_memory(model, max(largest, key=lambda hw: hw[0] * hw[1]), job)
     net = load_net(definition, weights, end, mean, swap, gpu=job.gpu,
                    notebook_net=job.notebook_net)
+    if job.threads is not None:
+        report.set_blas_threads(job.threads)
     seed, rng = make_rng(job, log_to_stderr)
-    return Run(net, params, seed, rng, model_name, definition, weights, mean, swap)
+    return Run(net, params, seed, rng, model_name, definition, weights, mean, swap, started,
+               clock)
 
 
 def check_memory(model, size, job):
@@ -237,12 +244,17 @@ def run_dream(job: Job, say=None):
         progress.close()
     t_dream = time.perf_counter() - t0
     shown = result if run.params.clip else dream.stretch(result)
-    sidecar = run.record(job, {"load_s": t_load, "dream_s": t_dream}, **extra)
     with all_or_nothing() as batch:
-        save_image(dream.to_uint8(shown), job.output, job.jpeg_quality, batch)
-        save_json(sidecar, job.output.with_name(job.output.name + ".json"), batch)
+        written = {"image": batch(job.output)}  # temporary names until the block ends
+        save_image(dream.to_uint8(shown), written["image"], job.jpeg_quality)
         if job.raw:
-            save_array(result, job.raw, batch)
+            written["raw"] = batch(job.raw)
+            save_array(result, written["raw"])
+        sidecar = run.record(job, {"load_s": t_load, "dream_s": t_dream}, written, **extra)
+        for name, path in (("image", job.output), ("raw", job.raw)):
+            if name in written:  # the name it will have, not the temporary one
+                sidecar["outputs"][name]["path"] = str(path.absolute())
+        save_json(sidecar, job.output.with_name(job.output.name + ".json"), batch)
     say(f"wrote {job.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
     return result
 
@@ -253,9 +265,9 @@ def run_zoom(job: Job, say=None):
     end = default_end(job)
     if job.scale >= 1:
         raise DreamError(f"--scale {job.scale} must be below 1", "try the notebook's 0.05")
-    if job.video and shutil.which("ffmpeg") is None:
-        raise DreamError("--video needs ffmpeg, which is not installed",
-                         "apt-get install ffmpeg, or leave out --video")
+    if job.video:  # what can be checked about the video before dreaming
+        check_output(job.video, job.input, suffixes=video.SUFFIXES)
+    ffmpeg = video.check_video(job.fps) if job.video else None
     if job.output.exists() and not job.output.is_dir():
         raise DreamError(f"{job.output} exists and is not a folder", "name a folder for frames")
     (frame,) = read_inputs(job, job.input)
@@ -275,16 +287,14 @@ def run_zoom(job: Job, say=None):
     finally:
         bar.close()
         # frames already written are kept, and the sidecar says how many there are
-        sidecar = run.record(job, {"dream_s": time.perf_counter() - t0},
+        frames = {f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}"
+                  for i in range(done)}
+        sidecar = run.record(job, {"dream_s": time.perf_counter() - t0}, frames,
                              zoom={"frames_done": done, "frames": job.frames,
                                    "scale": job.scale})
         save_json(sidecar, job.output / "zoom.json")
     if job.video:
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", "25",
-               "-i", str(job.output / f"%04d.{job.format}"), "-pix_fmt", "yuv420p",
-               str(job.video)]
-        if subprocess.run(cmd).returncode != 0:
-            raise DreamError(f"ffmpeg could not write {job.video}", "see ffmpeg's message above")
+        video.encode(job.output, job.format, done, job.video, job.fps, ffmpeg)
     say(f"wrote {done} frames to {job.output}")
 
 

@@ -69,7 +69,8 @@ if [ "$cuda" = 1 ]; then
   cmake_flags+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF
                 -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="${CUDA_ARCH_BIN:-75 80 86 89 90}"
                 -DCUDA_ARCH_PTX="${CUDA_ARCH_PTX:-90}")
-  cmake_flags+=(${CUDA_CMAKE_FLAGS:-})
+  read -r -a extra_flags <<<"${CUDA_CMAKE_FLAGS:-}"  # split on spaces, as documented
+  cmake_flags+=("${extra_flags[@]}")
   patch_dirs=("$here/caffe/patches" "$here/caffe/patches-cuda")
   cuda_home=${CUDA_HOME:-/usr/local/cuda}
   if ! compgen -G "$cuda_home/lib64/libcublas.so*" >/dev/null; then
@@ -90,6 +91,7 @@ for d in "${patch_dirs[@]}"; do
 done
 
 # Relative, so that the installed tree does not depend on where the cache is.
+# shellcheck disable=SC2016  # $ORIGIN is for the dynamic loader, not the shell
 rpath='$ORIGIN/../lib;$ORIGIN/../../lib'
 
 # Everything that affects the build goes into the key.
@@ -97,7 +99,8 @@ toolchain() {
   c++ --version | head -n1
   cmake --version | head -n1
   [ "$cuda" = 1 ] && nvcc --version | tail -n1
-  dpkg-query -W -f '${Package} ${Version}\n' $(cat "$here/caffe/apt-packages.txt") 2>/dev/null || true
+  # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
+  xargs dpkg-query -W -f '${Package} ${Version}\n' <"$here/caffe/apt-packages.txt" 2>/dev/null || true
 }
 key=$( {
   echo "source $TARBALL_SHA256"
@@ -175,7 +178,7 @@ if [ -n "$source_only" ]; then
 fi
 
 # --- build ------------------------------------------------------------------------
-if [ -f "$dest/build-info.json" ] && [ "$test_binary" = 0 -o -x "$dest/build/test/test.testbin" ]; then
+if [ -f "$dest/build-info.json" ] && { [ "$test_binary" = 0 ] || [ -x "$dest/build/test/test.testbin" ]; }; then
   say "up to date: $dest"
   echo "$dest"; exit 0
 fi
@@ -190,7 +193,8 @@ install_nvidia_wheels() {  # -> $nvidia: cuBLAS and cuRAND from PyPI, with unver
   mkdir -p "$nvidia.part/links"
   local lib file
   for lib in cublas cublasLt curand; do  # the name the linker wants, and the soname
-    file=$(cd "$nvidia.part/nvidia/cu13/lib" && ls "lib$lib.so."* | head -n1)
+    file=$(compgen -G "$nvidia.part/nvidia/cu13/lib/lib$lib.so.*" | sort | head -n1)
+    file=${file##*/}
     ln -s "$nvidia/nvidia/cu13/lib/$file" "$nvidia.part/links/lib$lib.so"
     ln -s "$nvidia/nvidia/cu13/lib/$file" "$nvidia.part/links/$file"
   done

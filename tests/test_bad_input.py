@@ -306,9 +306,10 @@ def test_debug_shows_the_traceback(work):
 
 def test_video_without_ffmpeg_is_refused_before_dreaming(work, monkeypatch):
     folder, _ = work
-    monkeypatch.setenv("PATH", str(folder))  # no ffmpeg on it
+    monkeypatch.setenv("PATH", str(folder))  # no ffmpeg on it, and none from imageio-ffmpeg
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(folder / "no-ffmpeg"))
     fails(work, "zoom", folder / "in.png", "-o", folder / "frames", "--video",
-          folder / "v.mp4", words=["ffmpeg", "apt-get install ffmpeg"])
+          folder / "v.mp4", words=["ffmpeg", "imageio-ffmpeg", "apt-get install ffmpeg"])
 
 
 def test_gpu_on_a_cpu_build(work):

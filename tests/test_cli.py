@@ -1,12 +1,20 @@
 """The deepdream-caffe command end to end, in a subprocess, as users run it."""
 
+import argparse
+import contextlib
+import io
 import json
+import re
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepdream_caffe import dream
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
@@ -82,8 +90,8 @@ def test_zoom_writes_frames(tmp_path, sky_png, byo):
         "0000.png", "0001.png", "zoom.json"]
 
 
-def test_layers_lists_ends_with_shapes(byo):
-    out = run("layers", *byo, "--size", "224x224").stdout
+def test_layers_lists_ends_with_shapes(nets):
+    out = run("layers", "--model-def", nets["bvlc_googlenet"][0], "--size", "224x224").stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("inception_4c/output "))
     assert "832x14x14" not in line and "512x14x14" in line
     assert any(ln.startswith("inception_3b/5x5_reduce") and ln.rstrip().endswith("*")
@@ -129,3 +137,125 @@ def test_unknown_layer_suggests_names(tmp_path, sky_png, byo):
     p = run("dream", sky_png, "-o", tmp_path / "x.png", "--end", "inception_4c/outptu", *byo,
             check=False)
     assert p.returncode == 1 and "inception_4c/output" in p.stderr
+
+
+# --- flags and help --------------------------------------------------------------------
+def subcommands():
+    from deepdream_caffe.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_version_is_the_installed_package_version():
+    version = metadata.version("deepdream_caffe")
+    assert run("--version").stdout.strip() == f"deepdream-caffe {version}"
+
+
+@pytest.mark.parametrize("command", ["", *subcommands()[1]])
+def test_help_shows_each_default_once_as_typed(command):
+    text = run(*([command] if command else []), "--help").stdout
+    options = re.split(r"\n  (?=-)", text)  # one chunk per option
+    for option in options:
+        assert option.count("default") <= 1, option
+        assert not re.search(r"default: (\(|\[|True|False|None)", option), option
+    if command == "layers":
+        assert "(default: 1024x575)" in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "--verbose", "info"], ["info", "--debug", "--verbose"],
+    ["--debug", "dream", "in.png", "-o", "x.png", "--verbose"],
+    ["dream", "in.png", "-o", "x.png", "--debug", "--verbose"],
+    ["--verbose", "layers", "--debug"]])
+def test_debug_and_verbose_before_or_after_the_subcommand(argv):
+    args = subcommands()[0].parse_args(argv)
+    assert args.debug and args.verbose
+    quiet = subcommands()[0].parse_args([a for a in argv if a not in ("--debug", "--verbose")])
+    assert not quiet.debug and not quiet.verbose
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path):
+    missing = tmp_path / "missing.png"
+    plain = run("dream", missing, "-o", tmp_path / "x.png", check=False)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    debug = run("dream", missing, "-o", tmp_path / "x.png", "--debug", check=False)
+    assert "Traceback" in debug.stderr and "DreamError" in debug.stderr
+
+
+@pytest.mark.parametrize("command", ["verify-notebook", "bench"])
+@pytest.mark.parametrize("flag", ["-o", "--output", "--out"])
+def test_one_output_flag_and_the_old_spelling_still_works(command, flag):
+    parser, choices = subcommands()
+    assert parser.parse_args([command, flag, "somewhere"]).output == Path("somewhere")
+    assert parser.parse_args([command]).output == Path("out", command)  # the default holds
+    assert "--out " not in choices[command].format_help()  # the alias is hidden
+
+
+@pytest.mark.parametrize("flag", ["--weights", "--mean", "--gpu", "--notebook-net",
+                                  "--channel-swap", "--places-mean"])
+def test_layers_refuses_flags_it_would_ignore(flag, nets):
+    value = [] if flag in ("--notebook-net", "--places-mean") else ["1"]
+    p = run("layers", "--model-def", nets["bvlc_googlenet"][0], flag, *value, check=False)
+    assert p.returncode == 2 and f"layers does not use {flag}" in p.stderr and not p.stdout
+
+
+@pytest.mark.parametrize("model", [["--model", "bvlc_googlenet"], [],
+                                   ["--model-def", "x.prototxt", "--weights", "x.caffemodel"]])
+def test_places_mean_needs_places205(tmp_path, model):
+    p = run("dream", tmp_path / "in.png", "-o", tmp_path / "x.png", "--places-mean", *model,
+            check=False)
+    assert p.returncode == 2 and "--places-mean needs --model places205_googlenet" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    subcommands()[0].parse_args(["dream", "in.png", "-o", "x.png", "--places-mean",
+                                 "--model", "places205_googlenet"])  # accepted
+
+
+def test_info_json():
+    info = json.loads(run("info", "--json").stdout)
+    assert info["caffe_source_sha256"].startswith("e0eb3f06") and "blas_threads" in info
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_info_without_pycaffe_says_what_is_missing(flags):
+    code = ("import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
+            f"sys.exit(main(['info', *{flags!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "pycaffe is not installed" in p.stdout and "make setup" in p.stdout
+    assert "numpy" in p.stdout and "caffe_source_sha256" not in p.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(fps=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                     st.text(max_size=8)))
+def test_fps_is_a_positive_finite_number_or_a_usage_error(fps):
+    parser = subcommands()[0]
+    argv = ["zoom", "in.png", "-o", "frames", f"--fps={fps}"]
+    try:
+        value = float(fps)
+    except ValueError:
+        value = None
+    if value is not None and np.isfinite(value) and value > 0:
+        assert parser.parse_args(argv).fps == value
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            with contextlib.redirect_stderr(io.StringIO()):
+                parser.parse_args(argv)
+        assert exit_.value.code == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(units=st.sampled_from([[["info"]], [["layers"]], [["fetch"], ["models"]],
+                              [["dream"], ["in.png"], ["-o", "x.png"]], [["bench"], ["--quick"]]]),
+       debug=st.booleans(), verbose=st.booleans(), data=st.data())
+def test_general_flags_anywhere(units, debug, verbose, data):
+    """--debug and --verbose between any two words: before the subcommand or after it."""
+    units = list(units)
+    for flag in ["--debug"] * debug + ["--verbose"] * verbose:
+        units.insert(data.draw(st.integers(0, len(units))), [flag])
+    argv = [word for unit in units for word in unit]
+    args = subcommands()[0].parse_args(argv)
+    command = next(u[0] for u in units if not u[0].startswith("--"))
+    assert (args.debug, args.verbose, args.command) == (debug, verbose, command)

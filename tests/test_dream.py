@@ -95,7 +95,7 @@ def test_zoom_bit_identical_to_notebook(notebook_cells, load, sky):
     frames = [f for _, f in dream.zoom_frames(
         load(), sky, frames=2, rng=np.random.RandomState(SEED), **params)]
     assert len(frames) == 2
-    for ours, expected in zip(frames, ns["saved"]):
+    for ours, expected in zip(frames, ns["saved"], strict=True):
         np.testing.assert_array_equal(ours, expected)
 
 

@@ -16,7 +16,7 @@ def shipped():
 def test_builder_equals_shipped_deploy_layer_by_layer():
     ours, theirs = googlenet(1000), shipped()
     assert [layer.name for layer in ours.layer] == [layer.name for layer in theirs.layer]
-    for a, b in zip(ours.layer, theirs.layer):
+    for a, b in zip(ours.layer, theirs.layer, strict=True):
         assert a == b, f"layer {a.name} differs:\n{a}\nvs\n{b}"
     assert ours == theirs
 

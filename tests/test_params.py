@@ -11,8 +11,8 @@ def notebook_defaults(source, function):
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == function:
             args = node.args.args[-len(node.args.defaults):]
-            return {a.arg: ast.literal_eval(d) for a, d in zip(args, node.args.defaults)
-                    if not isinstance(d, ast.Name)}
+            pairs = zip(args, node.args.defaults, strict=True)
+            return {a.arg: ast.literal_eval(d) for a, d in pairs if not isinstance(d, ast.Name)}
     raise AssertionError(f"{function} not found")
 
 

@@ -72,3 +72,65 @@ def test_distance_is_zero_for_the_same_image_and_grows_with_change(dream_fn):
     noisy = np.uint8(np.clip(a + np.random.RandomState(0).normal(0, 20, a.shape), 0, 255))
     d = verify.distance(a, noisy)
     assert d["1-ssim"] > 0.1 and d["colour"] > 1
+
+
+@pytest.fixture(scope="module")
+def perturbed_dream(nets, sky):
+    """A dream of a perturbed model: every weight times 1 + N(0, 1), seeded."""
+    from deepdream_caffe.models import IMAGENET_MEAN_BGR
+    from deepdream_caffe.net import load_net
+
+    net = load_net(*nets["bvlc_googlenet"], CASE.end, IMAGENET_MEAN_BGR)
+    rng = np.random.RandomState(1000)
+    for params in net.params.values():
+        for p in params:
+            p.data[...] *= np.float32(1 + rng.standard_normal(p.data.shape))
+    return dream.deepdream(net, sky, end=CASE.end, rng=np.random.RandomState(100), **FAST)
+
+
+def test_a_perturbed_model_fails(dream_fn, perturbed_dream, tmp_path):
+    """Calibration (lab/verify.py): another model's dream is not one more seed of ours."""
+    notebook = fake_notebook(verify.as_notebook_saw(perturbed_dream))
+    result = verify.run_case(CASE, dream_fn, notebook, range(3), tmp_path)
+    assert not result["holds"], result["verdict"]
+
+
+def test_the_margin_is_what_lets_a_genuine_seed_pass(monkeypatch):
+    """Three seeds give three distances: without the margin, a genuine seed often fails.
+
+    The distances of a measured case (the sky at 128x72, synthetic weights, 2 octaves x 4
+    steps): seeds 0, 1, 2 between them, and seed 8 to each of them."""
+    between = {"colour": [0.262, 0.234, 0.283], "1-ssim": [0.079, 0.081, 0.088]}
+    seed8 = {"colour": [0.345, 0.206, 0.403], "1-ssim": [0.078, 0.077, 0.084]}
+    answers = iter([{m: seed8[m][i] for m in seed8} for i in range(3)] +
+                   [{m: between[m][i] for m in between} for i in range(3)])
+    monkeypatch.setattr(verify, "distance", lambda a, b: next(answers))
+    image = np.zeros((8, 8, 3), np.uint8)
+    result = verify.judge(image, [image] * 3)
+    assert result["holds"], result
+    assert np.mean(seed8["colour"]) > max(between["colour"])  # the old rule failed it
+
+
+def test_verify_notebook_skips_with_its_own_status(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DEEPDREAM_CAFFE_MIRROR": str(tmp_path), "HTTP_PROXY":
+           "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "verify-notebook", "--out",
+                        str(tmp_path / "v")], capture_output=True, text=True, env=env)
+    assert p.returncode == verify.SKIPPED == 77, p.stderr
+    assert "skipped (exit status 77)" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_every_golden_agrees_with_the_notebooks_own_cells():
+    """make goldens runs the notebook's cells for each case and stores the agreement."""
+    from pathlib import Path
+
+    from deepdream_caffe.lab import goldens
+
+    folder = Path(__file__).resolve().parents[1] / "reference_images"
+    for case in goldens.CASES:
+        manifest = json.loads((folder / f"{case.name}.json").read_text())
+        assert manifest.get("notebook_agreement") == "bit-identical", case.name

@@ -64,7 +64,7 @@ class TimedNet:
 def conv_macs(net, end) -> int:
     """Multiply-adds of one forward pass up to ``end`` at the net's current size."""
     total = 0
-    for name, layer in zip(net._layer_names, net.layers):
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
         if layer.type in ("Convolution", "InnerProduct"):
             top = net.blobs[net.top_names[name][0]].data
             total += int(np.prod(top.shape)) * int(np.prod(layer.blobs[0].data.shape[1:]))

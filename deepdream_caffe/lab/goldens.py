@@ -9,7 +9,11 @@ every x86-64 CPU with AVX2 runs.
 
 Stored per case: ``NAME.npy`` (the float32 result before any 8-bit cast), ``NAME.png`` (to look
 at) and ``NAME.json`` (every parameter, the seed, the weight recipe and checksum, the Caffe
-source, BLAS, and package versions).
+source, BLAS, and package versions). Goldens are made by the code they test, so ``make
+goldens`` also runs the notebook's own code cells on the notebook's net (force_backward:
+``load_net(notebook_net=True)``, as tests/test_dream.py loads it) for every case and stores
+their agreement in the manifest (``notebook_agreement``: "bit-identical" or the largest
+difference); tests/test_verify.py checks that every manifest says bit-identical.
 """
 
 from __future__ import annotations
@@ -135,6 +139,60 @@ def compute(case: Case, images: dict, nets: Path) -> np.ndarray:
     return dream.deepdream(net, sky, rng=rng, **params)
 
 
+def notebook_cells() -> list:
+    from .. import assets
+
+    notebook = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
+    return ["".join(c.get("input", "")) for c in notebook["worksheets"][0]["cells"]]
+
+
+def _edit(source: str, *replacements) -> str:
+    for old, new in replacements:
+        if old not in source:
+            raise ValueError(f"the notebook's cell no longer contains {old!r}")
+        source = source.replace(old, new)
+    return source
+
+
+def notebook_compute(case: Case, images: dict, nets: Path) -> np.ndarray:
+    """The case computed by the notebook's own code cells (3, 6, 8; 19; 25, 27), on the
+    notebook's net, after ``np.random.seed(case.seed)``, as tests/test_dream.py runs them."""
+    from ..models import IMAGENET_MEAN_BGR
+    from ..net import load_net
+    from ..params import DreamParams
+    from .bench import notebook_deepdream
+
+    definition, weights = net_files(case.model, nets)
+    net = load_net(definition, weights, case.end, IMAGENET_MEAN_BGR, notebook_net=True)
+    deepdream = notebook_deepdream(net)
+    ns = deepdream.__globals__  # the namespace the notebook's cells ran in
+    params = DreamParams(end=case.end, **case.params).as_kwargs()
+    sky, cells = images["sky1024px.jpg"], notebook_cells()
+    if case.guide:
+        ns["guide"] = images["flowers.jpg"]
+        exec(cells[25], ns)  # the guide's features, a global as in the notebook
+        exec(cells[27][:cells[27].index("_=deepdream")], ns)  # objective_guide
+        params["objective"] = ns["objective_guide"]
+    np.random.seed(case.seed)
+    if not case.zoom_frames:
+        return deepdream(net, sky, **params)
+    ns.update(frame=sky, frame_i=0, saved=[], params=params)
+    exec(_edit(cells[19], ("xrange(100)", f"range({case.zoom_frames})"),
+               ("deepdream(net, frame)", "deepdream(net, frame, **params)"),
+               ('PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
+                "saved.append(frame)")), ns)
+    return np.stack(ns["saved"])
+
+
+def agreement(ours: np.ndarray, notebook: np.ndarray) -> str | dict:
+    """"bit-identical", or how the notebook's cells' result differs from ours."""
+    if ours.shape == notebook.shape and np.array_equal(ours, notebook):
+        return "bit-identical"
+    if ours.shape != notebook.shape:
+        return {"shape": [list(ours.shape), list(notebook.shape)]}
+    return {"max_abs": float(np.abs(ours.astype(np.float64) - notebook).max())}
+
+
 def manifest(case: Case, nets: Path) -> dict:
     from .. import report
     from ..params import DreamParams
@@ -157,8 +215,9 @@ def manifest(case: Case, nets: Path) -> dict:
     }
 
 
-def write_all(out: Path, nets: Path) -> None:
-    """Compute every case into ``out``: NAME.npy, NAME.png, NAME.json."""
+def write_all(out: Path, nets: Path, with_notebook: bool = False) -> None:
+    """Compute every case into ``out``: NAME.npy, NAME.png, NAME.json (``with_notebook``:
+    also the notebook's cells' agreement, in the manifest)."""
     import PIL.Image
 
     from ..dream import to_uint8
@@ -170,8 +229,13 @@ def write_all(out: Path, nets: Path) -> None:
         np.save(out / f"{case.name}.npy", result)
         picture = np.concatenate(list(result), axis=1) if case.zoom_frames else result
         PIL.Image.fromarray(to_uint8(picture)).save(out / f"{case.name}.png")
+        record = manifest(case, nets)
+        if with_notebook:
+            record["notebook_agreement"] = agreement(result,
+                                                     notebook_compute(case, images, nets))
+            print(f"{case.name}: the notebook's cells: {record['notebook_agreement']}")
         (out / f"{case.name}.json").write_text(
-            json.dumps(manifest(case, nets), indent=2, sort_keys=True) + "\n")
+            json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def differences(a: np.ndarray, b: np.ndarray, tolerance: float = 0.0) -> dict:
@@ -187,7 +251,7 @@ def update(reference: Path) -> int:
     """``make goldens``: recompute, say what changed, replace. Returns the number changed."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "fresh"
-        write_all(fresh, Path(tmp) / "nets")
+        write_all(fresh, Path(tmp) / "nets", with_notebook=True)
         changed = 0
         for case in CASES:
             old = reference / f"{case.name}.npy"

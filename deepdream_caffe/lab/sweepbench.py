@@ -10,7 +10,7 @@ and two ``dask worker``, see :func:`separate_cluster`, which tests/test_sweep.py
 kills one worker (its nanny and its process, SIGKILL) while it is running a task, and checks
 that every result is there and byte-identical to the 2-worker local run.
 
-``python -m deepdream_caffe.lab.sweepbench --out out/bench-sweep`` writes ``sweeps.json``
+``python -m deepdream_caffe.lab.sweepbench -o out/bench-sweep`` writes ``sweeps.json``
 and ``sweeps.md`` there. Numbers only: no test asserts a timing.
 """
 
@@ -168,9 +168,10 @@ def killed_worker_run(image, model, out: Path, reference: Path) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out/bench-sweep"))
+    parser.add_argument("-o", "--output", type=Path, default=Path("out/bench-sweep"),
+                        help="folder for sweeps.json and sweeps.md")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     record = {"size": SIZE, "ends": ENDS, "seeds": SEEDS, "cores": sweep.available_cores()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -182,8 +183,8 @@ def main(argv=None) -> None:
         one, two = record["workers_1"]["tasks_per_hour"], record["workers_2"]["tasks_per_hour"]
         record["scaling_efficiency"] = round(two / (2 * one), 3)
         record["killed_worker"] = killed_worker_run(image, model, tmp / "killed", tmp / "w2")
-    (args.out / "sweeps.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "sweeps.md").write_text(markdown(record))
+    (args.output / "sweeps.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.output / "sweeps.md").write_text(markdown(record))
     print(markdown(record), end="")
 
 

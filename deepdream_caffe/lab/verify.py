@@ -4,10 +4,21 @@ The notebook never seeded its jitter and kept its results as JPEG, so they can b
 statistically, not bit for bit. For each case we dream with several seeds on the real
 bvlc_googlenet, put each result through the notebook's own JPEG encoding (Pillow's default
 quality, as ``showarray`` and the zoom loop saved), and measure its distance to the
-notebook's image, and the distances between our seeds. The claim under test: our distance to
-the notebook lies within the spread between our own seeds, i.e. the notebook's image looks
-like one more seed of ours. Distances: 1 - SSIM (grey), and the largest difference of a
-channel's mean or standard deviation (0-255).
+notebook's image, and the distances between our seeds. The claim under test: the notebook's
+image looks like one more seed of ours, i.e. for each distance, our mean distance to the
+notebook is at most ``MARGIN`` times the largest distance between two of our seeds.
+Distances: 1 - SSIM (grey), and the largest difference of a channel's mean or standard
+deviation (0-255).
+
+``MARGIN`` is calibrated on stand-ins whose answer is known (measured with synthetic
+bvlc_googlenet weights on the sky at 128x72, 2 octaves x 4 steps, and at 256x144, the default
+4 x 10; every choice of three seeds of ours out of 10 or 5): every other seed of ours must
+pass, and dreams of a perturbed model (every weight times 1 + eps * N(0, 1)) must fail.
+Without a margin (the earlier rule) 39-45% of genuine extra seeds failed: three seeds give
+only three distances to take the largest of. With 1.5, 98-100% pass, and dreams of a model
+perturbed by eps = 1 fail 95-100% of the time (eps = 0.3: 32% in the light dream, 100% in
+the default one). Perturbations of 1-10% cannot be told from another seed.
+tests/test_verify.py keeps stand-ins of both kinds.
 """
 
 from __future__ import annotations
@@ -21,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+
+MARGIN = 1.5  # see the module docstring
+SKIPPED = 77  # verify-notebook's exit status when it cannot run (automake's SKIP)
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ def judge(notebook: np.ndarray, ours: list) -> dict:
         ours_to_nb = [d[metric] for d in to_notebook]
         spread = [d[metric] for d in between]
         verdict[metric] = {"to_notebook": ours_to_nb, "between_seeds": spread,
-                           "within_spread": bool(np.mean(ours_to_nb) <= max(spread))}
+                           "within_spread": bool(np.mean(ours_to_nb) <= MARGIN * max(spread))}
     return {"verdict": verdict, "holds": all(v["within_spread"] for v in verdict.values())}
 
 
@@ -96,7 +110,8 @@ def report(results: list, out: Path, note: str = "") -> str:
     lines = ["# Our dreams against dream.ipynb's own images", "", note, "",
              "Each image: the notebook's output, then ours with each seed (through the same "
              "JPEG encoding). The claim holds for a metric when our mean distance to the "
-             "notebook is at most the largest distance between two of our seeds.", ""]
+             f"notebook is at most {MARGIN} times the largest distance between two of our "
+             "seeds (the margin's calibration: deepdream_caffe/lab/verify.py).", ""]
     for r in results:
         lines += [f"## Cell {r['cell']}: {r['title']}", "", f"![cell {r['cell']}]({r['image']})",
                   "", "| metric | ours to notebook | between our seeds | within spread |",
@@ -127,8 +142,8 @@ def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
     try:
         definition, weights = models.model_files(models.get_model("bvlc_googlenet"))
     except DreamError as e:
-        say(f"verify-notebook: skipped: it needs the real bvlc_googlenet weights, and they "
-            f"are not available here ({e})")
+        say(f"verify-notebook: skipped (exit status {SKIPPED}): it needs the real "
+            f"bvlc_googlenet weights, and they are not available here ({e})")
         return None
     notebook = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
     sky, flowers = (load_image(assets.fetch(assets.NOTEBOOK_ASSETS[n]))

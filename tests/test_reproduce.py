@@ -1,0 +1,352 @@
+"""Sidecars that can repeat a run, ``--threads``, ``reproduce`` and the OpenBLAS kernel warning.
+
+The kernel warning is tested with injected kernels and CPU flags: the tests never set
+OPENBLAS_CORETYPE (the machine's environment decides which kernel runs here).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepdream_caffe import report, reproduce
+from deepdream_caffe.errors import DreamError
+
+FAST = ["--iter-n", "2", "--octave-n", "2"]
+AVX512 = {"sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"}
+AVX2 = {"sse2", "avx", "avx2", "fma"}
+
+
+# --- the kernel warning, on injected values ---------------------------------------------
+@pytest.mark.parametrize("kernel,flags,fix", [
+    ("Prescott", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
+    ("Katmai", AVX2, "OPENBLAS_CORETYPE=Haswell"),
+    ("Core2", AVX2 | {"avx512f"}, "OPENBLAS_CORETYPE=Haswell"),  # AVX-512 F alone: Haswell
+    ("Unknown", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
+])
+def test_generic_kernel_on_a_fast_cpu_names_the_fix(kernel, flags, fix):
+    line = report.kernel_warning(kernel, flags)
+    assert kernel in line and fix in line and "\n" not in line
+
+
+@given(kernel=st.sampled_from(sorted(report.AVX_KERNELS)), flags=st.sets(st.sampled_from(
+    sorted(AVX512 | {"sse4_2", "avx512_fp16"}))))
+def test_no_warning_for_a_kernel_with_avx(kernel, flags):
+    assert report.kernel_warning(kernel, flags) is None
+
+
+@given(kernel=st.text(min_size=1, max_size=20).filter(lambda k: k not in report.AVX_KERNELS),
+       flags=st.sets(st.sampled_from(["sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx"])))
+def test_no_warning_on_a_cpu_without_avx2(kernel, flags):
+    """A generic kernel is the right one on a CPU without AVX2: nothing to fix."""
+    assert report.kernel_warning(kernel, flags) is None
+
+
+def test_the_warning_is_said_once(monkeypatch):
+    monkeypatch.setattr(report, "blas_info", lambda: {"blas_kernel": "Prescott"})
+    monkeypatch.setattr(report, "cpu_flags", lambda: AVX2)
+    monkeypatch.setattr(report, "_warned", [])
+    heard = []
+    report.warn_slow_kernel_once(heard.append)
+    report.warn_slow_kernel_once(heard.append)
+    assert len(heard) == 1 and "OPENBLAS_CORETYPE=Haswell" in heard[0]
+
+
+@pytest.mark.caffe
+def test_info_shows_both_blas_kernels_and_the_cli_warns_once(monkeypatch, capsys):
+    from deepdream_caffe import cli
+
+    kernel = report.blas_info()["blas_kernel"]
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("blas_kernel", "numpy_blas_kernel", "numpy_blas_threads", "glibc", "cpu"):
+        assert f"\n{key} " in out, key
+    assert kernel in out
+    monkeypatch.setattr(report, "blas_info", lambda: {"blas_kernel": "Katmai"})
+    monkeypatch.setattr(report, "cpu_flags", lambda: AVX512)
+    monkeypatch.setattr(report, "_warned", [])
+    assert cli.main(["info"]) == 0 and cli.main(["info"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("OPENBLAS_CORETYPE=SkylakeX") == 1 and "Katmai" in err
+
+
+# --- naming what differs ----------------------------------------------------------------
+def record(**env):
+    base = {"blas_kernel": "Haswell", "blas_threads": 1, "numpy": "2.4.6", "glibc": "glibc 2.36",
+            "caffe_cmake_flags": ["-DPYTHON_EXECUTABLE=/a/.venv/bin/python", "-DBLAS=Open"]}
+    return {"environment": {**base, **env}, "device": "cpu",
+            "weights": {"sha256": "w"}, "definition": {"sha256": "d"}}
+
+
+def test_differing_factors_are_named_with_both_values():
+    factors = reproduce.differing_factors(record(), record(blas_threads=2, blas_kernel="Prescott",
+                                                          glibc="glibc 2.41"))
+    assert factors == ["BLAS kernel (recorded Haswell, here Prescott: run with "
+                       "OPENBLAS_CORETYPE=Haswell)", "BLAS threads (recorded 1, here 2)",
+                       "glibc (recorded glibc 2.36, here glibc 2.41)"]
+
+
+def test_the_virtualenv_path_in_the_build_flags_is_no_factor():
+    other = record(caffe_cmake_flags=["-DPYTHON_EXECUTABLE=/b/.venv/bin/python", "-DBLAS=Open"])
+    assert reproduce.differing_factors(record(), other) == []
+    other = record(caffe_cmake_flags=["-DPYTHON_EXECUTABLE=/a/.venv/bin/python", "-DBLAS=MKL"])
+    assert [f.split(" (")[0] for f in reproduce.differing_factors(record(), other)] == \
+        ["Caffe build flags"]
+
+
+def test_verdict_lines():
+    assert reproduce.Verdict(True, "", ()).line == "bit-identical"
+    line = reproduce.Verdict(False, "raw: max |difference| 3", ("BLAS threads (recorded 1, "
+                                                               "here 2)",)).line
+    assert line.startswith("differs (raw: max |difference| 3)") and "BLAS threads" in line
+    assert "every recorded factor matches" in reproduce.Verdict(False, "x", ()).line
+
+
+# --- a sidecar is untrusted input -------------------------------------------------------
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
+                    st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4) |
+                    st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=JSON)
+def test_any_json_that_is_not_a_sidecar_is_one_clear_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("s") / "x.png.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DreamError, match="not a deepdream-caffe sidecar"):
+        reproduce.load(path)
+
+
+@settings(max_examples=80, deadline=None)
+@given(name=st.sampled_from(["iter_n", "octave_n", "jitter", "octave_scale", "step_size", "seed",
+                             "max_size", "jpeg_quality", "threads", "clip", "input", "mean"]),
+       value=JSON)
+def test_a_broken_job_field_is_refused_or_valid(name, value):
+    sidecar = {"command": "dream", "seed": 1, "job": {"command": "dream", "input": "in.png",
+                                                      "output": "o.png"}, "environment": {}}
+    sidecar["job"][name] = value
+    try:
+        job = reproduce.rebuild(sidecar, Path("/nowhere"))
+    except DreamError as e:
+        assert "job field" in str(e) or "not a valid" in str(e)
+        return
+    got = getattr(job, name) if name != "threads" else value  # threads: from environment
+    if name in ("iter_n", "octave_n", "jpeg_quality", "max_size") and got is not None:
+        assert isinstance(got, int) and got >= 1
+    if name in ("octave_scale", "step_size", "jitter") and got is not None:
+        assert np.isfinite(got) and got >= 0
+
+
+def test_a_folder_or_a_missing_file_is_named(tmp_path):
+    with pytest.raises(DreamError, match="is a folder"):
+        reproduce.load(tmp_path)
+    with pytest.raises(DreamError, match="does not exist"):
+        reproduce.load(tmp_path / "none.png.json")
+
+
+def test_the_command_line_is_recorded_as_typed():
+    line = report.command_line(["dream", Path("my sky.jpg"), "-o", "o.png", "--seed", "3"])
+    assert line == "deepdream-caffe dream 'my sky.jpg' -o o.png --seed 3"
+
+
+def test_an_old_sidecar_says_to_run_again(tmp_path):
+    path = tmp_path / "old.png.json"
+    path.write_text(json.dumps({"command": "dream", "params": {}, "seed": 1}))
+    with pytest.raises(DreamError, match="before sidecars recorded the whole job"):
+        reproduce.load(path)
+
+
+# --- end to end, as users run it ---------------------------------------------------------
+def run(*args, check=True, env=None):
+    import os
+
+    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+                       capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture
+def dreamt(tmp_path, sky, nets):
+    """A seeded dream with --threads 1, --raw and a JPEG output, as a user would run it."""
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    out = tmp_path / "out.jpg"
+    run("dream", tmp_path / "in.png", "-o", out, "--seed", 4, "--threads", 1, "--raw",
+        tmp_path / "raw.npy", "--jpeg-quality", 80, "--model-def", definition,
+        "--weights", weights, *FAST)
+    return tmp_path, out, json.loads((tmp_path / "out.jpg.json").read_text())
+
+
+@pytest.mark.caffe
+def test_the_sidecar_records_what_repeats_the_run(dreamt, nets):
+    folder, out, side = dreamt
+    assert side["command_line"].startswith("deepdream-caffe dream ")
+    assert "--threads 1" in side["command_line"] and side["started_utc"].endswith("+00:00")
+    assert side["duration_s"] > 0 and side["environment"]["blas_threads"] == 1
+    assert side["job"]["jpeg_quality"] == 80 and side["job"]["max_size"] is None
+    assert side["job"]["threads"] == 1 and side["job"]["seed"] == 4
+    assert side["input"]["path"] == str(folder / "in.png")
+    assert side["outputs"]["image"]["sha256"] == report.file_hash(out, "sha256")
+    assert side["outputs"]["raw"]["sha256"] == report.file_hash(folder / "raw.npy", "sha256")
+    assert side["outputs"]["image"]["path"] == str(out)
+    assert side["weights"]["provenance"].startswith("synthetic")
+    assert side["weights"]["path"] == str(nets["bvlc_googlenet"][1])
+    for key in ("glibc", "numpy_blas", "blas_kernel", "caffe_source_sha256", "cpu"):
+        assert side["environment"][key], key
+    assert sorted(p.name for p in folder.iterdir()) == ["in.png", "out.jpg", "out.jpg.json",
+                                                       "raw.npy"]
+
+
+@pytest.mark.caffe
+def test_reproduce_says_bit_identical(dreamt):
+    folder, out, _ = dreamt
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    p = run("reproduce", folder / "out.jpg.json")
+    assert p.stdout.strip().startswith("bit-identical"), p.stdout
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before  # nothing written there
+
+
+@pytest.mark.caffe
+def test_reproduce_names_the_factor_that_differs(dreamt):
+    """A recorded numpy version that is not this one, and a result that is not this one."""
+    folder, out, side = dreamt
+    raw = np.load(folder / "raw.npy")
+    np.save(folder / "raw.npy", raw + np.float32(1))
+    side["outputs"]["raw"]["sha256"] = report.file_hash(folder / "raw.npy", "sha256")
+    side["environment"]["numpy"] = "1.0.0"
+    (folder / "out.jpg.json").write_text(json.dumps(side))
+    p = run("reproduce", folder / "out.jpg.json", check=False)
+    assert p.returncode == 1
+    assert p.stdout.startswith("differs (raw: max |difference| 1 ")
+    assert f"numpy (recorded 1.0.0, here {np.__version__})" in p.stdout
+    assert len(p.stdout.strip().splitlines()) == 1
+
+
+@pytest.mark.caffe
+def test_reproduce_refuses_a_changed_input(dreamt):
+    folder, _, _ = dreamt
+    PIL.Image.fromarray(np.zeros((72, 128, 3), np.uint8)).save(folder / "in.png")
+    p = run("reproduce", folder / "out.jpg.json", check=False)
+    assert p.returncode == 1 and "has changed since the run" in p.stderr
+    assert p.stderr.count("error") == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.caffe
+def test_reproduce_a_zoom(tmp_path, sky, nets):
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    run("zoom", tmp_path / "in.png", "-o", tmp_path / "frames", "--frames", 2, "--seed", 1,
+        "--model-def", definition, "--weights", weights, *FAST)
+    side = json.loads((tmp_path / "frames" / "zoom.json").read_text())
+    assert sorted(side["outputs"]) == ["0000.png", "0001.png"] and side["command_line"]
+    assert run("reproduce", tmp_path / "frames" / "zoom.json").stdout.startswith("bit-identical")
+
+
+@pytest.mark.caffe
+def test_reproduce_a_guided_dream(tmp_path, sky, flowers, nets):
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    PIL.Image.fromarray(np.uint8(flowers)).save(tmp_path / "guide.png")
+    definition, weights = nets["bvlc_googlenet"]
+    run("guide", tmp_path / "in.png", tmp_path / "guide.png", "-o", tmp_path / "g.png",
+        "--seed", 3, "--model-def", definition, "--weights", weights, *FAST)
+    side = json.loads((tmp_path / "g.png.json").read_text())
+    assert side["guide"]["path"] == str(tmp_path / "guide.png")
+    assert run("reproduce", tmp_path / "g.png.json").stdout.startswith("bit-identical")
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "guide.png")  # another guide
+    p = run("reproduce", tmp_path / "g.png.json", check=False)
+    assert p.returncode == 1 and "the guide file" in p.stderr and "has changed" in p.stderr
+
+
+@pytest.mark.caffe
+def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
+    """Why --threads exists: one OpenBLAS thread and two give different dreams."""
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    raws = {}
+    for n in (1, 2):
+        run("dream", tmp_path / "in.png", "-o", tmp_path / f"t{n}.png", "--seed", 0, "--threads",
+            n, "--raw", tmp_path / f"t{n}.npy", "--model-def", definition, "--weights", weights)
+        raws[n] = np.load(tmp_path / f"t{n}.npy")
+        side = json.loads((tmp_path / f"t{n}.png.json").read_text())
+        assert side["environment"]["blas_threads"] == n
+        assert side["environment"]["numpy_blas_threads"] == n
+    assert not np.array_equal(raws[1], raws[2])
+
+
+@pytest.mark.caffe
+def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
+    definition, weights = nets["bvlc_googlenet"]
+    run("export-golden", "--out", tmp_path / "b", "--model-def", definition, "--weights",
+        weights, "--size", "64x48", "--seed", 0, *FAST)
+    meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert meta["outputs"]["bundle.npz"]["sha256"] == report.file_hash(tmp_path / "b" /
+                                                                       "bundle.npz", "sha256")
+    for key in ("command_line", "started_utc", "duration_s", "job", "environment"):
+        assert meta[key] is not None, key
+    assert meta["weights"]["provenance"].startswith("synthetic")
+    assert meta["format"] == 1 and "deepdream" in meta["order"]  # the bundle's own fields stay
+
+
+@pytest.mark.caffe
+@settings(max_examples=25, deadline=None)
+@given(field=st.sampled_from(["iter_n", "octave_n", "octave_scale", "step_size", "jitter",
+                              "clip", "end", "model", "mean", "channel_swap", "jpeg_quality",
+                              "input", "output", "command", "format", "gpu", "max_size"]),
+       value=JSON)
+def test_a_tampered_sidecar_is_repeated_or_refused_in_one_line(dreamt_once, field, value):
+    """Whatever a job field holds, reproduce gives a verdict or one DreamError, nothing else."""
+    folder, side = dreamt_once
+    side = json.loads(json.dumps(side))
+    side["job"][field] = value
+    (folder / "tampered.png.json").write_text(json.dumps(side))
+    try:
+        verdict = reproduce.reproduce(folder / "tampered.png.json", say=lambda _: None)
+    except DreamError as e:
+        assert "\n" not in str(e)
+    else:
+        assert verdict.line.startswith(("bit-identical", "differs"))
+    assert not list(folder.glob(".*")) and not (folder / "tampered.png").exists()
+
+
+@pytest.fixture(scope="module")
+def dreamt_once(tmp_path_factory, sky, nets):
+    folder = tmp_path_factory.mktemp("once")
+    PIL.Image.fromarray(np.uint8(sky)).save(folder / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    run("dream", folder / "in.png", "-o", folder / "out.png", "--seed", 2, "--model-def",
+        definition, "--weights", weights, "--iter-n", "1", "--octave-n", "1")
+    return folder, json.loads((folder / "out.png.json").read_text())
+
+
+def test_weights_provenance(tmp_path, monkeypatch):
+    """Published (matched by checksum, or fetched and verified), synthetic, or the user's."""
+    from deepdream_caffe import models
+    from deepdream_caffe.assets import Asset
+    from deepdream_caffe.job import Job
+
+    mine = tmp_path / "mine.caffemodel"
+    mine.write_bytes(b"weights of my own")
+    assert report.weights_record(mine, Job(weights=mine))["provenance"].startswith("user")
+    synthetic = tmp_path / "net.SYNTHETIC-seed0.caffemodel"
+    synthetic.write_bytes(b"x")
+    assert report.weights_record(synthetic, Job(weights=synthetic))["provenance"] \
+        .startswith("synthetic")
+    published = models.ModelRecord(
+        "bvlc_googlenet", "stand-in", Asset("mine.caffemodel", "http://example.invalid/m",
+                                            "sha1:" + report.file_hash(mine, "sha1"),
+                                            mine.stat().st_size), 1000, "unrestricted")
+    monkeypatch.setitem(models.MODELS, "bvlc_googlenet", published)
+    assert report.weights_record(mine, Job(weights=mine))["provenance"].startswith(
+        "published: bvlc_googlenet, matched by sha1:")
+    record = report.weights_record(mine, Job())  # fetched by models.model_files, verified
+    assert record["provenance"].startswith("published: bvlc_googlenet, verified by")
+    assert record["path"] == str(mine) and record["sha256"] == report.file_hash(mine, "sha256")
