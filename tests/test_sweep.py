@@ -128,8 +128,9 @@ def test_each_result_is_bit_identical_to_dream(local, files, tmp_path):
     picked = [next(r for r in sky if r["net"] == kind) for kind in ("reused", "loaded")]
     for end, seed in [(r["end"], r["seed"]) for r in picked]:
         single = tmp_path / f"{seed}.png"
-        p = deepdream_caffe("dream", files["sky"], "-o", single, *files["model"], "--end", end,
-                            "--seed", seed, *FAST)
+        p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "dream", files["sky"],
+                            "-o", single, *files["model"], "--end", end, "--seed", str(seed),
+                            "--threads", "1", *FAST], capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
         name = f"sky__{end.replace('/', '-')}__seed{seed}__iter2_oct2_scale1.4_step1.5_jit32"
         swept = out / "images" / f"{name}.png"
