@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
                    help="folder for images/, manifest.json, manifest.csv and index.html")
-    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2", help="layers, or all")
+    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2",
+                   help="layers to amplify, or all (default: the model's)")
     p.add_argument("--seeds", type=comma_list(_number(int, 0, what="must not be negative")),
                    default=[0], metavar="0,1,...", help="jitter seeds")
     for flag, kind, text in DREAM_NUMBERS:
