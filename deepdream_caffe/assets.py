@@ -4,8 +4,9 @@ Every file the project downloads is an :class:`Asset` with a checksum. :func:`fe
 the folders of ``DEEPDREAM_CAFFE_MIRROR`` first (by file name), then downloads with pooch
 into ``$DEEPDREAM_CAFFE_CACHE/data`` (default ``~/.cache/deepdream-caffe/data``). pooch
 writes to a temporary file and moves it into place only after the hash matched, so a
-partial or wrong file is never left under the expected name. This module never imports
-Caffe.
+partial or wrong file is never left under the expected name. Mirror folders are read only:
+nothing in them is ever deleted, renamed or rewritten, even when the cache's folder is one of
+them. This module never imports Caffe.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
 
     target = cache_dir() / asset.filename
     if target.is_file() and not matches(target, asset):
+        if is_mirror(target.parent):
+            raise DreamError(f"{target} does not have the checksum {asset.hash}; it is in a "
+                             "folder of DEEPDREAM_CAFFE_MIRROR, which is never changed",
+                             "replace it with a good copy, or set DEEPDREAM_CAFFE_CACHE to "
+                             "another folder")
         log.warning("removing %s: its checksum is not %s", target, asset.hash)
         target.unlink()
     if target.is_file():
@@ -94,7 +100,7 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
     import pooch
 
     pooch.get_logger().setLevel("WARNING")  # its "Downloading ..." line; the bar says enough
-    target.parent.mkdir(parents=True, exist_ok=True)
+    writable_cache(target.parent)
     try:
         downloader = pooch.HTTPDownloader(progressbar=progress, timeout=60)
         path = pooch.retrieve(asset.url, known_hash=asset.hash, fname=asset.filename,
@@ -103,17 +109,54 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
         raise DreamError(f"{asset.url} downloaded, but {e}; the file was not kept",
                          "check the address or download it yourself and put it in a folder "
                          "of DEEPDREAM_CAFFE_MIRROR") from e
+    except OSError as e:  # writing into the cache: permissions, a full disk
+        if not isinstance(e, ConnectionError) and e.filename is not None:
+            raise DreamError(f"cannot write {asset.filename} into the download cache "
+                             f"{target.parent} ({e.strerror})", CACHE_FIX) from e
+        raise _unreachable(asset, e) from e
     except Exception as e:  # network errors of every kind
-        mirrors = os.pathsep.join(str(m) for m in mirror_dirs()) or "unset"
-        reason = f"{type(e).__name__}: {str(e)[:120]}"
-        if "NameResolution" in str(e) or "Connection refused" in str(e):
-            reason = "the host cannot be reached"
-        raise DreamError(
-            f"cannot download {asset.filename} from {asset.url} ({reason})",
-            f"put a copy named {asset.filename} in a folder listed in DEEPDREAM_CAFFE_MIRROR "
-            f"(now: {mirrors}), or pass your own file (--weights for model weights)") from e
+        raise _unreachable(asset, e) from e
     path = Path(path)
     if asset.size is not None and path.stat().st_size != asset.size:  # belt and braces
-        path.unlink()
+        if not is_mirror(path.parent):
+            path.unlink()
         raise DreamError(f"{asset.url} has the wrong size", "try again later")
     return path
+
+
+CACHE_FIX = ("set DEEPDREAM_CAFFE_CACHE to a folder you can write to, or put the file in a "
+             "folder listed in DEEPDREAM_CAFFE_MIRROR")
+
+
+def is_mirror(folder: Path) -> bool:
+    """True if ``folder`` is one of the DEEPDREAM_CAFFE_MIRROR folders (by identity)."""
+    for mirror in mirror_dirs():
+        try:
+            if os.path.samefile(mirror, folder):
+                return True
+        except OSError:
+            if mirror.resolve() == folder.resolve():
+                return True
+    return False
+
+
+def writable_cache(folder: Path) -> None:
+    """Create the cache folder, or say in one line why it cannot be used."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DreamError(f"cannot use the download cache {folder} ({e.strerror or e}: "
+                         "DEEPDREAM_CAFFE_CACHE must name a folder)", CACHE_FIX) from None
+    if not os.access(folder, os.W_OK):
+        raise DreamError(f"the download cache {folder} is not writable", CACHE_FIX)
+
+
+def _unreachable(asset: Asset, e: Exception) -> DreamError:
+    mirrors = os.pathsep.join(str(m) for m in mirror_dirs()) or "unset"
+    reason = f"{type(e).__name__}: {str(e)[:120]}"
+    if "NameResolution" in str(e) or "Connection refused" in str(e):
+        reason = "the host cannot be reached"
+    return DreamError(
+        f"cannot download {asset.filename} from {asset.url} ({reason})",
+        f"put a copy named {asset.filename} in a folder listed in DEEPDREAM_CAFFE_MIRROR "
+        f"(now: {mirrors}), or pass your own file (--weights for model weights)")

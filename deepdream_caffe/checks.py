@@ -226,8 +226,9 @@ def estimate_bytes(model, sizes, notebook_net: bool) -> int:
     """Memory a dream needs at its largest octave, from Caffe's own allocations: every blob's
     data and diff, the diffs of the Split branches Caffe adds, each convolution's im2col
     buffer, max-pooling's argmax and LRN's scale, the weights (and their gradients for the
-    notebook's net), numpy's copies of the image (octaves, detail, rolls: about 12), and the
-    process itself. Checked against a measured peak in tests/test_bad_input.py."""
+    notebook's net), numpy's copies of the image (detail, rolls: about 12), the smaller
+    octaves ``sizes[:-1]`` the dream keeps, and the process itself. Checked against a
+    measured peak in tests/test_bad_input.py."""
     h, w = sizes[-1]
     shapes = infer_shapes(model, h, w)
     count = {name: int(np.prod(s)) for name, s in shapes.items()}
@@ -248,7 +249,7 @@ def estimate_bytes(model, sizes, notebook_net: bool) -> int:
     floats += sum(count[b] * n for b, n in readers.items() if n > 1)
     params = sum(int(np.prod(s)) for ps in param_shapes(model).values() for s in ps)
     floats += params * (2 if notebook_net else 1)
-    floats += 12 * 3 * h * w
+    floats += 12 * 3 * h * w + sum(3 * oh * ow for oh, ow in sizes[:-1])
     return 4 * floats + PROCESS_BYTES
 
 
@@ -262,6 +263,28 @@ def side_that_fits(model, size, notebook_net: bool, free: int) -> int | None:
         if estimate_bytes(model, [(round(h * scale), round(w * scale))], notebook_net) <= free:
             return side
     return None
+
+
+WEIGHTS_SLACK = 64 * 2**20  # layer names, shapes and records around the numbers
+
+
+def check_weights_size(model, weights: Path) -> None:
+    """Refuse a weights file far larger than the whole definition's parameters could fill
+    (float32 data and diff, plus ``WEIGHTS_SLACK``), or one too large to read into memory,
+    from its size alone: before a byte of it is read."""
+    size = weights.stat().st_size
+    try:
+        count = sum(int(np.prod(s)) for ps in param_shapes(model).values() for s in ps)
+    except (Unknown, TooSmall, KeyError, IndexError):
+        count = None
+    fix = "pass the weights that belong to this definition"
+    if count is not None and size > 8 * count + WEIGHTS_SLACK:
+        raise DreamError(f"{weights} is {size / 2**20:.0f} MiB, far more than the "
+                         f"{count * 4 / 2**20:.0f} MiB of parameters the definition holds", fix)
+    free = available_bytes()
+    if free is not None and 3 * size > free:  # the bytes, and protobuf's parsed copy
+        raise DreamError(f"{weights} is {size / 2**30:.1f} GiB, too large to read with "
+                         f"{free / 2**30:.1f} GiB of memory available", fix)
 
 
 def available_bytes() -> int | None:

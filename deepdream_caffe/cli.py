@@ -2,81 +2,67 @@
 
 Each subcommand turns its flags into a :class:`~deepdream_caffe.job.Job` (dream, guide, zoom)
 or one call into the module that does the work. Every failure a user can cause ends with one
-line on stderr and exit status 1 (``--debug`` shows the traceback).
+line on stderr: exit status 1, or 2 for flags that make no sense (``--debug`` shows the
+traceback). Ctrl-C and SIGTERM, from the first instant, end with one line too.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
+import signal
 import sys
-from pathlib import Path
-
-import numpy as np
-
-from . import assets, models, report
-from .errors import DreamError
-from .flags import HelpFormatter, add_general, add_output, comma_list, refuse, version
-from .imageio import all_or_nothing
-from .job import Job, log_to_stderr, run_dream, run_zoom
-from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE
 
 
-# --- argument types: argparse turns their ValueError into a usage error ------------------
-def _number(kind, low=None, low_inclusive=True, what=""):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not np.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            raise argparse.ArgumentTypeError(f"{text} {what}")
-        return value
-    return parse
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where Python is, so that every ``finally`` runs."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _triple(kind):
-    def parse(text):
-        parts = text.split(",")
-        try:
-            values = tuple(kind(p) for p in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers") \
-                from None
-        if len(values) != 3:
-            raise argparse.ArgumentTypeError(f"{text!r} must have three values")
-        return values
-    return parse
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
 
 
-def _size(text):
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return w, h
+def _stopped_while_starting(signum, frame):
+    print("deepdream-caffe: interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
-# dream's numeric parameters: one value each for dream, guide and zoom; lists for sweep
-DREAM_NUMBERS = [
-    ("--iter-n", _number(int, 1, what="must be at least 1"), "gradient steps per octave"),
-    ("--octave-n", _number(int, 1, what="must be at least 1"), "number of octaves (scales)"),
-    ("--octave-scale", _number(float, 1, False, "must be greater than 1"),
-     "size ratio between octaves"),
-    ("--step-size", _number(float, 0, False, "must be greater than 0"), "normalised step size"),
-    ("--jitter", _number(int, 0, what="must not be negative"), "largest random shift in pixels"),
-]
+if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the program, not a test
+    # installed before the imports below, which take a noticeable fraction of a second
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import assets, models, report  # noqa: E402
+from .errors import DreamError  # noqa: E402
+from .flags import (  # noqa: E402
+    HelpFormatter,
+    Parser,
+    add_general,
+    add_output,
+    add_sweep_arguments,
+    channel_order,
+    number,
+    refuse,
+    size_wxh,
+    triple,
+    version,
+)
+from .imageio import all_or_nothing  # noqa: E402
+from .job import Job, log_to_stderr, run_dream, run_zoom  # noqa: E402
+from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE  # noqa: E402
 
 
 # --- the parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     fmt = HelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deepdream-caffe", formatter_class=fmt,
         description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -93,40 +79,51 @@ def build_parser() -> argparse.ArgumentParser:
                        help="your own net definition (dreams need --weights with it)")
     g.add_argument("--weights", type=Path, metavar="CAFFEMODEL",
                    help="weights for --model-def, or local weights for --model")
-    g.add_argument("--mean", type=_triple(float), metavar="B,G,R",
-                   help="mean subtracted from the input, BGR (default: the model's; "
-                        "the notebook's 104,116,122 for --model-def)")
+    g.add_argument("--mean", type=triple(float, "mean"), metavar="B,G,R",
+                   help="mean subtracted from the input, blue,green,red whatever the "
+                        "--channel-swap (default: the model's; the notebook's 104,116,122 "
+                        "for --model-def)")
     g.add_argument("--places-mean", action="store_true",
                    help="with --model places205_googlenet: use its own training mean instead "
                         "of the ImageNet mean the notebook used")
-    g.add_argument("--channel-swap", type=_triple(int), metavar="2,1,0", default=None,
-                   help="input channel order the net expects (default: BGR, 2,1,0)")
-    g.add_argument("--gpu", type=_number(int, 0, what="is not a GPU number"), metavar="N",
+    g.add_argument("--channel-swap", type=channel_order, metavar="2,1,0", default=None,
+                   help="the net's input channels as indices into R,G,B: 2,1,0 for BGR nets "
+                        "(the notebook's [::-1]), 0,1,2 for nets trained on RGB (default: the "
+                        "model's; 2,1,0 for --model-def)")
+    g.add_argument("--gpu", type=number(int, "gpu"), metavar="N",
                    help="run on GPU N (default: CPU)")
     g.add_argument("--notebook-net", action="store_true",
-                   help="load the net exactly as the notebook did (force_backward: every weight "
-                        "gradient computed); the default skips them, with bit-identical results")
+                   help="load the net exactly as the notebook did (the whole definition, "
+                        "force_backward: every weight gradient computed); the default prunes it "
+                        "to --end and skips the weight gradients, checked bit-identical first")
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
-    for flag, kind, text in DREAM_NUMBERS:
-        d.add_argument(flag, type=kind, default=getattr(DEFAULTS, flag[2:].replace("-", "_")),
-                       help=text)
+    d.add_argument("--iter-n", type=number(int, "iter_n"),
+                   default=DEFAULTS.iter_n, help="gradient steps per octave")
+    d.add_argument("--octave-n", type=number(int, "octave_n"),
+                   default=DEFAULTS.octave_n, help="number of octaves (scales)")
+    d.add_argument("--octave-scale", type=number(float, "octave_scale"),
+                   default=DEFAULTS.octave_scale, help="size ratio between octaves")
+    d.add_argument("--step-size", type=number(float, "step_size"),
+                   default=DEFAULTS.step_size, help="normalised step size")
+    d.add_argument("--jitter", type=number(int, "jitter"),
+                   default=DEFAULTS.jitter, help="largest random shift in pixels")
     d.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 after each step (default: clip)")
-    d.add_argument("--seed", type=_number(int, 0, what="must not be negative"),
-                   help="jitter seed: the notebook's jitter after np.random.seed(SEED); the "
-                        "same bits also need the same Caffe build, BLAS kernel and threads, "
-                        "numpy and scipy (docs/determinism.md) (default: a random seed, "
-                        "printed and recorded)")
-    d.add_argument("--threads", type=_number(int, 1, what="must be at least 1"), metavar="N",
+    d.add_argument("--seed", type=number(int, "seed"),
+                   help="jitter seed, 0..2**32-1: the notebook's jitter after "
+                        "np.random.seed(SEED); the same bits also need the same Caffe build, "
+                        "BLAS kernel and threads, numpy and scipy (docs/determinism.md) "
+                        "(default: a random seed, printed and recorded)")
+    d.add_argument("--threads", type=number(int, "threads"), metavar="N",
                    help="OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
                         "(default: OpenBLAS's own choice, recorded)")
-    d.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
+    d.add_argument("--max-size", type=number(int, "max_size"),
                    metavar="PIXELS", help="scale the input down first so that its longer side "
                    "is at most PIXELS (a deviation from the notebook; default: no scaling)")
-    d.add_argument("--jpeg-quality", type=_number(int, 1, what="must be 1..95"), default=95,
-                   help="quality for .jpg outputs")
+    d.add_argument("--jpeg-quality", type=number(int, "jpeg_quality"), default=95,
+                   help="quality for .jpg outputs, 1..95")
 
     one = argparse.ArgumentParser(add_help=False, parents=[common])
     one.add_argument("-o", "--output", type=Path, required=True,
@@ -154,44 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FRAMES_DIR",
                    help="folder for frames/NNNN.png")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
-    p.add_argument("--frames", type=_number(int, 1, what="must be at least 1"),
+    p.add_argument("--frames", type=number(int, "frames"),
                    default=ZOOM_FRAMES, help="number of frames")
-    p.add_argument("--scale", type=_number(float, 0, False, "must be in (0, 1)"),
+    p.add_argument("--scale", type=number(float, "scale"),
                    default=ZOOM_SCALE, help="zoom per frame")
     p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",
                    help="also encode the frames (H.264, odd sizes padded to even by one black "
                         "row or column; .mp4, .mkv or .mov)")
-    p.add_argument("--fps", type=_number(float, 0, False, "must be greater than 0"),
+    p.add_argument("--fps", type=number(float, "fps"),
                    default=25.0, help="frames per second of --video")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the frames of an earlier zoom in FRAMES_DIR (without it, a "
+                        "folder holding them is refused)")
 
     p = sub.add_parser("sweep", parents=[model], formatter_class=fmt,
                        help="dream every combination of parameter lists, on a Dask cluster")
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="folder for images/, manifest.json, manifest.csv and index.html")
-    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2",
-                   help="layers to amplify, or all (default: the model's)")
-    p.add_argument("--seeds", type=comma_list(_number(int, 0, what="must not be negative")),
-                   default=[0], metavar="0,1,...", help="jitter seeds")
-    for flag, kind, text in DREAM_NUMBERS:
-        p.add_argument(flag, type=comma_list(kind), default=[getattr(DEFAULTS, flag[2:].replace(
-            "-", "_"))], metavar="V1,V2,...", help=text + " (a list)")
-    p.add_argument("--no-clip", dest="clip", action="store_false", help="as for dream")
-    p.add_argument("--max-size", type=_number(int, 16, what="must be at least 16"),
-                   metavar="PIXELS", help="as for dream")
-    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
-                   help="an existing Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=_number(int, 1, what="must be at least 1"),
-                   help="local worker processes (default: cores / --threads-per-worker)")
-    p.add_argument("--threads-per-worker", type=_number(int, 1, what="must be at least 1"),
-                   default=1, metavar="K", help="BLAS threads of each local worker")
-    p.add_argument("--grid", type=comma_list(str), default=["end", "seed"], metavar="ROWS,COLUMNS",
-                   help="the gallery's axes: two of input, end, seed, iter_n, ... jitter")
+    add_sweep_arguments(p)
 
     p = sub.add_parser("layers", parents=[arch], formatter_class=fmt,
                        help="list the layers usable as --end")
-    p.add_argument("--size", type=_size, default="1024x575", metavar="WxH",
+    p.add_argument("--size", type=size_wxh, default="1024x575", metavar="WxH",
                    help="input size for the blob shapes")
     refuse(p, ["--weights", "--mean", "--places-mean", "--channel-swap", "--gpu",
                "--notebook-net"], "it reads only the net definition")
@@ -214,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", type=Path, metavar="DIR",
                      help="folder for bundle.npz, weights.npz, net.prototxt and bundle.json")
     out.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--size", type=_size, metavar="WxH",
+    p.add_argument("--size", type=size_wxh, metavar="WxH",
                    help="resize the input first (bilinear) (default: the notebook's sky at "
                         "256x144, your input as it is)")
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
@@ -234,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compare our dreams with the images dream.ipynb shows (needs the "
                             "real bvlc_googlenet weights; without them it skips with exit "
                             "status 77)")
-    p.add_argument("--seeds", type=_number(int, 2, what="must be at least 2"), default=3,
+    p.add_argument("--seeds", type=number(int, "seeds"), default=3,
                    help="seeds per case (the spread needs at least two)")
     p.add_argument("--cells", type=int, nargs="+", default=[12, 14, 21, 27],
                    choices=[12, 14, 21, 27],
@@ -364,32 +344,39 @@ def cmd_bench(args):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_combinations(parser, args)
-    args.command_line = report.command_line(argv)
-    # glog reads this once, when libcaffe loads: quiet unless --verbose
-    os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
-    command = globals()["cmd_" + args.command.replace("-", "_")]
+    # from here on a signal is an exception, so that every ``finally`` runs (zoom.json, ...)
+    before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    args = None
     try:
-        status = command(args)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        check_combinations(parser, args)
+        args.command_line = report.command_line(argv)
+        # glog reads this once, when libcaffe loads: quiet unless --verbose
+        os.environ.setdefault("GLOG_minloglevel", "0" if getattr(args, "verbose", False) else "2")
+        status = globals()["cmd_" + args.command.replace("-", "_")](args)
     except DreamError as e:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         print(f"deepdream-caffe: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # the disk is full, a folder vanished, ...: still one line
-        if args.debug:
+        if args is not None and args.debug:
             raise
-        print(f"deepdream-caffe: error: {e}; nothing was overwritten (outputs are written "
-              "to a temporary name first)", file=sys.stderr)
+        print(f"deepdream-caffe: error: {e}: check the path, its permissions and the free "
+              "space; no output was left half-written", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if args.debug:
+    except KeyboardInterrupt as e:
+        if args is not None and args.debug:
             raise
-        print("deepdream-caffe: interrupted; finished outputs are kept, no partial file "
-              "was written", file=sys.stderr)
-        return 130
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        print(f"deepdream-caffe: {name}; finished outputs are kept, no partial file was "
+              "written", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
     if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
         report.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
     return status or 0

@@ -19,13 +19,19 @@ import scipy.ndimage as nd
 from .errors import DreamError
 
 
-# cell 3
+# cell 3, with the notebook's [::-1] (RGB to BGR) read from the net: its channel_swap
+# (2,1,0 for the reference nets, the same channels as [::-1]; 0,1,2 for nets trained on RGB)
 def preprocess(net, img):
-    return np.float32(np.rollaxis(img, 2)[::-1]) - net.transformer.mean['data']
+    return np.float32(np.rollaxis(img, 2)[swap(net)]) - net.transformer.mean['data']
 
 
 def deprocess(net, img):
-    return np.dstack((img + net.transformer.mean['data'])[::-1])
+    return np.dstack((img + net.transformer.mean['data'])[np.argsort(swap(net))])
+
+
+def swap(net):
+    """The net's input channels as indices into R,G,B (the Classifier's ``channel_swap``)."""
+    return list(net.transformer.channel_swap['data'])
 
 
 # cell 6
@@ -108,12 +114,14 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
 def fresh_diffs(net, end):
     """Give every diff the backward pass will not rewrite the value of a fresh net: zero.
 
-    Caffe never clears diffs. In a net pruned to ``end`` (what ``load_net`` makes) every layer
-    is an ancestor of ``end``, so each backward pass rewrites every diff and nothing is
-    needed. In a net with layers after ``end``, the Split branches leading to them keep
-    whatever an earlier dream with a deeper end left there, and Split sums them into the
-    gradient. There a forward pass sizes every blob up to ``end`` for this octave, and all
-    diffs are zeroed, which is the state of a net fresh from disk (docs/deviations.md).
+    Caffe never clears diffs. In a net pruned to ``end`` (``load_net``'s default) every layer
+    is an ancestor of ``end``, so each backward pass rewrites every diff it reads and nothing
+    is needed. In a net with layers after ``end`` (the notebook's net, ``--notebook-net``),
+    the Split branches leading to them keep whatever an earlier dream with a deeper end left
+    there, and Split sums them into the gradient. There a forward pass (the notebook's own
+    ``forward(end=end)``, which reshapes nothing the notebook's steps do not) sizes every blob
+    up to ``end`` for this octave, and all diffs are zeroed, which is the state of a net
+    fresh from disk (docs/deviations.md).
     """
     names = list(net._layer_names)
     if names.index(end) == len(names) - 1:

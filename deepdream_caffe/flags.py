@@ -1,11 +1,15 @@
-"""argparse building blocks of the command: help that shows each default once, flags that
-a subcommand refuses, the output flag, and the options every subcommand accepts."""
+"""argparse building blocks of the command: number types checked against the job's ranges, a
+parser whose usage errors are one line, help that shows each default once, flags that a
+subcommand refuses, the output flag, and the options every subcommand accepts."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from importlib import metadata
 from pathlib import Path
+
+from .job import RANGES, range_problem
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -67,6 +71,78 @@ def version() -> str:
         return "unknown (not installed; run make setup)"
 
 
+# --- argument types: argparse turns their ArgumentTypeError into a usage error -----------
+KINDS = {int: "an integer", float: "a float number"}
+
+
+def _value(kind, text, name):
+    """``text`` as ``kind``, finite and within ``RANGES[name]``, or ArgumentTypeError."""
+    try:
+        value = kind(text)
+        finite = math.isfinite(value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {KINDS[kind]}") from None
+    if not finite:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    problem = None if name is None else range_problem(name, value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return value
+
+
+def number(kind, name):
+    def parse(text):
+        return _value(kind, text, name)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def triple(kind, name=None):
+    def parse(text):
+        parts = text.split(",")
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"{text!r} must have three values")
+        return tuple(_value(kind, p, name) for p in parts)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def channel_order(text):
+    order = triple(int)(text)
+    if sorted(order) != [0, 1, 2]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an order of the channels 0,1,2 (2,1,0: BGR nets, the notebook's; "
+            "0,1,2: nets trained on RGB)")
+    return order
+
+
+def size_wxh(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    if max(w, h) > RANGES["max_size"][1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return w, h
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (the usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # argparse takes "--flag=--" as an empty list, unparsed
+            value = getattr(namespace, action.dest, None)
+            if action.nargs is None and value == [] and action.default != []:
+                self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
+        return namespace, extras
+
+
 def comma_list(parse):
     """An argument type: a comma-separated list of distinct values, each checked by ``parse``."""
     def parse_list(text):
@@ -75,3 +151,32 @@ def comma_list(parse):
             raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct values")
         return values
     return parse_list
+
+
+def add_sweep_arguments(p):
+    """``sweep``'s own flags: a list for every dream parameter, and the cluster's."""
+    from .params import DEFAULTS
+
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="folder for images/, manifest.json, manifest.csv and index.html")
+    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2",
+                   help="layers to amplify, or all (default: the model's)")
+    p.add_argument("--seeds", type=comma_list(number(int, "seed")), default=[0],
+                   metavar="0,1,...", help="jitter seeds")
+    for name, kind in [("iter_n", int), ("octave_n", int), ("octave_scale", float),
+                       ("step_size", float), ("jitter", int)]:
+        p.add_argument("--" + name.replace("_", "-"), type=comma_list(number(kind, name)),
+                       default=[getattr(DEFAULTS, name)], metavar="V1,V2,...",
+                       help="a list of values, as for dream")
+    p.add_argument("--no-clip", dest="clip", action="store_false", help="as for dream")
+    p.add_argument("--max-size", type=number(int, "max_size"), metavar="PIXELS",
+                   help="as for dream")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="an existing Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=number(int, "threads"),
+                   help="local worker processes (default: cores / --threads-per-worker)")
+    p.add_argument("--threads-per-worker", type=number(int, "threads"), default=1,
+                   metavar="K", help="BLAS threads of each local worker")
+    p.add_argument("--grid", type=comma_list(str), default=["end", "seed"], metavar="ROWS,COLUMNS",
+                   help="the gallery's axes: two of input, end, seed, iter_n, ... jitter")

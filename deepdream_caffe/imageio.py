@@ -1,11 +1,19 @@
-"""Reading images as the notebook did, and writing outputs so that none is ever half-written."""
+"""Reading images as the notebook did, and writing outputs so that none is ever half-written.
+
+Reading is checked before any pixel reaches Caffe: the size comes from the file's header
+first (:func:`image_size`), so a small file declaring a huge image is refused before it is
+decoded; float images must hold finite values on the 0..255 scale. Writing goes through
+temporary names beside the target, renamed into place together (:func:`all_or_nothing`),
+with the permissions the umask gives a new file.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from contextlib import ExitStack, contextmanager, nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -13,47 +21,91 @@ import PIL.Image
 
 from .errors import DreamError
 
+READ_FIX = "give a PNG or JPEG file"
 
-def load_image(path, log=None, max_size=None) -> np.ndarray:
-    """``np.float32(PIL.Image.open(path))`` for RGB files (cell 10); other modes become RGB.
 
-    EXIF orientation is ignored, as the notebook ignored it: the pixels are used as stored
-    (``log`` hears about it). ``max_size`` (opt-in) scales the image down first, so that its
-    longer side is at most that many pixels (Lanczos).
-    """
+@contextmanager
+def _opened(path):
+    """``PIL.Image.open`` with the errors and Pillow's own size warning turned into ours."""
     path = Path(path)
     if not path.is_file():
         raise DreamError(f"input image {path} does not exist", "check the path")
     try:
-        with PIL.Image.open(path) as im:
-            im.load()
-            if log and im.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                log(f"{path}: EXIF orientation ignored (the pixels are used as stored)")
-            if im.mode != "RGB":
-                if log:
-                    log(f"{path}: converting {im.mode} to RGB")
-                im = to_rgb(im)
-            if max_size is not None and max(im.size) > max_size:
-                scale = max_size / max(im.size)
-                size = tuple(max(1, round(d * scale)) for d in im.size)
-                if log:
-                    log(f"{path}: scaling {im.size[0]}x{im.size[1]} down to {size[0]}x{size[1]}")
-                im = im.resize(size, PIL.Image.LANCZOS)
-            return np.float32(im)
+        with warnings.catch_warnings():
+            # sizes are decided by image_size and the memory check, not by Pillow's warning
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as im:
+                yield im
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
-        raise DreamError(f"cannot read {path} as an image ({e})",
-                         "give a PNG or JPEG file") from e
+        raise DreamError(f"cannot read {path} as an image ({e})", READ_FIX) from e
+
+
+def scaled_size(size, max_size=None):
+    """(W, H) after ``--max-size`` scaling (the longer side at most ``max_size``)."""
+    if max_size is None or max(size) <= max_size:
+        return tuple(size)
+    scale = max_size / max(size)
+    return tuple(max(1, round(d * scale)) for d in size)
+
+
+def image_size(path, max_size=None) -> tuple:
+    """(H, W) the dream will get, read from the file's header alone (nothing is decoded)."""
+    with _opened(path) as im:
+        w, h = scaled_size(im.size, max_size)
+    return h, w
+
+
+def decode_bytes(path) -> int:
+    """Memory that decoding ``path`` takes: its pixels, as bytes and as float32 RGB."""
+    with _opened(path) as im:
+        w, h = im.size
+        bands = len(im.getbands())
+    return w * h * (4 * bands + 2 * 3 * 4)
+
+
+def load_image(path, log=None, max_size=None, note=None) -> np.ndarray:
+    """``np.float32(PIL.Image.open(path))`` for RGB files (cell 10); other modes become RGB.
+
+    EXIF orientation is ignored, as the notebook ignored it: the pixels are used as stored
+    (``log`` hears about it). ``max_size`` (opt-in) scales the image down first, so that its
+    longer side is at most that many pixels (Lanczos). ``note`` hears what the user should
+    know even without ``--verbose``: an animated image gives its first frame.
+    """
+    path = Path(path)
+    with _opened(path) as im:
+        frames = getattr(im, "n_frames", 1)
+        if note and frames > 1:
+            note(f"{path}: an animated image of {frames} frames; dreaming on the first")
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DreamError(f"cannot read {path} as an image ({e})", READ_FIX) from e
+        if log and im.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            log(f"{path}: EXIF orientation ignored (the pixels are used as stored)")
+        if im.mode != "RGB":
+            if log:
+                log(f"{path}: converting {im.mode} to RGB")
+            im = to_rgb(im, path)
+        size = scaled_size(im.size, max_size)
+        if size != im.size:
+            if log:
+                log(f"{path}: scaling {im.size[0]}x{im.size[1]} down to {size[0]}x{size[1]}")
+            im = im.resize(size, PIL.Image.LANCZOS)
+        return np.float32(im)
 
 
 EXIF_ORIENTATION = 0x0112
 
 
-def to_rgb(im):
-    """RGB from any mode. 16- and 32-bit grey is scaled to 8 bits by its type's range."""
+def to_rgb(im, path="the image"):
+    """RGB from any mode. 16- and 32-bit grey is scaled to 8 bits by its type's range; float
+    grey must be finite and on the 0..255 scale (a 0..1 float image would dream black)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         im = PIL.Image.fromarray(np.uint8(np.asarray(im, dtype=np.uint16) >> 8))
     elif im.mode in ("I", "F"):
         a = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            check_float_pixels(a, path)
         top = 65535.0 if im.mode == "I" and a.max() > 255 else 255.0
         im = PIL.Image.fromarray(np.uint8(np.clip(a / top * 255.0, 0, 255)))
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
@@ -64,15 +116,76 @@ def to_rgb(im):
     return im.convert("RGB")
 
 
+def check_float_pixels(a: np.ndarray, path) -> None:
+    """Refuse float pixels that are not finite, or that look like the 0..1 scale."""
+    fix = "save it as an 8-bit PNG (values 0..255)"
+    if not np.isfinite(a).all():
+        raise DreamError(f"{path} holds pixels that are not finite numbers (NaN or infinity)",
+                         fix)
+    if a.size and a.min() >= 0 and a.max() <= 1 and a.max() > 0:
+        raise DreamError(f"{path} holds floating-point pixels in 0..1; the notebook's scale is "
+                         "0..255, so it would dream on a black image", fix + ", or multiply "
+                         "its values by 255")
+
+
+def name_max(folder) -> int:
+    """The longest file name the file system of ``folder`` takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def temporary_name(path) -> tuple:
+    """(prefix, suffix) of the temporary file written beside ``path``."""
+    path = Path(path)
+    return f".{path.name}.", path.suffix
+
+
+def check_name_fits(path) -> None:
+    """Refuse an output name whose temporary name the file system cannot hold."""
+    path = Path(path)
+    prefix, suffix = temporary_name(path)
+    longest = len(prefix) + 8 + len(suffix)  # mkstemp adds 8 random characters
+    limit = name_max(path.parent if path.parent.is_dir() else ".")
+    if len(path.name.encode()) > limit or longest > limit:
+        raise DreamError(f"output name {path.name[:40]}... is too long ({len(path.name)} "
+                         f"characters; its temporary name needs {longest} and the file system "
+                         f"takes {limit})", "choose a shorter name")
+
+
+def _own_mode(fd) -> None:
+    """Give a file from mkstemp (0600) the mode the umask gives a new file; close it."""
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    finally:
+        os.close(fd)
+
+
+def _new_temporary(path) -> Path:
+    path = Path(path)
+    prefix, suffix = temporary_name(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    try:
+        _own_mode(fd)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(path, suffix=None):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
+
+    The file gets the mode a new file gets from the umask (mkstemp alone would make it 0600).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=suffix or path.suffix)
-    os.close(fd)
+    tmp = _new_temporary(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -84,10 +197,59 @@ def all_or_nothing():
     """Collect writes: they land together when the block ends well, or not at all.
 
     Yields ``batch``; pass it to the save functions. Each write goes to a temporary file,
-    renamed into place only after every write of the block has succeeded.
+    renamed into place only after every write of the block has succeeded. Files the renames
+    replace are kept (hard links) until every rename has worked, and put back if one fails.
     """
-    with ExitStack() as stack:
-        yield lambda path: stack.enter_context(atomic_path(path))
+    pending = []
+
+    def batch(path):
+        pending.append((_new_temporary(path), Path(path)))
+        return pending[-1][0]
+
+    try:
+        yield batch
+        _commit(pending)
+    finally:
+        for tmp, _ in pending:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+
+
+def _commit(pending) -> None:
+    """Rename every (temporary, target) pair; on any failure, restore every target."""
+    kept = {}  # target: a second name for the file it held, until every rename has worked
+    done = []  # targets renamed into place
+    try:
+        for tmp, path in pending:
+            if path.exists():
+                kept[path] = _keep_aside(path)
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException:
+        for path in reversed(done):
+            with suppress(OSError):  # put back as much as can be put back
+                if path in kept:
+                    os.replace(kept.pop(path), path)
+                else:
+                    path.unlink()
+        raise
+    finally:
+        for old in kept.values():
+            if os.path.lexists(old):
+                os.unlink(old)
+
+
+def _keep_aside(path: Path) -> Path:
+    """A second name for ``path``'s current file (a hard link, or a copy where links fail)."""
+    kept = _new_temporary(path.with_name(path.name + ".old"))
+    os.unlink(kept)
+    try:
+        os.link(path, kept)
+    except OSError:
+        import shutil
+
+        shutil.copy2(path, kept)
+    return kept
 
 
 def _target(path, batch):

@@ -10,7 +10,10 @@ runs the same code and gives the same bits.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -19,10 +22,31 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, models, report, video
+from . import checks, dream, guards, imageio, models, report, video
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
+
+COUNT_MAX = 2**31 - 1  # the largest count numpy's and Caffe's 32-bit integers take
+# The range of every number a job takes, (low, high, low included, high included): the CLI
+# parses its flags with these, and check_numbers holds every other caller to them.
+RANGES = {
+    "iter_n": (1, COUNT_MAX, True, True),
+    "octave_n": (1, COUNT_MAX, True, True),
+    "octave_scale": (1, guards.FLT_MAX, False, True),
+    "step_size": (0, guards.FLT_MAX, False, True),
+    "jitter": (0, COUNT_MAX, True, True),
+    "seed": (0, 2**32 - 1, True, True),  # what np.random.RandomState takes
+    "max_size": (16, COUNT_MAX, True, True),
+    "jpeg_quality": (1, 95, True, True),  # Pillow: above 95 only grows the file
+    "frames": (1, COUNT_MAX, True, True),
+    "scale": (0, 1, False, False),
+    "gpu": (0, COUNT_MAX, True, True),
+    "mean": (0, 255, True, True),  # each of B, G, R: a mean of 0..255 pixels
+    "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
+    "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
+    "fps": (0, guards.FLT_MAX, False, True),  # frames per second of zoom --video
+}
 
 
 @dataclass
@@ -64,6 +88,7 @@ class Job:
     format: str = "png"
     video: Path | None = None
     fps: float = 25.0  # frames per second of the video
+    overwrite: bool = False  # replace the frames of an earlier zoom in the output folder
     command_line: str | None = None  # as typed, recorded in the sidecar
 
     @classmethod
@@ -91,6 +116,49 @@ def model_config(job, end):
     return definition, weights, mean, job.channel_swap or record.channel_swap, record.name
 
 
+def in_range(name, value) -> bool:
+    low, high, low_in, high_in = RANGES[name]
+    return ((low < value or (low_in and value == low))
+            and (value < high or (high_in and value == high)))
+
+
+def range_problem(name, value) -> str | None:
+    """What is wrong with ``value`` for ``RANGES[name]`` in words, or None if it is in range."""
+    if in_range(name, value):
+        return None
+    low, high, low_in, high_in = RANGES[name]
+    if high not in (COUNT_MAX, guards.FLT_MAX):  # a range with a meaningful top: both ends
+        ends = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+        return f"must be in {ends}" if isinstance(low, float) or not (low_in and high_in) \
+            else f"must be in {low}..{high}"
+    if value > high:
+        return f"must be at most {high:g}" if isinstance(high, float) else \
+            f"must be at most {high}"
+    if not low_in:
+        return f"must be greater than {low}"
+    return "must not be negative" if low == 0 else f"must be at least {low}"
+
+
+def check_numbers(job) -> None:
+    """Every number of the job finite and in its range (the CLI's parser already made sure)."""
+    for name in RANGES:
+        value = getattr(job, name, None)
+        values = () if value is None else value if name == "mean" else (value,)
+        for v in values:
+            try:
+                problem = None if math.isfinite(v) else "must be finite"
+                problem = problem or range_problem(name, v)
+            except (TypeError, OverflowError):
+                problem = "must be a number"
+            if problem:
+                flag = "--" + name.replace("_", "-")
+                raise DreamError(f"{flag} {value} is out of range: it {problem}",
+                                 "give a value in its range (see --help)")
+    if job.channel_swap is not None and sorted(job.channel_swap) != [0, 1, 2]:
+        raise DreamError(f"--channel-swap {job.channel_swap} is not an order of 0, 1, 2",
+                         "give e.g. 2,1,0")
+
+
 def default_end(job):
     if job.end:
         return job.end
@@ -107,7 +175,8 @@ def make_rng(job, say):
 
 
 def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) -> None:
-    """Refuse an output that cannot be written or would overwrite an input."""
+    """Refuse an output that cannot be written or would overwrite an input; checks the names
+    of its temporary files and its sidecar too, before any dreaming."""
     if not path.parent.is_dir():
         raise DreamError(f"output folder {path.parent} does not exist", "create it first")
     if not os.access(path.parent, os.W_OK):
@@ -119,9 +188,16 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
         raise DreamError(f"output {path} does not end in {' or '.join(suffixes)}",
                          f"name it with one of {', '.join(suffixes)}"
                          + (" (.png is lossless)" if ".png" in suffixes else ""))
+    imageio.check_name_fits(path)
+    if ".npy" not in suffixes:
+        imageio.check_name_fits(sidecar_path(path))
     for inp in inputs:
         if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
             raise DreamError(f"output {path} is the input", "choose another output name")
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
 
 
 class Progress:
@@ -157,44 +233,89 @@ class Run:
     swap: tuple
     started: str  # UTC, ISO 8601
     clock: float  # time.perf_counter() at the start
+    pooled: list  # the blobs max pooling reads: checked before every backward pass
+
+    def objective(self, objective=dream.objective_L2):
+        """``objective``, checked: nothing out of the float range reaches a backward pass."""
+        return guards.guarded(self.net, objective, self.pooled, self.params.end)
 
     def record(self, job, timings, outputs: dict, **extra) -> dict:
         return report.run_record(job, self, timings, outputs, net_setup=self.net.dream_setup,
                                  **extra)
 
 
-def prepare(job, end, images) -> Run:
-    """Resolve the model, check sizes, memory and weights before Caffe sees them, load the net.
+def check_plan(job, end, sizes):
+    """Resolve the model and check sizes, octaves, memory and the weights file's size, all
+    before Caffe or the pixels are loaded. ``sizes``: (H, W, octave_n) of every image that
+    goes through the net. Returns (model pruned to end, definition, weights, mean, swap,
+    model name)."""
+    from .net import dream_model, notebook_reach, read_definition
 
-    ``images``: (array, octave_n) for every image that goes through the net.
+    check_numbers(job)
+    definition, weights, mean, swap, model_name = model_config(job, end)
+    model = dream_model(definition, end)
+    if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
+        model = notebook_reach(read_definition(definition), end)
+    octaves = []
+    for h, w, octave_n in sizes:
+        check_octave_count(h, w, octave_n, job.octave_scale)
+        try:
+            octaves.append(checks.check_sizes(model, end, h, w, octave_n, job.octave_scale))
+        except DreamError as e:
+            if not job.notebook_net:
+                raise
+            raise DreamError(f"{e.problem} (with --notebook-net, as in the notebook, every "
+                             f"layer before {end} runs)", "leave out --notebook-net (the "
+                             "default runs only the layers the end layer needs), or "
+                             + e.fix) from None
+    check_memory(model, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
+    if Path(weights).is_file():
+        checks.check_weights_size(read_definition(definition), Path(weights))
+    return model, definition, weights, mean, swap, model_name
+
+
+def check_octave_count(h, w, octave_n, octave_scale) -> None:
+    """Refuse more octaves than the image has pixels for (before listing their sizes)."""
+    if octave_n > 1 and (octave_n - 1) * math.log(octave_scale) > math.log(min(h, w)):
+        most = 1 + int(math.log(min(h, w)) / math.log(octave_scale))
+        raise DreamError(f"--octave-n {octave_n}: with --octave-scale {octave_scale} the "
+                         f"smallest octave of the {w}x{h} image would be below one pixel",
+                         f"give at most --octave-n {most}")
+
+
+def prepare(job, end, images, names=None) -> Run:
+    """Check the job (:func:`check_plan`), load the net, check the numbers Caffe will get.
+
+    ``images``: (array, octave_n) for every image that goes through the net; ``names`` say
+    which file each came from.
     """
-    from .net import dream_model, load_net
+    from .net import load_net
 
     started, clock = report.now_utc(), time.perf_counter()
     params = DreamParams(end=end, iter_n=job.iter_n, octave_n=job.octave_n,
                          octave_scale=job.octave_scale, step_size=job.step_size,
                          jitter=job.jitter, clip=job.clip)
-    definition, weights, mean, swap, model_name = model_config(job, end)
-    model = dream_model(definition, end)
-    largest = []
-    for img, octave_n in images:
-        sizes = checks.check_sizes(model, end, *img.shape[:2], octave_n, params.octave_scale)
-        largest.append(sizes[-1])
-    check_memory(model, max(largest, key=lambda hw: hw[0] * hw[1]), job)
+    model, definition, weights, mean, swap, model_name = check_plan(
+        job, end, [(*img.shape[:2], octave_n) for img, octave_n in images])
     net = load_net(definition, weights, end, mean, swap, gpu=job.gpu,
                    notebook_net=job.notebook_net)
+    guards.check_net(net, weights)
+    for i, (img, _) in enumerate(images):
+        guards.check_input(dream.preprocess(net, img), names[i] if names else "the image")
     if job.threads is not None:
         report.set_blas_threads(job.threads)
     seed, rng = make_rng(job, log_to_stderr)
     return Run(net, params, seed, rng, model_name, definition, weights, mean, swap, started,
-               clock)
+               clock, guards.max_pool_inputs(model))
 
 
-def check_memory(model, size, job):
-    """Refuse a dream that would not fit in memory, with the estimate and a size that fits."""
+def check_memory(model, sizes, job):
+    """Refuse a dream that would not fit in memory, with the estimate and a size that fits.
+    ``sizes``: the (H, W) of every octave of the largest image, smallest first."""
+    size = sizes[-1]
     free = checks.available_bytes()
     try:
-        need = checks.estimate_bytes(model, [size], job.notebook_net)
+        need = checks.estimate_bytes(model, sizes, job.notebook_net)
         if free is None or need <= 0.9 * free:
             return
         fit = checks.side_that_fits(model, size, job.notebook_net, 0.9 * free)
@@ -212,7 +333,19 @@ def check_memory(model, size, job):
 
 def read_inputs(job, *paths):
     log = log_to_stderr if job.verbose else None
-    return [load_image(p, log=log, max_size=job.max_size) for p in paths]
+    return [load_image(p, log=log, max_size=job.max_size, note=log_to_stderr) for p in paths]
+
+
+def check_images(job, end, octave_ns, *paths) -> None:
+    """Decide from the files' headers, before decoding a pixel: sizes, octaves, memory."""
+    pairs = zip(paths, octave_ns, strict=False)  # a dream without a guide has one path
+    sizes = [(*imageio.image_size(p, job.max_size), n) for p, n in pairs]
+    free = checks.available_bytes()
+    for p in paths:
+        if free is not None and imageio.decode_bytes(p) > 0.9 * free:
+            raise DreamError(f"decoding {p} would take more memory than is available "
+                             f"({free / 2**30:.1f} GiB)", "give a smaller image")
+    check_plan(job, end, sizes)
 
 
 def run_dream(job: Job, say=None):
@@ -222,15 +355,17 @@ def run_dream(job: Job, say=None):
     check_output(job.output, job.input, job.guide)
     if job.raw is not None:
         check_output(job.raw, job.input, job.guide, suffixes=(".npy",))
-    img, *guide = read_inputs(job, job.input, *([job.guide] if job.guide else []))
+    paths = [job.input, *([job.guide] if job.guide else [])]
+    check_images(job, end, [job.octave_n, 1], *paths)
+    img, *guide = read_inputs(job, *paths)
     t0 = time.perf_counter()
-    run = prepare(job, end, [(img, job.octave_n)] + [(g, 1) for g in guide])
+    run = prepare(job, end, [(img, job.octave_n)] + [(g, 1) for g in guide], paths)
     t_load = time.perf_counter() - t0
-    step_params = {"rng": run.rng}
+    step_params = {"rng": run.rng, "objective": run.objective()}
     extra = {}
     if guide:
         features = dream.guide_features(run.net, guide[0], end)
-        step_params["objective"] = dream.objective_guide(features)
+        step_params["objective"] = run.objective(dream.objective_guide(features))
         extra["guide"] = report.file_record(job.guide)
     if job.save_steps:
         job.save_steps.mkdir(parents=True, exist_ok=True)
@@ -238,8 +373,9 @@ def run_dream(job: Job, say=None):
                         run.params.clip)
     t0 = time.perf_counter()
     try:
-        result = dream.deepdream(run.net, img, callback=progress, **run.params.as_kwargs(),
-                                 **step_params)
+        with quiet_overflow():
+            result = dream.deepdream(run.net, img, callback=progress,
+                                     **run.params.as_kwargs(), **step_params)
     finally:
         progress.close()
     t_dream = time.perf_counter() - t0
@@ -254,7 +390,7 @@ def run_dream(job: Job, say=None):
         for name, path in (("image", job.output), ("raw", job.raw)):
             if name in written:  # the name it will have, not the temporary one
                 sidecar["outputs"][name]["path"] = str(path.absolute())
-        save_json(sidecar, job.output.with_name(job.output.name + ".json"), batch)
+        save_json(sidecar, sidecar_path(job.output), batch)
     say(f"wrote {job.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
     return result
 
@@ -268,34 +404,70 @@ def run_zoom(job: Job, say=None):
     if job.video:  # what can be checked about the video before dreaming
         check_output(job.video, job.input, suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
-    if job.output.exists() and not job.output.is_dir():
-        raise DreamError(f"{job.output} exists and is not a folder", "name a folder for frames")
+    earlier = check_frames_folder(job.output, job.input, job.overwrite)
+    check_images(job, end, [job.octave_n], job.input)
     (frame,) = read_inputs(job, job.input)
-    run = prepare(job, end, [(frame, job.octave_n)])
+    run = prepare(job, end, [(frame, job.octave_n)], [job.input])
+    created = not job.output.exists()
     job.output.mkdir(parents=True, exist_ok=True)
+    for old in earlier:  # --overwrite: the earlier run's frames go, now that this one starts
+        old.unlink(missing_ok=True)
     from tqdm import tqdm
     bar = tqdm(total=job.frames, desc="zoom", unit="frame", disable=None)
     t0 = time.perf_counter()
     done = 0
     try:
-        for i, img in dream.zoom_frames(run.net, frame, job.frames, job.scale, rng=run.rng,
-                                        **run.params.as_kwargs()):
-            save_image(dream.to_uint8(img), job.output / f"{i:04d}.{job.format}",
-                       job.jpeg_quality)
-            done = i + 1
-            bar.update(1)
+        with quiet_overflow():
+            for i, img in dream.zoom_frames(run.net, frame, job.frames, job.scale,
+                                            rng=run.rng, objective=run.objective(),
+                                            **run.params.as_kwargs()):
+                save_image(dream.to_uint8(img), job.output / f"{i:04d}.{job.format}",
+                           job.jpeg_quality)
+                done = i + 1
+                bar.update(1)
     finally:
         bar.close()
-        # frames already written are kept, and the sidecar says how many there are
-        frames = {f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}"
-                  for i in range(done)}
-        sidecar = run.record(job, {"dream_s": time.perf_counter() - t0}, frames,
-                             zoom={"frames_done": done, "frames": job.frames,
-                                   "scale": job.scale})
-        save_json(sidecar, job.output / "zoom.json")
+        if done:  # frames already written are kept, and the sidecar says how many there are
+            frames = {f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}"
+                      for i in range(done)}
+            sidecar = run.record(job, {"dream_s": time.perf_counter() - t0}, frames,
+                                 zoom={"frames_done": done, "frames": job.frames,
+                                       "scale": job.scale})
+            save_json(sidecar, job.output / "zoom.json")
+        elif created:
+            with contextlib.suppress(OSError):  # an empty folder this run made
+                job.output.rmdir()
     if job.video:
         video.encode(job.output, job.format, done, job.video, job.fps, ffmpeg)
     say(f"wrote {done} frames to {job.output}")
+
+
+FRAME_NAME = re.compile(r"\d{4,}\.(png|jpg)")
+
+
+def check_frames_folder(folder: Path, input_path: Path, overwrite: bool) -> list:
+    """Refuse a frames folder holding the input, or another run's frames without
+    ``overwrite``; return the files of the earlier run that ``overwrite`` replaces."""
+    if folder.exists() and not folder.is_dir():
+        raise DreamError(f"{folder} exists and is not a folder", "name a folder for frames")
+    if input_path.resolve().parent == folder.resolve():
+        raise DreamError(f"the input {input_path} is inside the frames folder {folder}, where "
+                         "zoom writes NNNN.png", "move the input out, or choose another -o")
+    if not folder.is_dir():
+        return []
+    earlier = sorted(p for p in folder.iterdir()
+                     if FRAME_NAME.fullmatch(p.name) or p.name == "zoom.json")
+    if earlier and not overwrite:
+        raise DreamError(f"{folder} holds {len(earlier)} files of an earlier zoom "
+                         f"({earlier[0].name}, ...)", "choose an empty folder, or pass "
+                         "--overwrite to replace them")
+    return earlier
+
+
+def quiet_overflow():
+    """numpy's overflow warnings off: an overflowing step is stopped by the guards (or clipped)
+    with one clear line instead. Only warnings change; no number does."""
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 def log_to_stderr(message):

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .assets import NOTEBOOK_ASSETS, Asset, cache_dir, fetch
+from .assets import NOTEBOOK_ASSETS, Asset, cache_dir, fetch, is_mirror
 from .build import caffe_source_dir
 from .errors import DreamError
 
@@ -137,6 +137,10 @@ def fetch_named(what: str, say) -> list[Path]:
 
 def _extract(archive: Path, members: list[str], folder: Path) -> None:
     """Extract ``members`` into ``folder`` all at once: a temporary folder, then a rename."""
+    if folder.exists() and is_mirror(folder.parent):
+        raise DreamError(f"{folder} lacks {', '.join(members)}; it is in a folder of "
+                         "DEEPDREAM_CAFFE_MIRROR, which is never changed",
+                         "complete it there, or set DEEPDREAM_CAFFE_CACHE to another folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".part-"))
     try:

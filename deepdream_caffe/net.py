@@ -1,8 +1,10 @@
 """Loading a Caffe net for dreaming, the way dream.ipynb cell 3 did, minus ``tmp.prototxt``.
 
-The definition is parsed, ``force_backward`` is set, and the net is pruned to the layers the
-chosen end layer needs (which drops the auxiliary heads of Places205; pruning changes no
-number, see docs/deviations.md). The net is a ``caffe.Classifier`` with the notebook's mean and
+The definition is parsed and ``force_backward`` is set: that is the notebook's net
+(``--notebook-net``). By default the net is then pruned to the layers the chosen end layer
+needs (which drops the auxiliary heads of Places205) and rewritten to compute the data gradient
+only, checked against the notebook's net before use (``deepdream_caffe/fastnet.py``; no number
+changes, see docs/deviations.md). The net is a ``caffe.Classifier`` with the notebook's mean and
 channel swap, so ``net.transformer.mean['data']`` is exactly what the notebook's preprocess used.
 """
 
@@ -126,58 +128,6 @@ def prune(model, end: str):
     return pruned
 
 
-# Layers whose parameter blobs are (weights, bias when bias_term): the ones GoogLeNet-style
-# nets hold. A net with any other parameter layer keeps the notebook's set-up.
-WEIGHT_BIAS_LAYERS = {"Convolution": "convolution_param", "InnerProduct": "inner_product_param"}
-PARAMETER_FREE_LAYERS = {"Input", "ReLU", "Pooling", "LRN", "Concat", "Dropout", "Softmax",
-                         "Split", "Eltwise", "Flatten", "Reshape", "Sigmoid", "TanH"}
-
-
-def data_gradient_only(model, end: str):
-    """The pruned ``model`` rewritten so Caffe computes the data gradient and nothing else.
-
-    ``force_backward: true`` (the notebook's way to get a data gradient) also makes Caffe
-    compute every weight gradient, which dreaming throws away. Instead: no force_backward;
-    ``lr_mult: 0`` on every weight and bias, except the biases of the layers reading the input,
-    whose (cheap) gradient makes Caffe run their backward pass, with ``propagate_down`` asking
-    for the input's diff; and ``loss_weight: 1`` on the end layer, so that Caffe counts every
-    layer as contributing to a loss. Each layer's bottom diff is computed by the same code from
-    the same numbers as before, so the result is bit-identical (tests/test_fast_net.py).
-
-    Returns None when the net holds layers this rewrite does not know, or ``end`` is not its
-    last layer; the caller then keeps the notebook's net.
-    """
-    layers = list(_layers(model))
-    if not len(model.layer) or layers[-1].name != end:
-        return None
-    inputs = {top for layer in layers if layer.type == "Input" for top in layer.top}
-    inputs |= set(model.input)
-    fast = type(model)()
-    fast.CopyFrom(model)
-    fast.force_backward = False
-    for layer in fast.layer:
-        if layer.type in PARAMETER_FREE_LAYERS:
-            continue
-        if layer.type not in WEIGHT_BIAS_LAYERS:
-            return None
-        has_bias = getattr(layer, WEIGHT_BIAS_LAYERS[layer.type]).bias_term
-        reads_input = bool(inputs & set(layer.bottom))
-        if reads_input and not has_bias:
-            return None
-        while len(layer.param) < 1 + has_bias:
-            layer.param.add()
-        for spec in layer.param:
-            spec.lr_mult = 0
-        if reads_input:
-            layer.param[1].lr_mult = 1  # the bias gradient that switches backward on
-            del layer.propagate_down[:]
-            layer.propagate_down.extend([True] * len(layer.bottom))
-    last = fast.layer[-1]
-    del last.loss_weight[:]
-    last.loss_weight.extend([1.0] * len(last.top))
-    return fast
-
-
 def dream_model(model_def: Path, end: str):
     """The definition as a dream at ``end`` runs it: parsed, ``end`` checked, pruned."""
     model = read_definition(model_def)
@@ -216,42 +166,67 @@ def cuda_device_count() -> int:
     return 0
 
 
+def notebook_reach(model, end: str):
+    """The layers the notebook's ``net.forward(end=end)`` runs: every layer up to ``end`` in
+    the definition's order, whether ``end`` needs it or not (Places205's aux heads included).
+    """
+    layers = list(_layers(model))
+    index = [layer.name for layer in layers].index(end)
+    reach = type(model)()
+    reach.CopyFrom(model)
+    field = _layers(reach)
+    del field[:]
+    field.extend(layers[:index + 1])
+    return reach
+
+
 def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap=(2, 1, 0),
              gpu: int | None = None, prune_net: bool = True, notebook_net: bool = False):
     """Return a ``caffe.Classifier`` ready for dreaming at ``end``.
 
-    By default the net is pruned to ``end`` and rewritten by :func:`data_gradient_only` (the
-    same bits, faster). ``notebook_net=True`` loads it as the notebook did (force_backward,
-    every weight gradient computed); ``prune_net=False`` keeps the whole definition.
+    ``mean`` is B,G,R; it is subtracted from the channel of the same colour, wherever
+    ``channel_swap`` puts it. ``notebook_net=True`` (or ``prune_net=False``, or no ``end``)
+    loads the notebook's net exactly: the whole definition with force_backward. By default
+    the net is pruned to ``end`` and made to compute the data gradient only, after a check
+    that it gives the bits of the notebook's net up to ``end`` (:mod:`deepdream_caffe.fastnet`).
     ``net.dream_setup`` says which set-up was used.
     """
+    from .checks import check_weights
+    from .fastnet import NOTEBOOK_SETUP, load_fast
+
     caffe = import_caffe()
     model = read_definition(model_def)
     weights = Path(weights)
     if not weights.is_file():
         raise DreamError(f"weights file {weights} does not exist", "check the --weights path")
     model.force_backward = True
-    setup = "notebook (force_backward)"
     if end is not None:
         check_end(model, end)
-        if prune_net:
-            model = prune(model, end)
-            setup += f", pruned to {end}"
-            fast = None if notebook_net else data_gradient_only(model, end)
-            if fast is not None:
-                model, setup = fast, f"data gradient only, pruned to {end}"
-    from .checks import check_weights
-
-    check_weights(model, weights)  # Caffe aborts on weights that do not fit
+    whole = end is None or notebook_net or not prune_net
+    built = model if whole else notebook_reach(model, end)  # the most this set-up builds
+    check_weights(built, weights)  # Caffe aborts on weights that do not fit
     select_device(caffe, gpu)
-    # The notebook wrote tmp.prototxt into the working folder; a private temporary file here.
-    fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="deepdream-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(str(model))
-        net = caffe.Classifier(tmp, str(weights), mean=np.float32(mean),
-                               channel_swap=tuple(channel_swap))
-        net.dream_setup = setup
+    net_mean = mean_in_net_order(mean, channel_swap)
+
+    def make(definition):
+        # The notebook wrote tmp.prototxt into the working folder; a private temporary file.
+        fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="deepdream-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(str(definition))
+            return caffe.Classifier(tmp, str(weights), mean=net_mean,
+                                    channel_swap=tuple(channel_swap))
+        finally:
+            os.unlink(tmp)
+
+    if whole:
+        net = make(model)
+        net.dream_setup = NOTEBOOK_SETUP
         return net
-    finally:
-        os.unlink(tmp)
+    return load_fast(built, prune(model, end), end, make)
+
+
+def mean_in_net_order(mean_bgr, channel_swap):
+    """The B,G,R mean reordered as the net's input channels (unchanged for 2,1,0)."""
+    rgb = np.float32(mean_bgr)[::-1]
+    return rgb[list(channel_swap)]

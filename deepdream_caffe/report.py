@@ -276,13 +276,14 @@ def run_record(job, run, timings, outputs: dict, **extra) -> dict:
 
 
 def stamp(path, job, run, outputs: dict) -> None:
-    """Add :func:`shared_fields` to the JSON record at ``path`` (export-golden's bundle.json)."""
+    """Add :func:`shared_fields` to the JSON record at ``path`` (export-golden's bundle.json),
+    under the key ``run``: they name this machine's paths, which the record's own fields avoid."""
     import json
 
     from .imageio import save_json
 
     path = Path(path)
-    save_json({**json.loads(path.read_text()), **shared_fields(job, run, outputs)}, path)
+    save_json({**json.loads(path.read_text()), "run": shared_fields(job, run, outputs)}, path)
 
 
 def command_line(argv) -> str:

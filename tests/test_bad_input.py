@@ -178,7 +178,7 @@ def test_max_size_scales_down(work):
     (["--octave-n", "0"], "at least 1"),
     (["--iter-n", "-3"], "at least 1"),
     (["--step-size", "0"], "greater than 0"),
-    (["--jitter", "x"], "not a int"),
+    (["--jitter", "x"], "not an integer"),
     (["--octave-scale", "nan"], "not a finite number"),
     (["--mean", "1,2"], "three values"),
 ])
@@ -382,7 +382,10 @@ def test_ctrl_c_leaves_no_partial_output(work):
     assert not [p for p in folder.iterdir() if p.name.startswith(("o.png", ".o.png"))]
 
 
-def test_interrupted_zoom_keeps_finished_frames(work):
+@pytest.mark.parametrize("signum,word", [(signal.SIGINT, "interrupted"),
+                                         (signal.SIGTERM, "terminated")])
+def test_interrupted_zoom_keeps_finished_frames(work, signum, word):
+    """Ctrl-C and SIGTERM alike (SIGTERM used to kill it silently, with no zoom.json)."""
     folder, model = work
     frames = folder / "frames"
     proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "zoom",
@@ -392,9 +395,11 @@ def test_interrupted_zoom_keeps_finished_frames(work):
     deadline = time.time() + 60
     while len(list(frames.glob("*.png"))) < 2 and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + signum, err
+    last = err.strip().splitlines()[-1]  # after the random seed's line
+    assert word in last and "Traceback" not in err
     import json
     record = json.loads((frames / "zoom.json").read_text())
     done = sorted(frames.glob("*.png"))

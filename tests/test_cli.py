@@ -237,7 +237,9 @@ def test_fps_is_a_positive_finite_number_or_a_usage_error(fps):
         value = float(fps)
     except ValueError:
         value = None
-    if value is not None and np.isfinite(value) and value > 0:
+    from deepdream_caffe.job import in_range
+
+    if value is not None and np.isfinite(value) and value > 0 and in_range("fps", value):
         assert parser.parse_args(argv).fps == value
     else:
         with pytest.raises(SystemExit) as exit_:

@@ -44,7 +44,9 @@ def notebook_dream(cells, net, img, **kw):
 @pytest.mark.parametrize("model,end", [
     ("bvlc_googlenet", "inception_4c/output"),  # cell 12
     ("bvlc_googlenet", "inception_3b/5x5_reduce"),  # cell 14: a pre-ReLU conv blob
-    ("places205_googlenet", "inception_4c/output"),
+    # the last end before the aux head loss1: past it, at sizes other than 224x224, the
+    # notebook's unpruned net aborts in Caffe (tests/test_fast_net.py)
+    ("places205_googlenet", "inception_4a/output"),
 ])
 def test_deepdream_bit_identical_to_notebook(notebook_cells, load, sky, model, end):
     notebook_net = load(model, end, notebook_net=True)

@@ -51,7 +51,7 @@ def test_golden(fresh, case):
     now = json.loads((fresh / f"{case.name}.json").read_text())
     assert now["weights"] == recorded["weights"], "the synthetic weights are not the same"
     stats = goldens.differences(expected, got, TOLERANCE)
-    if stats.get("max_abs", 1) > TOLERANCE:
+    if not goldens.within(stats, TOLERANCE):
         diff = fresh / f"{case.name}.diff.png"
         if expected.shape == got.shape:
             d = np.abs(expected - got)
@@ -64,6 +64,20 @@ def test_golden(fresh, case):
                     f"{now['blas_kernel']} x{now['blas_threads']}, golden "
                     f"{recorded['blas_kernel']} x{recorded['blas_threads']}")
     assert got.dtype == np.float32
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_result_fails_every_comparison(bad):
+    """NaN > 0 is False: a max() of differences alone would pass a NaN result."""
+    expected = np.zeros((4, 4, 3), np.float32)
+    got = expected.copy()
+    got[1, 2, 0] = bad
+    for a, b in ((expected, got), (got, expected), (got, got)):
+        stats = goldens.differences(a, b, TOLERANCE)
+        assert stats["non_finite"] == 1 and not goldens.within(stats, TOLERANCE)
+        assert not goldens.within(stats, 1e30)
+    assert goldens.within(goldens.differences(expected, expected.copy()), TOLERANCE)
+    assert not goldens.within(goldens.differences(expected, expected[:2]), 255)
 
 
 def test_separate_processes_give_the_same_bits(fresh, tmp_path):

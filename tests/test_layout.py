@@ -36,8 +36,8 @@ def imports(path: Path) -> set:
 GRAPH = {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
 
 
-TOP = {"deepdream_caffe.cli", "deepdream_caffe.job", "deepdream_caffe.sweep",
-       "deepdream_caffe.reproduce"}
+TOP = {"deepdream_caffe.cli", "deepdream_caffe.flags", "deepdream_caffe.job",
+       "deepdream_caffe.sweep", "deepdream_caffe.reproduce"}
 CORE = {m for m in GRAPH if m not in TOP and not m.startswith("deepdream_caffe.lab")}
 
 

@@ -288,12 +288,13 @@ def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
     run("export-golden", "--out", tmp_path / "b", "--model-def", definition, "--weights",
         weights, "--size", "64x48", "--seed", 0, *FAST)
     meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
-    assert meta["outputs"]["bundle.npz"]["sha256"] == report.file_hash(tmp_path / "b" /
-                                                                       "bundle.npz", "sha256")
+    shared = meta["run"]
+    assert shared["outputs"]["bundle.npz"]["sha256"] == report.file_hash(tmp_path / "b" /
+                                                                         "bundle.npz", "sha256")
     for key in ("command_line", "started_utc", "duration_s", "job", "environment"):
-        assert meta[key] is not None, key
-    assert meta["weights"]["provenance"].startswith("synthetic")
-    assert meta["format"] == 1 and "deepdream" in meta["order"]  # the bundle's own fields stay
+        assert shared[key] is not None, key
+    assert shared["weights"]["provenance"].startswith("synthetic")
+    assert "deepdream" in meta["order"] and "conv1/7x7_s2/0" in meta["weights"]  # the bundle's
 
 
 @pytest.mark.caffe

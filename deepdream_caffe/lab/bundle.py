@@ -110,8 +110,11 @@ def layer_params(layer) -> dict:
     return {}
 
 
-def stages(net, model, img, params, seed) -> dict:
-    """Every array of the bundle, computed on ``net`` (a pycaffe net or a twin of it)."""
+def stages(net, model, img, params, seed, objective=dream.objective_L2) -> dict:
+    """Every array of the bundle, computed on ``net`` (a pycaffe net or a twin of it).
+
+    ``objective`` is the L2 objective, or the same checked against non-finite values
+    (``job.Run.objective``): the numbers are the same."""
     from ..checks import octave_sizes
 
     end = params.end
@@ -124,19 +127,19 @@ def stages(net, model, img, params, seed) -> dict:
     net.forward(end=end)
     for name in forward_blobs(model, end):
         arrays[f"forward/{name}"] = net.blobs[name].data[0].copy()
-    dream.objective_L2(net.blobs[end])
+    objective(net.blobs[end])
     arrays["objective_diff"] = net.blobs[end].diff[0].copy()
     net.backward(start=end)
     arrays["data_gradient"] = src.diff[0].copy()
     src.data[0] = arrays["data"]
     dream.make_step(net, step_size=params.step_size, end=end, jitter=params.jitter,
-                    clip=params.clip, rng=FixedJitter())
+                    clip=params.clip, objective=objective, rng=FixedJitter())
     arrays["step_gradient"] = src.diff[0].copy()  # backward ran on the rolled image
     arrays["make_step"] = src.data[0].copy()
     arrays["octave_sizes"] = np.float32(octave_sizes(h, w, params.octave_n,
                                                      params.octave_scale))
     arrays["deepdream"] = np.float32(dream.deepdream(
-        net, img, rng=np.random.RandomState(seed), **params.as_kwargs()))
+        net, img, rng=np.random.RandomState(seed), objective=objective, **params.as_kwargs()))
     return arrays
 
 
@@ -163,12 +166,13 @@ def umask() -> int:
     return current
 
 
-def export(out: Path, net, model, img, params, seed, provenance: dict) -> dict:
+def export(out: Path, net, model, img, params, seed, provenance: dict,
+           objective=dream.objective_L2) -> dict:
     """Write the bundle of ``img`` into the folder ``out``, all files or none."""
     from ..imageio import all_or_nothing
     from ..report import file_record
 
-    arrays = stages(net, model, img, params, seed)
+    arrays = stages(net, model, img, params, seed, objective)
     weights = {f"{layer}/{i}": blob.data.copy() for layer, blobs in net.params.items()
                for i, blob in enumerate(blobs)}
     meta = {
@@ -451,7 +455,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
                   "net_setup": run.net.dream_setup,
                   "environment": report.environment(with_caffe=True)}
     meta = export(out, run.net, dream_model(run.definition, end), img, run.params, run.seed,
-                  provenance)
+                  provenance, run.objective())
     report.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
     say(f"wrote {', '.join(str(out / f) for f in (*FILES, 'bundle.json'))}")
     return meta

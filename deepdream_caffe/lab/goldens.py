@@ -239,12 +239,26 @@ def write_all(out: Path, nets: Path, with_notebook: bool = False) -> None:
 
 
 def differences(a: np.ndarray, b: np.ndarray, tolerance: float = 0.0) -> dict:
-    """max-abs, RMS and the share of values beyond ``tolerance`` (0-255 scale)."""
+    """max-abs, RMS and the share of values beyond ``tolerance`` (0-255 scale).
+
+    A NaN or infinity in either array is a difference of infinity wherever it stands
+    (``non_finite`` counts them), so that no comparison with a tolerance can pass it.
+    """
     if a.shape != b.shape:
-        return {"shape": [list(a.shape), list(b.shape)]}
-    d = np.abs(a.astype(np.float64) - b)
-    return {"max_abs": float(d.max()), "rms": float(np.sqrt((d ** 2).mean())),
-            "share_over_tolerance": float((d > tolerance).mean())}
+        return {"shape": [list(a.shape), list(b.shape)], "max_abs": float("inf")}
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    bad = ~(np.isfinite(a) & np.isfinite(b))
+    d = np.where(bad, np.inf, np.abs(np.where(bad, 0, a) - np.where(bad, 0, b)))
+    return {"max_abs": float(d.max()) if d.size else 0.0,
+            "rms": float(np.sqrt((d ** 2).mean())) if d.size else 0.0,
+            "share_over_tolerance": float((d > tolerance).mean()) if d.size else 0.0,
+            "non_finite": int(bad.sum())}
+
+
+def within(stats: dict, tolerance: float) -> bool:
+    """True only for equal shapes, finite values and a max-abs difference within tolerance."""
+    return (stats.get("non_finite", 1) == 0 and "shape" not in stats
+            and stats.get("max_abs", float("nan")) <= tolerance)
 
 
 def update(reference: Path) -> int:
