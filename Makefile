@@ -11,8 +11,8 @@ BENCH_ARGS ?=
 # PyTorch's index of CPU-only wheels (requirements-bench.txt pins torch's +cpu build)
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: help setup dream goldens bundles verify-notebook bench test pytest caffe caffe-test pycaffe-test lint \
-	clean distclean docker docker-cuda docker-test
+.PHONY: help setup dream goldens bundles verify-notebook bench test pytest test-packages caffe caffe-test \
+	pycaffe-test lint clean distclean docker docker-cuda docker-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ bundles: setup  ## ready-made golden bundles of both models, three sizes (out/bu
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
 	$(VENV)/bin/deepdream-caffe verify-notebook -o $(OUT)/verify-notebook
 
-bench: setup  ## time the default dream: ours, the notebook's code, PyTorch (out/bench/)
+bench: setup  ## time the default dream (ours, notebook, PyTorch) and sweeps (out/bench*/)
 	@# torch's CPU build only: pip finds it in PyTorch's CPU index when that is reachable, or in
 	@# pip's own configured indexes and --find-links; never the multi-GB CUDA build from PyPI
 	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || { \
@@ -45,11 +45,15 @@ bench: setup  ## time the default dream: ours, the notebook's code, PyTorch (out
 	  $(PY) -m pip install -q --disable-pip-version-check $$index -r requirements-bench.txt || \
 	  echo "make bench: the CPU build of torch could not be installed; timing without PyTorch"; }
 	$(VENV)/bin/deepdream-caffe bench -o $(OUT)/bench $(BENCH_ARGS)
+	$(PY) -m deepdream_caffe.lab.sweepbench -o $(OUT)/bench-sweep
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests
 
-pytest: setup  ## the project's pytest suite
+pytest: setup test-packages  ## the project's pytest suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-packages:  ## Debian packages only the tests use (tests/apt-packages.txt: chromium)
+	scripts/apt-install.sh $$(grep -v '^\s*#' tests/apt-packages.txt)
 
 caffe:  ## build Caffe + pycaffe only (cached): apt deps and the .venv Python it is built for
 	scripts/setup.sh --caffe-only

@@ -46,6 +46,7 @@ from .flags import (  # noqa: E402
     Parser,
     add_general,
     add_output,
+    add_sweep_arguments,
     channel_order,
     number,
     refuse,
@@ -167,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the frames of an earlier zoom in FRAMES_DIR (without it, a "
                         "folder holding them is refused)")
 
+    p = sub.add_parser("sweep", parents=[model], formatter_class=fmt,
+                       help="dream every combination of parameter lists, on a Dask cluster")
+    add_sweep_arguments(p)
+
     p = sub.add_parser("layers", parents=[arch], formatter_class=fmt,
                        help="list the layers usable as --end")
     p.add_argument("--size", type=size_wxh, default="1024x575", metavar="WxH",
@@ -258,6 +263,12 @@ cmd_guide = cmd_dream  # the guide image makes the difference
 
 def cmd_zoom(args):
     run_zoom(Job.from_values(args))
+
+
+def cmd_sweep(args):
+    from . import sweep
+
+    sweep.run_command(args, say=log_to_stderr)
 
 
 def cmd_layers(args):

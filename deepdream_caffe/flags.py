@@ -141,3 +141,42 @@ class Parser(argparse.ArgumentParser):
             if action.nargs is None and value == [] and action.default != []:
                 self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
         return namespace, extras
+
+
+def comma_list(parse):
+    """An argument type: a comma-separated list of distinct values, each checked by ``parse``."""
+    def parse_list(text):
+        values = [parse(part.strip()) for part in text.split(",")]
+        if "" in values or len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct values")
+        return values
+    return parse_list
+
+
+def add_sweep_arguments(p):
+    """``sweep``'s own flags: a list for every dream parameter, and the cluster's."""
+    from .params import DEFAULTS
+
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="folder for images/, manifest.json, manifest.csv and index.html")
+    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2",
+                   help="layers to amplify, or all (default: the model's)")
+    p.add_argument("--seeds", type=comma_list(number(int, "seed")), default=[0],
+                   metavar="0,1,...", help="jitter seeds")
+    for name, kind in [("iter_n", int), ("octave_n", int), ("octave_scale", float),
+                       ("step_size", float), ("jitter", int)]:
+        p.add_argument("--" + name.replace("_", "-"), type=comma_list(number(kind, name)),
+                       default=[getattr(DEFAULTS, name)], metavar="V1,V2,...",
+                       help="a list of values, as for dream")
+    p.add_argument("--no-clip", dest="clip", action="store_false", help="as for dream")
+    p.add_argument("--max-size", type=number(int, "max_size"), metavar="PIXELS",
+                   help="as for dream")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="an existing Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=number(int, "threads"),
+                   help="local worker processes (default: cores / --threads-per-worker)")
+    p.add_argument("--threads-per-worker", type=number(int, "threads"), default=1,
+                   metavar="K", help="BLAS threads of each local worker")
+    p.add_argument("--grid", type=comma_list(str), default=["end", "seed"], metavar="ROWS,COLUMNS",
+                   help="the gallery's axes: two of input, end, seed, iter_n, ... jitter")
