@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.cuda"]
 # What the Caffe build depends on; the builder stages may see nothing else of the checkout.
-BUILD_INPUTS = {"caffe/", "scripts/setup.sh", "scripts/build-caffe.sh", "requirements.txt",
+BUILD_INPUTS = {"caffe/", "scripts/setup.sh", "scripts/build-caffe.sh", "scripts/apt-install.sh",
+                "requirements.txt",
                 "requirements-cuda.txt", "docker/cuda-toolkit.txt"}
 
 
