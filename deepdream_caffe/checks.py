@@ -161,6 +161,11 @@ def check_weights(model, weights: Path) -> None:
         if len(got) != len(shapes) or not all(map(_shape_equals, shapes, stored[layer.name])):
             raise DreamError(f"{weights} does not fit the definition: layer {layer.name} has "
                              f"weights of shape {got}, the definition needs {shapes}", fix)
+        # NaN reaching max pooling makes Caffe write outside its buffers (guards.py)
+        if not all(np.isfinite(np.asarray(b.data or b.double_data)).all()
+                   for b in stored[layer.name]):
+            raise DreamError(f"{weights}: the weights of layer {layer.name!r} hold NaN or "
+                             "infinity", fix)
 
 
 def _blob_shape(blob):

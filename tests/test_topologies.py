@@ -8,12 +8,12 @@ net (force_backward, unpruned) on the same weights.
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import dream, fastnet
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
-from deepdream_caffe.net import import_caffe
+from deepdream_caffe.net import import_caffe, notebook_reach, prune, read_definition
 
 pytestmark = pytest.mark.caffe
 SIDE = 24  # the declared input: 1 x 3 x 24 x 24
@@ -299,6 +299,7 @@ def random_net(n, L, P, steps):
                                                                   HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9), st.integers(0, 9)),
                       min_size=1, max_size=6))
+@example(steps=[("conv", 0, 0), ("conv", 0, 0), ("eltwise", 0, 0), ("relu", 3, 0)])  # found
 def test_any_generated_topology_is_bit_identical(tmp_path_factory, steps):
     def build(n, L, P):
         random_net(n, L, P, steps)
@@ -306,7 +307,13 @@ def test_any_generated_topology_is_bit_identical(tmp_path_factory, steps):
     definition, weights = write_net(tmp_path_factory.mktemp("generated"), build)
     img = np.random.RandomState(4).uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32)
     fast = load(definition, weights)
-    assert fast.dream_setup.startswith("data gradient only"), (steps, fast.dream_setup)
+    if not fast.dream_setup.startswith("data gradient only"):
+        # Only where the notebook's net holds dead branches (layers the end does not need):
+        # a Split of `data` then adds their zero diffs, and 0.0 + -0.0 flips the sign of a
+        # zero, which the bit-for-bit check sees, so the notebook's net is rightly kept.
+        model = read_definition(definition)
+        assert len(prune(model, "end").layer) < len(notebook_reach(model, "end").layer), \
+            (steps, fast.dream_setup)
     ours = gradient(fast, img)
     expected = gradient(load(definition, weights, notebook_net=True), img)
-    assert np.array_equal(ours, expected), steps
+    assert ours.tobytes() == expected.tobytes(), steps  # the sign of zero included
