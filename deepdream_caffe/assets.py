@@ -38,12 +38,24 @@ class Asset:
 NOTEBOOK_ASSETS = {
     a.filename: a
     for a in [
-        Asset("sky1024px.jpg", NOTEBOOK_URL + "sky1024px.jpg",
-              "sha256:779ddda9280908ccda18d7ade2f7f84805bf22cdbce3b61ddddd7ea4a4697050", 65049),
-        Asset("flowers.jpg", NOTEBOOK_URL + "flowers.jpg",
-              "sha256:bdcaf97d07f9619a3dde0b04694ec83c2b2a3188e3e24d88db952e81b9d9f740", 30570),
-        Asset("dream.ipynb", NOTEBOOK_URL + "dream.ipynb",
-              "sha256:96c829d1e7d231850504c4cae3fd4d34c35cecc86fd626c00344834bedfb88f7", 827939),
+        Asset(
+            "sky1024px.jpg",
+            NOTEBOOK_URL + "sky1024px.jpg",
+            "sha256:779ddda9280908ccda18d7ade2f7f84805bf22cdbce3b61ddddd7ea4a4697050",
+            65049,
+        ),
+        Asset(
+            "flowers.jpg",
+            NOTEBOOK_URL + "flowers.jpg",
+            "sha256:bdcaf97d07f9619a3dde0b04694ec83c2b2a3188e3e24d88db952e81b9d9f740",
+            30570,
+        ),
+        Asset(
+            "dream.ipynb",
+            NOTEBOOK_URL + "dream.ipynb",
+            "sha256:96c829d1e7d231850504c4cae3fd4d34c35cecc86fd626c00344834bedfb88f7",
+            827939,
+        ),
     ]
 }
 
@@ -88,10 +100,11 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
     target = cache_dir() / asset.filename
     if target.is_file() and not matches(target, asset):
         if is_mirror(target.parent):
-            raise DreamError(f"{target} does not have the checksum {asset.hash}; it is in a "
-                             "folder of DEEPDREAM_CAFFE_MIRROR, which is never changed",
-                             "replace it with a good copy, or set DEEPDREAM_CAFFE_CACHE to "
-                             "another folder")
+            raise DreamError(
+                f"{target} does not have the checksum {asset.hash}; it is in a "
+                "folder of DEEPDREAM_CAFFE_MIRROR, which is never changed",
+                "replace it with a good copy, or set DEEPDREAM_CAFFE_CACHE to another folder",
+            )
         log.warning("removing %s: its checksum is not %s", target, asset.hash)
         target.unlink()
     if target.is_file():
@@ -103,16 +116,26 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
     writable_cache(target.parent)
     try:
         downloader = pooch.HTTPDownloader(progressbar=progress, timeout=60)
-        path = pooch.retrieve(asset.url, known_hash=asset.hash, fname=asset.filename,
-                              path=target.parent, downloader=downloader)
+        path = pooch.retrieve(
+            asset.url,
+            known_hash=asset.hash,
+            fname=asset.filename,
+            path=target.parent,
+            downloader=downloader,
+        )
     except ValueError as e:  # pooch: hash mismatch (it has already removed the download)
-        raise DreamError(f"{asset.url} downloaded, but {e}; the file was not kept",
-                         "check the address or download it yourself and put it in a folder "
-                         "of DEEPDREAM_CAFFE_MIRROR") from e
+        raise DreamError(
+            f"{asset.url} downloaded, but {e}; the file was not kept",
+            "check the address or download it yourself and put it in a folder "
+            "of DEEPDREAM_CAFFE_MIRROR",
+        ) from e
     except OSError as e:  # writing into the cache: permissions, a full disk
         if not isinstance(e, ConnectionError) and e.filename is not None:
-            raise DreamError(f"cannot write {asset.filename} into the download cache "
-                             f"{target.parent} ({e.strerror})", CACHE_FIX) from e
+            raise DreamError(
+                f"cannot write {asset.filename} into the download cache "
+                f"{target.parent} ({e.strerror})",
+                CACHE_FIX,
+            ) from e
         raise _unreachable(asset, e) from e
     except Exception as e:  # network errors of every kind
         raise _unreachable(asset, e) from e
@@ -124,8 +147,10 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
     return path
 
 
-CACHE_FIX = ("set DEEPDREAM_CAFFE_CACHE to a folder you can write to, or put the file in a "
-             "folder listed in DEEPDREAM_CAFFE_MIRROR")
+CACHE_FIX = (
+    "set DEEPDREAM_CAFFE_CACHE to a folder you can write to, or put the file in a "
+    "folder listed in DEEPDREAM_CAFFE_MIRROR"
+)
 
 
 def is_mirror(folder: Path) -> bool:
@@ -145,8 +170,11 @@ def writable_cache(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DreamError(f"cannot use the download cache {folder} ({e.strerror or e}: "
-                         "DEEPDREAM_CAFFE_CACHE must name a folder)", CACHE_FIX) from None
+        raise DreamError(
+            f"cannot use the download cache {folder} ({e.strerror or e}: "
+            "DEEPDREAM_CAFFE_CACHE must name a folder)",
+            CACHE_FIX,
+        ) from None
     if not os.access(folder, os.W_OK):
         raise DreamError(f"the download cache {folder} is not writable", CACHE_FIX)
 
@@ -159,4 +187,5 @@ def _unreachable(asset: Asset, e: Exception) -> DreamError:
     return DreamError(
         f"cannot download {asset.filename} from {asset.url} ({reason})",
         f"put a copy named {asset.filename} in a folder listed in DEEPDREAM_CAFFE_MIRROR "
-        f"(now: {mirrors}), or pass your own file (--weights for model weights)")
+        f"(now: {mirrors}), or pass your own file (--weights for model weights)",
+    )

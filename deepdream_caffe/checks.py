@@ -28,7 +28,6 @@ from .shapes import (
 __all__ = ["ShapeError", "TooSmall", "Unknown", "infer_shapes", "param_shapes"]
 
 
-
 def _layers(model):
     return model.layer
 
@@ -62,26 +61,30 @@ def smallest_side(model) -> int:
     raise Unknown("no size up to 4096 works")
 
 
-def check_sizes(model, end: str, height: int, width: int, octave_n: int,
-                octave_scale: float) -> list:
+def check_sizes(
+    model, end: str, height: int, width: int, octave_n: int, octave_scale: float
+) -> list:
     """Refuse an image too small for ``end`` at some octave, or a size a fully connected layer
     cannot take; return the octave sizes. ``model`` is the net pruned to ``end``."""
     sizes = octave_sizes(height, width, octave_n, octave_scale)
     try:
-        declared = infer_shapes(model, *_declared_hw(model), batch=declared_input(model)[0],
-                                allow_empty=True)  # the net as Caffe builds it
+        declared = infer_shapes(
+            model, *_declared_hw(model), batch=declared_input(model)[0], allow_empty=True
+        )  # the net as Caffe builds it
         for h, w in sizes:
             try:
                 shapes = infer_shapes(model, h, w)
             except TooLarge as e:
                 side = int(max(height, width) * (INT_MAX / e.count) ** 0.5 * 0.99)
-                raise DreamError(f"a {w}x{h} dream is too large for Caffe: {e}",
-                                 f"pass --max-size {side} to scale the image down first, or "
-                                 "use a smaller image") from None
+                raise DreamError(
+                    f"a {w}x{h} dream is too large for Caffe: {e}",
+                    f"pass --max-size {side} to scale the image down first, or use a smaller image",
+                ) from None
             except ShapeError as e:
                 if not isinstance(e, TooSmall):
-                    raise DreamError(f"at octave {w}x{h}, {e}", "choose another image size "
-                                     "or --end") from None
+                    raise DreamError(
+                        f"at octave {w}x{h}, {e}", "choose another image size or --end"
+                    ) from None
                 side = smallest_side(model)
                 need = [_input_for(side, octave_n, octave_scale)] * 2
                 raise DreamError(
@@ -89,7 +92,8 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
                     f"{octave_n} octaves of {octave_scale}: its smallest octave is {w}x{h}, and "
                     f"layer {e.layer} needs an input of at least {side}x{side}",
                     f"give an image of at least {need[0]}x{need[1]} pixels, or fewer "
-                    f"--octave-n, or a shallower --end") from None
+                    f"--octave-n, or a shallower --end",
+                ) from None
             for layer in _layers(model):
                 if layer.type == "InnerProduct":
                     here, there = shapes[layer.bottom[0]], declared[layer.bottom[0]]
@@ -99,8 +103,9 @@ def check_sizes(model, end: str, height: int, width: int, octave_n: int,
                             f"--end {end} goes through the fully connected layer {layer.name}, "
                             f"which takes only inputs of the definition's size "
                             f"({'x'.join(map(str, _declared_hw(model)[::-1]))}); "
-                            f"octave {w}x{h} is not", "choose a convolutional --end "
-                            "(`deepdream-caffe layers` lists them)")
+                            f"octave {w}x{h} is not",
+                            "choose a convolutional --end (`deepdream-caffe layers` lists them)",
+                        )
             _check_params_fit(model, end, declared, shapes, (h, w))
     except Unknown:
         pass  # a layer type not modelled here: Caffe checks it
@@ -114,9 +119,12 @@ def _check_params_fit(model, end, declared, shapes, size):
     for name, blobs in fixed.items():
         if here.get(name, blobs) != blobs:
             h, w = size
-            raise DreamError(f"--end {end} goes through layer {name}, whose parameters "
-                             f"{blobs} fit only the definition's input size, not octave "
-                             f"{w}x{h}", "choose an --end before it")
+            raise DreamError(
+                f"--end {end} goes through layer {name}, whose parameters "
+                f"{blobs} fit only the definition's input size, not octave "
+                f"{w}x{h}",
+                "choose an --end before it",
+            )
 
 
 def _input_for(side: int, octave_n: int, octave_scale: float) -> int:
@@ -136,15 +144,18 @@ def check_weights(model, weights: Path) -> None:
     weights = Path(weights)
     fix = "download the weights again (`deepdream-caffe fetch`), or pass the right --weights"
     if str(weights).endswith(".h5"):  # Caffe's rule for HDF5 weights
-        raise DreamError(f"{weights}: HDF5 weights (.h5) cannot be checked before Caffe reads "
-                         "them, so they are not accepted",
-                         "save them as a .caffemodel (pycaffe: net.save('x.caffemodel'))")
+        raise DreamError(
+            f"{weights}: HDF5 weights (.h5) cannot be checked before Caffe reads "
+            "them, so they are not accepted",
+            "save them as a .caffemodel (pycaffe: net.save('x.caffemodel'))",
+        )
     source = caffe_pb2.NetParameter()
     try:
         source.ParseFromString(weights.read_bytes())
     except DecodeError:
-        raise DreamError(f"{weights} is not a Caffe weights file (corrupt or truncated)",
-                         fix) from None
+        raise DreamError(
+            f"{weights} is not a Caffe weights file (corrupt or truncated)", fix
+        ) from None
     # a 2014 caffemodel keeps its layers in the V1 field; Caffe upgrades it when it reads it
     stored = {layer.name: list(layer.blobs) for layer in [*source.layers, *source.layer]}
     if not any(stored.values()):
@@ -154,18 +165,25 @@ def check_weights(model, weights: Path) -> None:
         shapes = expected.get(layer.name, [])
         if layer.name not in stored:
             if shapes:
-                raise DreamError(f"{weights} has no weights for layer {layer.name}: it belongs "
-                                 "to another net", fix)
+                raise DreamError(
+                    f"{weights} has no weights for layer {layer.name}: it belongs to another net",
+                    fix,
+                )
             continue
         got = [_blob_shape(b) for b in stored[layer.name]]
         if len(got) != len(shapes) or not all(map(_shape_equals, shapes, stored[layer.name])):
-            raise DreamError(f"{weights} does not fit the definition: layer {layer.name} has "
-                             f"weights of shape {got}, the definition needs {shapes}", fix)
+            raise DreamError(
+                f"{weights} does not fit the definition: layer {layer.name} has "
+                f"weights of shape {got}, the definition needs {shapes}",
+                fix,
+            )
         # NaN reaching max pooling makes Caffe write outside its buffers (guards.py)
-        if not all(np.isfinite(np.asarray(b.data or b.double_data)).all()
-                   for b in stored[layer.name]):
-            raise DreamError(f"{weights}: the weights of layer {layer.name!r} hold NaN or "
-                             "infinity", fix)
+        if not all(
+            np.isfinite(np.asarray(b.data or b.double_data)).all() for b in stored[layer.name]
+        ):
+            raise DreamError(
+                f"{weights}: the weights of layer {layer.name!r} hold NaN or infinity", fix
+            )
 
 
 def _blob_shape(blob):
@@ -177,8 +195,12 @@ def _blob_shape(blob):
 def _shape_equals(shape, blob) -> bool:
     """Caffe's Blob::ShapeEquals: a legacy 4-D blob matches the shape padded with leading 1s."""
     if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == \
-            (blob.num, blob.channels, blob.height, blob.width)
+        return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == (
+            blob.num,
+            blob.channels,
+            blob.height,
+            blob.width,
+        )
     return tuple(blob.shape.dim) == tuple(shape)
 
 
@@ -242,12 +264,18 @@ def check_weights_size(model, weights: Path) -> None:
         count = None
     fix = "pass the weights that belong to this definition"
     if count is not None and size > 8 * count + WEIGHTS_SLACK:
-        raise DreamError(f"{weights} is {size / 2**20:.0f} MiB, far more than the "
-                         f"{count * 4 / 2**20:.0f} MiB of parameters the definition holds", fix)
+        raise DreamError(
+            f"{weights} is {size / 2**20:.0f} MiB, far more than the "
+            f"{count * 4 / 2**20:.0f} MiB of parameters the definition holds",
+            fix,
+        )
     free = available_bytes()
     if free is not None and 3 * size > free:  # the bytes, and protobuf's parsed copy
-        raise DreamError(f"{weights} is {size / 2**30:.1f} GiB, too large to read with "
-                         f"{free / 2**30:.1f} GiB of memory available", fix)
+        raise DreamError(
+            f"{weights} is {size / 2**30:.1f} GiB, too large to read with "
+            f"{free / 2**30:.1f} GiB of memory available",
+            fix,
+        )
 
 
 def available_bytes() -> int | None:

@@ -48,8 +48,10 @@ def load_fast(reach, pruned, end: str, make):
     notebook = make(reach)
     fast_model = data_gradient_only(pruned, end, param_counts(notebook))
     if fast_model is None:
-        notebook.dream_setup = (f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only rewrite "
-                                "needs a definition in the current (non-V1) format")
+        notebook.dream_setup = (
+            f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only rewrite "
+            "needs a definition in the current (non-V1) format"
+        )
         return notebook
     fast = make(fast_model)
     declared = fast.blobs["data"].data.shape
@@ -57,13 +59,17 @@ def load_fast(reach, pruned, end: str, make):
     where = f"a {size[1]}x{size[0]} check"
     if same_bits(one_pass(fast, end, size), one_pass(notebook, end, size)):
         fast.blobs["data"].reshape(*declared)  # the input as a fresh net has it
-        fast.dream_setup = (f"data gradient only, pruned to {end}; bit-identical to the "
-                            f"{NOTEBOOK_UP_TO} {end} at {where}")
+        fast.dream_setup = (
+            f"data gradient only, pruned to {end}; bit-identical to the "
+            f"{NOTEBOOK_UP_TO} {end} at {where}"
+        )
         return fast
     del notebook, fast
     notebook = make(reach)  # a fresh one: the check left its diffs behind
-    notebook.dream_setup = (f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only net differed "
-                            f"from it at {where}, so this one is used")
+    notebook.dream_setup = (
+        f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only net differed "
+        f"from it at {where}, so this one is used"
+    )
     return notebook
 
 
@@ -107,8 +113,9 @@ def insert_switch(fast) -> None:
     switch.scale_param.filler.type = "constant"
     switch.scale_param.filler.value = 1
     layers = list(fast.layer)
-    makers = [i for i, layer in enumerate(layers)
-              if "data" in layer.top and "data" not in layer.bottom]  # not in-place ones
+    makers = [
+        i for i, layer in enumerate(layers) if "data" in layer.top and "data" not in layer.bottom
+    ]  # not in-place ones
     at = makers[0] + 1 if makers else 0  # 0: ``data`` is declared by ``input:``
     del fast.layer[:]
     fast.layer.extend(layers[:at] + [switch] + layers[at:])
@@ -147,8 +154,13 @@ def modelled_exactly(layer) -> bool:
         return not layer.concat_param.HasField("axis") or layer.concat_param.axis == 1
     if layer.type == "Convolution":
         p = layer.convolution_param
-        return (len(p.kernel_size) == 1 and len(p.stride) <= 1 and len(p.pad) <= 1
-                and not len(p.dilation) and not any(p.HasField(f) for f in SIZE_FIELDS))
+        return (
+            len(p.kernel_size) == 1
+            and len(p.stride) <= 1
+            and len(p.pad) <= 1
+            and not len(p.dilation)
+            and not any(p.HasField(f) for f in SIZE_FIELDS)
+        )
     if layer.type == "Pooling":
         p = layer.pooling_param
         return not any(p.HasField(f) for f in SIZE_FIELDS + ("round_mode",))

@@ -20,8 +20,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if ("default" in text or action.nargs == 0 or default is None
-                or default is argparse.SUPPRESS):
+        if (
+            "default" in text
+            or action.nargs == 0
+            or default is None
+            or default is argparse.SUPPRESS
+        ):
             return text
         if isinstance(default, (list, tuple)):
             default = " ".join(str(v) for v in default)
@@ -58,10 +62,15 @@ def add_general(parser, default):
     The top-level parser sets the defaults; subcommands use ``argparse.SUPPRESS`` so that their
     unset copies do not overwrite a flag given before the subcommand.
     """
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="show tracebacks on errors")
-    parser.add_argument("--verbose", action="store_true", default=default,
-                        help="show Caffe's log and image conversions")
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks on errors"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show Caffe's log and image conversions",
+    )
 
 
 def version() -> str:
@@ -93,6 +102,7 @@ def _value(kind, text, name):
 def number(kind, name):
     def parse(text):
         return _value(kind, text, name)
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -103,6 +113,7 @@ def triple(kind, name=None):
         if len(parts) != 3:
             raise argparse.ArgumentTypeError(f"{text!r} must have three values")
         return tuple(_value(kind, p, name) for p in parts)
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -112,7 +123,8 @@ def channel_order(text):
     if sorted(order) != [0, 1, 2]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an order of the channels 0,1,2 (2,1,0: BGR nets, the notebook's; "
-            "0,1,2: nets trained on RGB)")
+            "0,1,2: nets trained on RGB)"
+        )
     return order
 
 
@@ -145,11 +157,13 @@ class Parser(argparse.ArgumentParser):
 
 def comma_list(parse):
     """An argument type: a comma-separated list of distinct values, each checked by ``parse``."""
+
     def parse_list(text):
         values = [parse(part.strip()) for part in text.split(",")]
         if "" in values or len(set(values)) != len(values):
             raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct values")
         return values
+
     return parse_list
 
 
@@ -158,25 +172,66 @@ def add_sweep_arguments(p):
     from .params import DEFAULTS
 
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="folder for images/, manifest.json, manifest.csv and index.html")
-    p.add_argument("--ends", type=comma_list(str), metavar="all|L1,L2",
-                   help="layers to amplify, or all (default: the model's)")
-    p.add_argument("--seeds", type=comma_list(number(int, "seed")), default=[0],
-                   metavar="0,1,...", help="jitter seeds")
-    for name, kind in [("iter_n", int), ("octave_n", int), ("octave_scale", float),
-                       ("step_size", float), ("jitter", int)]:
-        p.add_argument("--" + name.replace("_", "-"), type=comma_list(number(kind, name)),
-                       default=[getattr(DEFAULTS, name)], metavar="V1,V2,...",
-                       help="a list of values, as for dream")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUTDIR",
+        help="folder for images/, manifest.json, manifest.csv and index.html",
+    )
+    p.add_argument(
+        "--ends",
+        type=comma_list(str),
+        metavar="all|L1,L2",
+        help="layers to amplify, or all (default: the model's)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=comma_list(number(int, "seed")),
+        default=[0],
+        metavar="0,1,...",
+        help="jitter seeds",
+    )
+    for name, kind in [
+        ("iter_n", int),
+        ("octave_n", int),
+        ("octave_scale", float),
+        ("step_size", float),
+        ("jitter", int),
+    ]:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=comma_list(number(kind, name)),
+            default=[getattr(DEFAULTS, name)],
+            metavar="V1,V2,...",
+            help="a list of values, as for dream",
+        )
     p.add_argument("--no-clip", dest="clip", action="store_false", help="as for dream")
-    p.add_argument("--max-size", type=number(int, "max_size"), metavar="PIXELS",
-                   help="as for dream")
-    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
-                   help="an existing Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=number(int, "threads"),
-                   help="local worker processes (default: cores / --threads-per-worker)")
-    p.add_argument("--threads-per-worker", type=number(int, "threads"), default=1,
-                   metavar="K", help="BLAS threads of each local worker")
-    p.add_argument("--grid", type=comma_list(str), default=["end", "seed"], metavar="ROWS,COLUMNS",
-                   help="the gallery's axes: two of input, end, seed, iter_n, ... jitter")
+    p.add_argument(
+        "--max-size", type=number(int, "max_size"), metavar="PIXELS", help="as for dream"
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="an existing Dask scheduler (default: a local cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=number(int, "threads"),
+        help="local worker processes (default: cores / --threads-per-worker)",
+    )
+    p.add_argument(
+        "--threads-per-worker",
+        type=number(int, "threads"),
+        default=1,
+        metavar="K",
+        help="BLAS threads of each local worker",
+    )
+    p.add_argument(
+        "--grid",
+        type=comma_list(str),
+        default=["end", "seed"],
+        metavar="ROWS,COLUMNS",
+        help="the gallery's axes: two of input, end, seed, iter_n, ... jitter",
+    )

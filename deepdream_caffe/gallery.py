@@ -60,16 +60,19 @@ def render(rows: list, grid) -> str:
         sections.setdefault(tuple(row[p] for p in rest), []).append(row)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "kept", "failed")}
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        "<title>deepdream-caffe sweep</title>", f"<style>{STYLE}</style></head><body>",
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>deepdream-caffe sweep</title>",
+        f"<style>{STYLE}</style></head><body>",
         "<h1>deepdream-caffe sweep</h1>",
         f"<p>{len(rows)} tasks: {counts['done']} run now, {counts['kept']} kept from before, "
         f"{counts['failed']} failed. "
         '<a href="manifest.json">manifest.json</a> <a href="manifest.csv">manifest.csv</a></p>',
     ]
     for key, members in sections.items():
-        title = ", ".join(f"{p} {Path(v).name if p == 'input' else v}"
-                          for p, v in zip(rest, key, strict=True))
+        title = ", ".join(
+            f"{p} {Path(v).name if p == 'input' else v}" for p, v in zip(rest, key, strict=True)
+        )
         parts.append(f"<h2>{esc(title)}</h2>")
         parts.append(table(members, row_axis, col_axis))
     parts.append("</body></html>")
@@ -96,14 +99,20 @@ def cell(row) -> str:
         return ""
     params = " ".join(f"{p}={row[p]}" for p in PARAMS if p != "input")
     if row["status"] not in ("done", "kept"):
-        return (f'<div class="failed">{esc(row["status"])}: {esc(row["reason"])}<br>'
-                f"{esc(params)}</div>")
-    image, sidecar, thumb = (quote(row["image"]), quote(row["sidecar"]),
-                             quote(f"thumbs/{row['name']}.jpg"))
-    return (f'<figure><a href="{image}"><img src="{thumb}" alt="{esc(row["name"])}" '
-            f'title="{esc(params)}"></a><figcaption>{esc(params)}<br>'
-            f'<a href="{image}">full image</a> <a href="{sidecar}">sidecar</a>'
-            "</figcaption></figure>")
+        return (
+            f'<div class="failed">{esc(row["status"])}: {esc(row["reason"])}<br>{esc(params)}</div>'
+        )
+    image, sidecar, thumb = (
+        quote(row["image"]),
+        quote(row["sidecar"]),
+        quote(f"thumbs/{row['name']}.jpg"),
+    )
+    return (
+        f'<figure><a href="{image}"><img src="{thumb}" alt="{esc(row["name"])}" '
+        f'title="{esc(params)}"></a><figcaption>{esc(params)}<br>'
+        f'<a href="{image}">full image</a> <a href="{sidecar}">sidecar</a>'
+        "</figcaption></figure>"
+    )
 
 
 def esc(value) -> str:

@@ -41,16 +41,21 @@ def googlenet(num_classes: int = 1000, aux_heads: bool = False, input_shape=(10,
     n = NetSpec()
 
     def conv(name, bottom, num_output, kernel, std, pad=0, stride=1):
-        param = dict(num_output=num_output, kernel_size=kernel,
-                     weight_filler=dict(type="xavier", std=std),
-                     bias_filler=dict(type="constant", value=0.2))
+        param = dict(
+            num_output=num_output,
+            kernel_size=kernel,
+            weight_filler=dict(type="xavier", std=std),
+            bias_filler=dict(type="constant", value=0.2),
+        )
         if pad:
             param["pad"] = pad
         if stride != 1:
             param["stride"] = stride
-        n[name] = L.Convolution(bottom, param=[dict(lr_mult=1, decay_mult=1),
-                                               dict(lr_mult=2, decay_mult=0)],
-                                convolution_param=param)
+        n[name] = L.Convolution(
+            bottom,
+            param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)],
+            convolution_param=param,
+        )
         return n[name]
 
     def conv_relu(name, relu, bottom, *args, **kwargs):
@@ -71,11 +76,15 @@ def googlenet(num_classes: int = 1000, aux_heads: bool = False, input_shape=(10,
 
     def fc(name, bottom, num_output, std=None, bias=0.0):
         filler = dict(type="xavier") if std is None else dict(type="xavier", std=std)
-        n[name] = L.InnerProduct(bottom, param=[dict(lr_mult=1, decay_mult=1),
-                                                dict(lr_mult=2, decay_mult=0)],
-                                 inner_product_param=dict(
-                                     num_output=num_output, weight_filler=filler,
-                                     bias_filler=dict(type="constant", value=bias)))
+        n[name] = L.InnerProduct(
+            bottom,
+            param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)],
+            inner_product_param=dict(
+                num_output=num_output,
+                weight_filler=filler,
+                bias_filler=dict(type="constant", value=bias),
+            ),
+        )
         return n[name]
 
     def inception(m, bottom):

@@ -50,15 +50,18 @@ def check_forward(net, blobs, end) -> None:
         raise DreamError(
             f"the dream left the float range: blob {bad!r} holds NaN or infinity on the way "
             f"to {end!r}, and Caffe's max pooling cannot go on from there",
-            "use a smaller --step-size, leave out --no-clip, or check the weights")
+            "use a smaller --step-size, leave out --no-clip, or check the weights",
+        )
 
 
 def guarded(net, objective, blobs, end):
     """``objective`` preceded by :func:`check_forward`: make_step calls the objective between
     the forward and the backward pass, which is where the check must run."""
+
     def checked(dst):
         check_forward(net, blobs, end)
         return objective(dst)
+
     return checked
 
 
@@ -67,13 +70,16 @@ def check_net(net, weights) -> None:
     for layer, params in net.params.items():
         for blob in params:
             if not np.isfinite(blob.data).all():
-                raise DreamError(f"{weights}: the weights of layer {layer!r} hold NaN or "
-                                 "infinity", "download the weights again, or pass the right "
-                                 "--weights")
+                raise DreamError(
+                    f"{weights}: the weights of layer {layer!r} hold NaN or infinity",
+                    "download the weights again, or pass the right --weights",
+                )
 
 
 def check_input(array, what) -> None:
     """Refuse a preprocessed image (mean subtracted) that is not finite or out of range."""
     if array.size == 0 or not np.isfinite(array).all() or np.abs(array).max() > 2 * 255:
-        raise DreamError(f"{what} holds numbers outside the 0..255 pixel range once the mean "
-                         "is subtracted", "check the image and --mean (three values in 0..255)")
+        raise DreamError(
+            f"{what} holds numbers outside the 0..255 pixel range once the mean is subtracted",
+            "check the image and --mean (three values in 0..255)",
+        )

@@ -120,12 +120,13 @@ def check_float_pixels(a: np.ndarray, path) -> None:
     """Refuse float pixels that are not finite, or that look like the 0..1 scale."""
     fix = "save it as an 8-bit PNG (values 0..255)"
     if not np.isfinite(a).all():
-        raise DreamError(f"{path} holds pixels that are not finite numbers (NaN or infinity)",
-                         fix)
+        raise DreamError(f"{path} holds pixels that are not finite numbers (NaN or infinity)", fix)
     if a.size and a.min() >= 0 and a.max() <= 1 and a.max() > 0:
-        raise DreamError(f"{path} holds floating-point pixels in 0..1; the notebook's scale is "
-                         "0..255, so it would dream on a black image", fix + ", or multiply "
-                         "its values by 255")
+        raise DreamError(
+            f"{path} holds floating-point pixels in 0..1; the notebook's scale is "
+            "0..255, so it would dream on a black image",
+            fix + ", or multiply its values by 255",
+        )
 
 
 def name_max(folder) -> int:
@@ -149,9 +150,12 @@ def check_name_fits(path) -> None:
     longest = len(prefix) + 8 + len(suffix)  # mkstemp adds 8 random characters
     limit = name_max(path.parent if path.parent.is_dir() else ".")
     if len(path.name.encode()) > limit or longest > limit:
-        raise DreamError(f"output name {path.name[:40]}... is too long ({len(path.name)} "
-                         f"characters; its temporary name needs {longest} and the file system "
-                         f"takes {limit})", "choose a shorter name")
+        raise DreamError(
+            f"output name {path.name[:40]}... is too long ({len(path.name)} "
+            f"characters; its temporary name needs {longest} and the file system "
+            f"takes {limit})",
+            "choose a shorter name",
+        )
 
 
 def _own_mode(fd) -> None:

@@ -119,8 +119,9 @@ def model_config(job, end):
 
 def in_range(name, value) -> bool:
     low, high, low_in, high_in = RANGES[name]
-    return ((low < value or (low_in and value == low))
-            and (value < high or (high_in and value == high)))
+    return (low < value or (low_in and value == low)) and (
+        value < high or (high_in and value == high)
+    )
 
 
 def range_problem(name, value) -> str | None:
@@ -130,11 +131,13 @@ def range_problem(name, value) -> str | None:
     low, high, low_in, high_in = RANGES[name]
     if high not in (COUNT_MAX, guards.FLT_MAX):  # a range with a meaningful top: both ends
         ends = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
-        return f"must be in {ends}" if isinstance(low, float) or not (low_in and high_in) \
+        return (
+            f"must be in {ends}"
+            if isinstance(low, float) or not (low_in and high_in)
             else f"must be in {low}..{high}"
+        )
     if value > high:
-        return f"must be at most {high:g}" if isinstance(high, float) else \
-            f"must be at most {high}"
+        return f"must be at most {high:g}" if isinstance(high, float) else f"must be at most {high}"
     if not low_in:
         return f"must be greater than {low}"
     return "must not be negative" if low == 0 else f"must be at least {low}"
@@ -153,11 +156,14 @@ def check_numbers(job) -> None:
                 problem = "must be a number"
             if problem:
                 flag = "--" + name.replace("_", "-")
-                raise DreamError(f"{flag} {value} is out of range: it {problem}",
-                                 "give a value in its range (see --help)")
+                raise DreamError(
+                    f"{flag} {value} is out of range: it {problem}",
+                    "give a value in its range (see --help)",
+                )
     if job.channel_swap is not None and sorted(job.channel_swap) != [0, 1, 2]:
-        raise DreamError(f"--channel-swap {job.channel_swap} is not an order of 0, 1, 2",
-                         "give e.g. 2,1,0")
+        raise DreamError(
+            f"--channel-swap {job.channel_swap} is not an order of 0, 1, 2", "give e.g. 2,1,0"
+        )
 
 
 def default_end(job):
@@ -181,14 +187,17 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
     if not path.parent.is_dir():
         raise DreamError(f"output folder {path.parent} does not exist", "create it first")
     if not os.access(path.parent, os.W_OK):
-        raise DreamError(f"output folder {path.parent} is not writable",
-                         "choose a folder you can write to")
+        raise DreamError(
+            f"output folder {path.parent} is not writable", "choose a folder you can write to"
+        )
     if path.is_dir():
         raise DreamError(f"output {path} is a folder", "give a file name, e.g. out.png")
     if path.suffix.lower() not in suffixes:
-        raise DreamError(f"output {path} does not end in {' or '.join(suffixes)}",
-                         f"name it with one of {', '.join(suffixes)}"
-                         + (" (.png is lossless)" if ".png" in suffixes else ""))
+        raise DreamError(
+            f"output {path} does not end in {' or '.join(suffixes)}",
+            f"name it with one of {', '.join(suffixes)}"
+            + (" (.png is lossless)" if ".png" in suffixes else ""),
+        )
     imageio.check_name_fits(path)
     if ".npy" not in suffixes:
         imageio.check_name_fits(sidecar_path(path))
@@ -206,6 +215,7 @@ class Progress:
 
     def __init__(self, total, save_steps=None, clip=True, desc="dream"):
         from tqdm import tqdm
+
         self.bar = tqdm(total=total, desc=desc, unit="step", disable=None, leave=False)
         self.save_steps, self.clip = save_steps, clip
 
@@ -241,8 +251,9 @@ class Run:
         return guards.guarded(self.net, objective, self.pooled, self.params.end)
 
     def record(self, job, timings, outputs: dict, **extra) -> dict:
-        return report.run_record(job, self, timings, outputs, net_setup=self.net.dream_setup,
-                                 **extra)
+        return report.run_record(
+            job, self, timings, outputs, net_setup=self.net.dream_setup, **extra
+        )
 
 
 def check_plan(job, end, sizes):
@@ -265,14 +276,17 @@ def check_plan(job, end, sizes):
         except DreamError as e:
             if not job.notebook_net:
                 raise
-            raise DreamError(f"{e.problem} (with --notebook-net, as in the notebook, every "
-                             f"layer before {end} runs)", "leave out --notebook-net (the "
-                             "default runs only the layers the end layer needs), or "
-                             + e.fix) from None
+            raise DreamError(
+                f"{e.problem} (with --notebook-net, as in the notebook, every "
+                f"layer before {end} runs)",
+                "leave out --notebook-net (the "
+                "default runs only the layers the end layer needs), or " + e.fix,
+            ) from None
     check_memory(model, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
     if Path(weights).is_file():
-        checks.check_weights_size(read_definition(definition, job.allow_python_layers),
-                                  Path(weights))
+        checks.check_weights_size(
+            read_definition(definition, job.allow_python_layers), Path(weights)
+        )
     return model, definition, weights, mean, swap, model_name
 
 
@@ -280,9 +294,11 @@ def check_octave_count(h, w, octave_n, octave_scale) -> None:
     """Refuse more octaves than the image has pixels for (before listing their sizes)."""
     if octave_n > 1 and (octave_n - 1) * math.log(octave_scale) > math.log(min(h, w)):
         most = 1 + int(math.log(min(h, w)) / math.log(octave_scale))
-        raise DreamError(f"--octave-n {octave_n}: with --octave-scale {octave_scale} the "
-                         f"smallest octave of the {w}x{h} image would be below one pixel",
-                         f"give at most --octave-n {most}")
+        raise DreamError(
+            f"--octave-n {octave_n}: with --octave-scale {octave_scale} the "
+            f"smallest octave of the {w}x{h} image would be below one pixel",
+            f"give at most --octave-n {most}",
+        )
 
 
 def prepare(job, end, images, names=None) -> Run:
@@ -294,21 +310,48 @@ def prepare(job, end, images, names=None) -> Run:
     from .net import load_net
 
     started, clock = report.now_utc(), time.perf_counter()
-    params = DreamParams(end=end, iter_n=job.iter_n, octave_n=job.octave_n,
-                         octave_scale=job.octave_scale, step_size=job.step_size,
-                         jitter=job.jitter, clip=job.clip)
+    params = DreamParams(
+        end=end,
+        iter_n=job.iter_n,
+        octave_n=job.octave_n,
+        octave_scale=job.octave_scale,
+        step_size=job.step_size,
+        jitter=job.jitter,
+        clip=job.clip,
+    )
     model, definition, weights, mean, swap, model_name = check_plan(
-        job, end, [(*img.shape[:2], octave_n) for img, octave_n in images])
-    net = load_net(definition, weights, end, mean, swap, gpu=job.gpu,
-                   notebook_net=job.notebook_net, allow_python_layers=job.allow_python_layers)
+        job, end, [(*img.shape[:2], octave_n) for img, octave_n in images]
+    )
+    net = load_net(
+        definition,
+        weights,
+        end,
+        mean,
+        swap,
+        gpu=job.gpu,
+        notebook_net=job.notebook_net,
+        allow_python_layers=job.allow_python_layers,
+    )
     guards.check_net(net, weights)
     for i, (img, _) in enumerate(images):
         guards.check_input(dream.preprocess(net, img), names[i] if names else "the image")
     if job.threads is not None:
         report.set_blas_threads(job.threads)
     seed, rng = make_rng(job, log_to_stderr)
-    return Run(net, params, seed, rng, model_name, definition, weights, mean, swap, started,
-               clock, guards.max_pool_inputs(model))
+    return Run(
+        net,
+        params,
+        seed,
+        rng,
+        model_name,
+        definition,
+        weights,
+        mean,
+        swap,
+        started,
+        clock,
+        guards.max_pool_inputs(model),
+    )
 
 
 def check_memory(model, sizes, job):
@@ -324,13 +367,18 @@ def check_memory(model, sizes, job):
     except checks.Unknown:
         return
     h, w = size
-    what = (f"a {w}x{h} dream needs about {need / 2**30:.1f} GiB of memory and "
-            f"{free / 2**30:.1f} GiB are available")
+    what = (
+        f"a {w}x{h} dream needs about {need / 2**30:.1f} GiB of memory and "
+        f"{free / 2**30:.1f} GiB are available"
+    )
     if fit is None:
-        raise DreamError(what + ", and even a small image would not fit",
-                         "close other programs or use a machine with more memory")
-    raise DreamError(what, f"pass --max-size {fit} to scale the image down first, or use a "
-                     "smaller image")
+        raise DreamError(
+            what + ", and even a small image would not fit",
+            "close other programs or use a machine with more memory",
+        )
+    raise DreamError(
+        what, f"pass --max-size {fit} to scale the image down first, or use a smaller image"
+    )
 
 
 def read_inputs(job, *paths):
@@ -345,8 +393,10 @@ def check_images(job, end, octave_ns, *paths) -> None:
     free = checks.available_bytes()
     for p in paths:
         if free is not None and imageio.decode_bytes(p) > 0.9 * free:
-            raise DreamError(f"decoding {p} would take more memory than is available "
-                             f"({free / 2**30:.1f} GiB)", "give a smaller image")
+            raise DreamError(
+                f"decoding {p} would take more memory than is available ({free / 2**30:.1f} GiB)",
+                "give a smaller image",
+            )
     check_plan(job, end, sizes)
 
 
@@ -371,13 +421,13 @@ def run_dream(job: Job, say=None):
         extra["guide"] = report.file_record(job.guide)
     if job.save_steps:
         job.save_steps.mkdir(parents=True, exist_ok=True)
-    progress = Progress(run.params.octave_n * run.params.iter_n, job.save_steps,
-                        run.params.clip)
+    progress = Progress(run.params.octave_n * run.params.iter_n, job.save_steps, run.params.clip)
     t0 = time.perf_counter()
     try:
         with quiet_overflow():
-            result = dream.deepdream(run.net, img, callback=progress,
-                                     **run.params.as_kwargs(), **step_params)
+            result = dream.deepdream(
+                run.net, img, callback=progress, **run.params.as_kwargs(), **step_params
+            )
     finally:
         progress.close()
     t_dream = time.perf_counter() - t0
@@ -415,26 +465,38 @@ def run_zoom(job: Job, say=None):
     for old in earlier:  # --overwrite: the earlier run's frames go, now that this one starts
         old.unlink(missing_ok=True)
     from tqdm import tqdm
+
     bar = tqdm(total=job.frames, desc="zoom", unit="frame", disable=None)
     t0 = time.perf_counter()
     done = 0
     try:
         with quiet_overflow():
-            for i, img in dream.zoom_frames(run.net, frame, job.frames, job.scale,
-                                            rng=run.rng, objective=run.objective(),
-                                            **run.params.as_kwargs()):
-                save_image(dream.to_uint8(img), job.output / f"{i:04d}.{job.format}",
-                           job.jpeg_quality)
+            for i, img in dream.zoom_frames(
+                run.net,
+                frame,
+                job.frames,
+                job.scale,
+                rng=run.rng,
+                objective=run.objective(),
+                **run.params.as_kwargs(),
+            ):
+                save_image(
+                    dream.to_uint8(img), job.output / f"{i:04d}.{job.format}", job.jpeg_quality
+                )
                 done = i + 1
                 bar.update(1)
     finally:
         bar.close()
         if done:  # frames already written are kept, and the sidecar says how many there are
-            frames = {f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}"
-                      for i in range(done)}
-            sidecar = run.record(job, {"dream_s": time.perf_counter() - t0}, frames,
-                                 zoom={"frames_done": done, "frames": job.frames,
-                                       "scale": job.scale})
+            frames = {
+                f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}" for i in range(done)
+            }
+            sidecar = run.record(
+                job,
+                {"dream_s": time.perf_counter() - t0},
+                frames,
+                zoom={"frames_done": done, "frames": job.frames, "scale": job.scale},
+            )
             save_json(sidecar, job.output / "zoom.json")
         elif created:
             with contextlib.suppress(OSError):  # an empty folder this run made
@@ -453,16 +515,21 @@ def check_frames_folder(folder: Path, input_path: Path, overwrite: bool) -> list
     if folder.exists() and not folder.is_dir():
         raise DreamError(f"{folder} exists and is not a folder", "name a folder for frames")
     if input_path.resolve().parent == folder.resolve():
-        raise DreamError(f"the input {input_path} is inside the frames folder {folder}, where "
-                         "zoom writes NNNN.png", "move the input out, or choose another -o")
+        raise DreamError(
+            f"the input {input_path} is inside the frames folder {folder}, where "
+            "zoom writes NNNN.png",
+            "move the input out, or choose another -o",
+        )
     if not folder.is_dir():
         return []
-    earlier = sorted(p for p in folder.iterdir()
-                     if FRAME_NAME.fullmatch(p.name) or p.name == "zoom.json")
+    earlier = sorted(
+        p for p in folder.iterdir() if FRAME_NAME.fullmatch(p.name) or p.name == "zoom.json"
+    )
     if earlier and not overwrite:
-        raise DreamError(f"{folder} holds {len(earlier)} files of an earlier zoom "
-                         f"({earlier[0].name}, ...)", "choose an empty folder, or pass "
-                         "--overwrite to replace them")
+        raise DreamError(
+            f"{folder} holds {len(earlier)} files of an earlier zoom ({earlier[0].name}, ...)",
+            "choose an empty folder, or pass --overwrite to replace them",
+        )
     return earlier
 
 

@@ -46,9 +46,12 @@ MODELS = {
         ModelRecord(
             name="bvlc_googlenet",
             title="BAIR/BVLC GoogleNet (ImageNet, 1000 classes)",
-            weights=Asset("bvlc_googlenet.caffemodel",
-                          "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel",
-                          "sha1:405fc5acd08a3bb12de8ee5e23a96bec22f08204", 53533754),
+            weights=Asset(
+                "bvlc_googlenet.caffemodel",
+                "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel",
+                "sha1:405fc5acd08a3bb12de8ee5e23a96bec22f08204",
+                53533754,
+            ),
             num_classes=1000,
             licence="unrestricted",
             definition="models/bvlc_googlenet/deploy.prototxt",
@@ -57,12 +60,14 @@ MODELS = {
             name="places205_googlenet",
             title="Places205-GoogLeNet (MIT, 205 scene classes)",
             # The sha1 was published by a third party, not by MIT: see models/places205_googlenet.
-            weights=Asset("googlenet_places205.tar.gz",
-                          "http://places.csail.mit.edu/model/googlenet_places205.tar.gz",
-                          "sha1:d767debf686fa15df1e05fbc9b4598076127134a"),
+            weights=Asset(
+                "googlenet_places205.tar.gz",
+                "http://places.csail.mit.edu/model/googlenet_places205.tar.gz",
+                "sha1:d767debf686fa15df1e05fbc9b4598076127134a",
+            ),
             num_classes=205,
             licence="Creative Commons Attribution (MIT Places project; "
-                    "see models/places205_googlenet)",
+            "see models/places205_googlenet)",
             archive_definition="deploy_places205.protxt",
             archive_weights="googlelet_places205_train_iter_2400000.caffemodel",
         ),
@@ -74,8 +79,10 @@ def get_model(name: str) -> ModelRecord:
     try:
         return MODELS[name]
     except KeyError:
-        raise DreamError(f"unknown model {name!r}", f"choose one of {', '.join(MODELS)}, "
-                         "or pass --model-def and --weights") from None
+        raise DreamError(
+            f"unknown model {name!r}",
+            f"choose one of {', '.join(MODELS)}, or pass --model-def and --weights",
+        ) from None
 
 
 def model_files(model: ModelRecord, progress: bool = True) -> tuple[Path, Path]:
@@ -102,8 +109,10 @@ def model_definition(model: ModelRecord, progress: bool = True, say=None) -> Pat
         from .googlenet import googlenet
 
         if say:
-            say(f"note: {model.name}'s own definition is not available (its archive cannot be "
-                "fetched); using the GoogLeNet builder's equivalent")
+            say(
+                f"note: {model.name}'s own definition is not available (its archive cannot be "
+                "fetched); using the GoogLeNet builder's equivalent"
+            )
         path = cache_dir() / model.name / "deploy_from_builder.prototxt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(googlenet(model.num_classes, aux_heads=True)))
@@ -130,8 +139,9 @@ def fetch_named(what: str, say) -> list[Path]:
     if failures:
         for e in failures:
             say(f"deepdream-caffe: error: {e}")
-        raise DreamError(f"{len(failures)} of {len(wanted)} files could not be fetched",
-                         "see the messages above")
+        raise DreamError(
+            f"{len(failures)} of {len(wanted)} files could not be fetched", "see the messages above"
+        )
     return paths
 
 
@@ -139,22 +149,27 @@ def _extract(archive: Path, names: list[str], folder: Path) -> None:
     """Extract the files called ``names`` (wherever they lie in the archive) into ``folder``,
     flat, all at once: a temporary folder, then a rename."""
     if folder.exists() and is_mirror(folder.parent):
-        raise DreamError(f"{folder} lacks {', '.join(names)}; it is in a folder of "
-                         "DEEPDREAM_CAFFE_MIRROR, which is never changed",
-                         "complete it there, or set DEEPDREAM_CAFFE_CACHE to another folder")
+        raise DreamError(
+            f"{folder} lacks {', '.join(names)}; it is in a folder of "
+            "DEEPDREAM_CAFFE_MIRROR, which is never changed",
+            "complete it there, or set DEEPDREAM_CAFFE_CACHE to another folder",
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".part-"))
     try:
         with tarfile.open(archive) as tar:
             files = [m for m in tar.getmembers() if m.isfile()]
-            found = {name: [m for m in files if PurePosixPath(m.name).name == name]
-                     for name in names}
+            found = {
+                name: [m for m in files if PurePosixPath(m.name).name == name] for name in names
+            }
             missing = [name for name, members in found.items() if not members]
             if missing:
                 held = ", ".join(m.name for m in files[:20]) or "no files"
                 more = f" and {len(files) - 20} more" if len(files) > 20 else ""
-                raise DreamError(f"{archive} does not contain {', '.join(missing)}; it holds "
-                                 f"{held}{more}", "delete it so that it is downloaded again")
+                raise DreamError(
+                    f"{archive} does not contain {', '.join(missing)}; it holds {held}{more}",
+                    "delete it so that it is downloaded again",
+                )
             for name, members in found.items():
                 source = tar.extractfile(members[0])
                 with source, open(tmp / name, "wb") as out:

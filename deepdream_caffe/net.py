@@ -44,8 +44,7 @@ def upgrade_tool() -> Path:
         tool = caffe_build_dir() / relative / "upgrade_net_proto_text"
         if tool.is_file():
             return tool
-    raise DreamError("Caffe's upgrade_net_proto_text tool is missing from the build",
-                     SETUP_HINT)
+    raise DreamError("Caffe's upgrade_net_proto_text tool is missing from the build", SETUP_HINT)
 
 
 def upgraded_text(path: Path, text: bytes) -> str:
@@ -55,14 +54,23 @@ def upgraded_text(path: Path, text: bytes) -> str:
     # logtostderr: glog would otherwise leave log files in the temp folder
     env = {**os.environ, "GLOG_minloglevel": "2", "GLOG_logtostderr": "1"}
     try:
-        done = subprocess.run([str(upgrade_tool()), "/dev/stdin", "/dev/stdout"], input=text,
-                              capture_output=True, env=env, timeout=120)
+        done = subprocess.run(
+            [str(upgrade_tool()), "/dev/stdin", "/dev/stdout"],
+            input=text,
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
-        raise DreamError(f"{path}: Caffe's parser did not finish in 120 s",
-                         "fix the definition or pass the right --model-def") from None
+        raise DreamError(
+            f"{path}: Caffe's parser did not finish in 120 s",
+            "fix the definition or pass the right --model-def",
+        ) from None
     if done.returncode != 0:
-        raise DreamError(f"{path} is not a valid Caffe prototxt ({_caffe_message(done.stderr)})",
-                         "fix the definition or pass the right --model-def")
+        raise DreamError(
+            f"{path} is not a valid Caffe prototxt ({_caffe_message(done.stderr)})",
+            "fix the definition or pass the right --model-def",
+        )
     return done.stdout.decode()
 
 
@@ -71,8 +79,9 @@ def _caffe_message(stderr: bytes) -> str:
     for line in stderr.decode(errors="replace").splitlines():
         if "already in latest proto format" in line or not line.strip():
             continue
-        return re.sub(r"^(\[libprotobuf \w+ [^\]]*\]|[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\])\s*",
-                      "", line).strip()
+        return re.sub(
+            r"^(\[libprotobuf \w+ [^\]]*\]|[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\])\s*", "", line
+        ).strip()
     return "Caffe's parser failed"
 
 
@@ -89,8 +98,10 @@ def read_definition(path: Path, allow_python_layers: bool = False):
     try:
         text_format.Parse(upgraded_text(path, path.read_bytes()), model)
     except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise DreamError(f"{path} is not a valid Caffe prototxt ({e})",
-                         "fix the definition or pass the right --model-def") from e
+        raise DreamError(
+            f"{path} is not a valid Caffe prototxt ({e})",
+            "fix the definition or pass the right --model-def",
+        ) from e
     model = test_phase(model, path)
     check_structure(caffe, model, path, allow_python_layers)
     return model
@@ -107,19 +118,25 @@ def test_phase(model, path):
     state = model.state
 
     def meets(rule):
-        return not ((rule.HasField("phase") and rule.phase != TEST)
-                    or (rule.HasField("min_level") and state.level < rule.min_level)
-                    or (rule.HasField("max_level") and state.level > rule.max_level)
-                    or any(s not in state.stage for s in rule.stage)
-                    or any(s in state.stage for s in rule.not_stage))
+        return not (
+            (rule.HasField("phase") and rule.phase != TEST)
+            or (rule.HasField("min_level") and state.level < rule.min_level)
+            or (rule.HasField("max_level") and state.level > rule.max_level)
+            or any(s not in state.stage for s in rule.stage)
+            or any(s in state.stage for s in rule.not_stage)
+        )
 
     kept = []
     for layer in model.layer:
         if len(layer.include) and len(layer.exclude):
-            raise DreamError(f"{path}: layer {layer.name!r} has both include and exclude "
-                             "rules", FIX)
-        if any(map(meets, layer.include)) if len(layer.include) else \
-                not any(map(meets, layer.exclude)):
+            raise DreamError(
+                f"{path}: layer {layer.name!r} has both include and exclude rules", FIX
+            )
+        if (
+            any(map(meets, layer.include))
+            if len(layer.include)
+            else not any(map(meets, layer.exclude))
+        ):
             kept.append(layer)
     filtered = type(model)()
     filtered.CopyFrom(model)
@@ -149,24 +166,30 @@ def check_structure(caffe, model, path, allow_python_layers: bool = False) -> No
             refuse(f"layer {layer.name!r} has the unknown type {layer.type!r}")
         if layer.type == "Python":
             if not allow_python_layers:
-                refuse(f"layer {layer.name!r} is a Python layer: it would import and run "
-                       f"the module {layer.python_param.module!r}",
-                       "pass --allow-python-layers if you trust that module's code")
+                refuse(
+                    f"layer {layer.name!r} is a Python layer: it would import and run "
+                    f"the module {layer.python_param.module!r}",
+                    "pass --allow-python-layers if you trust that module's code",
+                )
         elif layer.type in shapes.REFUSED:
             refuse(f"{what} {shapes.REFUSED[layer.type]}")
         elif layer.type not in shapes.SHAPES:
             refuse(f"{what} is not modelled by deepdream-caffe's checks")
         if len(layer.blobs):  # Caffe would take them as the layer's parameters, unchecked
-            refuse(f"layer {layer.name!r} holds parameter blobs in the definition",
-                   "keep the weights in the --weights file")
+            refuse(
+                f"layer {layer.name!r} holds parameter blobs in the definition",
+                "keep the weights in the --weights file",
+            )
         _check_blobs(layer, what, made, refuse)
     _check_in_place(model, refuse)
     _check_numbers(model, refuse)
     declared = shapes.declared_input(model)
     first = next((layer for layer in model.layer if layer.type == "Input"), None)
     if first is None or first.top[0] != "data" or len(declared) != 4 or declared[1] < 1:
-        refuse("has no blob named 'data' as its first input, of shape N,C,H,W (the notebook's "
-               "input), made by an Input layer or `input:` fields")
+        refuse(
+            "has no blob named 'data' as its first input, of shape N,C,H,W (the notebook's "
+            "input), made by an Input layer or `input:` fields"
+        )
 
 
 def check_buildable(model, path, allow_python_layers: bool = False) -> None:
@@ -177,12 +200,14 @@ def check_buildable(model, path, allow_python_layers: bool = False) -> None:
     declared = shapes.declared_input(model)
     try:
         for batch in (1, declared[0]):  # as a dream feeds it, and as Caffe builds it
-            built = shapes.infer_shapes(model, *declared[2:], batch=batch,
-                                        partial=allow_python_layers, allow_empty=True)
+            built = shapes.infer_shapes(
+                model, *declared[2:], batch=batch, partial=allow_python_layers, allow_empty=True
+            )
         shapes.check_params(model, built)
     except shapes.ShapeError as e:
-        raise DreamError(f"{path}: {e} (at its declared input, {declared[3]}x{declared[2]})",
-                         FIX) from None
+        raise DreamError(
+            f"{path}: {e} (at its declared input, {declared[3]}x{declared[2]})", FIX
+        ) from None
 
 
 def _check_blobs(layer, what, made, refuse):
@@ -190,9 +215,12 @@ def _check_blobs(layer, what, made, refuse):
     from .shapes import BLOB_COUNTS, NOT_IN_PLACE, SAME_COUNT
 
     if layer.type in BLOB_COUNTS:
-        for kind, have, (low, high) in zip(("inputs", "outputs"),
-                                           (len(layer.bottom), len(layer.top)),
-                                           BLOB_COUNTS[layer.type], strict=False):
+        for kind, have, (low, high) in zip(
+            ("inputs", "outputs"),
+            (len(layer.bottom), len(layer.top)),
+            BLOB_COUNTS[layer.type],
+            strict=False,
+        ):
             if have < low or (high is not None and have > high):
                 span = f"{low}" if low == high else f"{low} to {high or 'any number of'}"
                 refuse(f"{what} takes {span} {kind}, not {have}")
@@ -207,8 +235,10 @@ def _check_blobs(layer, what, made, refuse):
             refuse(f"blob {top!r} is made by more than one layer (layer {layer.name!r} again)")
         if in_place and layer.type in NOT_IN_PLACE:
             refuse(f"{what} cannot write onto its input")
-    for field, n, of in (("loss_weight", len(layer.top), "output"),
-                         ("propagate_down", len(layer.bottom), "input")):
+    for field, n, of in (
+        ("loss_weight", len(layer.top), "output"),
+        ("propagate_down", len(layer.bottom), "input"),
+    ):
         if len(getattr(layer, field)) not in (0, n):
             refuse(f"layer {layer.name!r}: give {field} once per {of}, or not at all")
     made.update(layer.top)
@@ -229,8 +259,10 @@ def _check_in_place(model, refuse):
     for i, layer in enumerate(model.layer):
         for j, top in enumerate(layer.top):
             if j < len(layer.bottom) and layer.bottom[j] == top and readers[source[i, j]] > 1:
-                refuse(f"layer {layer.name!r} works in place on {top!r}, which other layers "
-                       "read too", "give the layer its own output blob")
+                refuse(
+                    f"layer {layer.name!r} works in place on {top!r}, which other layers read too",
+                    "give the layer its own output blob",
+                )
 
 
 def _check_numbers(model, refuse):
@@ -238,8 +270,10 @@ def _check_numbers(model, refuse):
     cannot hold."""
     from google.protobuf.descriptor import FieldDescriptor as F
 
-    floats, ints = (F.TYPE_FLOAT, F.TYPE_DOUBLE), (F.TYPE_INT32, F.TYPE_INT64, F.TYPE_UINT32,
-                                                    F.TYPE_UINT64)
+    floats, ints = (
+        (F.TYPE_FLOAT, F.TYPE_DOUBLE),
+        (F.TYPE_INT32, F.TYPE_INT64, F.TYPE_UINT32, F.TYPE_UINT64),
+    )
 
     def walk(message, where):
         for field, value in message.ListFields():
@@ -275,8 +309,10 @@ def dream_layers(model) -> list[LayerInfo]:
     for i, layer in enumerate(layers):
         if layer.name not in layer.top or layer.name in layer.bottom or not layer.bottom:
             continue  # in-place layers, inputs, and layers with differently named outputs
-        pre_relu = any(later.type == "ReLU" and layer.name in later.bottom
-                       and layer.name in later.top for later in layers[i + 1:])
+        pre_relu = any(
+            later.type == "ReLU" and layer.name in later.bottom and layer.name in later.top
+            for later in layers[i + 1 :]
+        )
         out.append(LayerInfo(layer.name, str(layer.type), pre_relu))
     return out
 
@@ -287,8 +323,10 @@ def check_end(model, end: str) -> None:
     if end not in names:
         close = difflib.get_close_matches(end, names, n=3, cutoff=0.4)
         hint = f"did you mean {', '.join(close)}?" if close else "no similar name"
-        raise DreamError(f"unknown layer {end!r} ({hint})",
-                         "`deepdream-caffe layers` lists the valid --end names")
+        raise DreamError(
+            f"unknown layer {end!r} ({hint})",
+            "`deepdream-caffe layers` lists the valid --end names",
+        )
 
 
 def prune(model, end: str):
@@ -326,19 +364,26 @@ def check_dreamable(model, path, end: str | None = None) -> None:
 
     channels = declared_input(model)[1]
     if channels != 3:
-        raise DreamError(f"{path}: the net takes {channels}-channel input; DeepDream feeds it "
-                         "3-channel (BGR) images", "use a net trained on colour images")
+        raise DreamError(
+            f"{path}: the net takes {channels}-channel input; DeepDream feeds it "
+            "3-channel (BGR) images",
+            "use a net trained on colour images",
+        )
     for layer in model.layer:
         if layer.type in NO_BACKWARD:
-            raise DreamError(f"{path}: layer {layer.name!r} ({layer.type}) has no backward "
-                             "pass in Caffe, and the dream goes through it",
-                             "choose an --end before it (`deepdream-caffe layers` lists them)")
+            raise DreamError(
+                f"{path}: layer {layer.name!r} ({layer.type}) has no backward "
+                "pass in Caffe, and the dream goes through it",
+                "choose an --end before it (`deepdream-caffe layers` lists them)",
+            )
     if end is not None:
         shapes = infer_shapes(model, *declared_input(model)[2:], partial=True, allow_empty=True)
         if len(shapes.get(end, (1, 1))) < 2:
-            raise DreamError(f"{path}: the output of --end {end} has the shape "
-                             f"{shapes[end]}, without the batch and channel axes a dream needs",
-                             "choose another --end (`deepdream-caffe layers` lists them)")
+            raise DreamError(
+                f"{path}: the output of --end {end} has the shape "
+                f"{shapes[end]}, without the batch and channel axes a dream needs",
+                "choose another --end (`deepdream-caffe layers` lists them)",
+            )
 
 
 @contextlib.contextmanager
@@ -349,7 +394,7 @@ def definition_file(model):
     try:
         data = str(model).encode()
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
@@ -363,12 +408,16 @@ def select_device(caffe, gpu: int | None) -> None:
     from .build import build_record
 
     if build_record().get("variant") != "cuda":
-        raise DreamError("--gpu needs the CUDA build of Caffe; this one is CPU-only",
-                         "leave out --gpu, or build it with `make setup CUDA=1`")
+        raise DreamError(
+            "--gpu needs the CUDA build of Caffe; this one is CPU-only",
+            "leave out --gpu, or build it with `make setup CUDA=1`",
+        )
     count = cuda_device_count()
     if gpu >= count:
-        raise DreamError(f"--gpu {gpu}: this machine has {count} CUDA device(s)",
-                         "leave out --gpu, or choose one below the count")
+        raise DreamError(
+            f"--gpu {gpu}: this machine has {count} CUDA device(s)",
+            "leave out --gpu, or choose one below the count",
+        )
     caffe.set_device(gpu)
     caffe.set_mode_gpu()
 
@@ -397,13 +446,21 @@ def notebook_reach(model, end: str):
     reach.CopyFrom(model)
     field = _layers(reach)
     del field[:]
-    field.extend(layers[:index + 1])
+    field.extend(layers[: index + 1])
     return reach
 
 
-def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap=(2, 1, 0),
-             gpu: int | None = None, prune_net: bool = True, notebook_net: bool = False,
-             allow_python_layers: bool = False):
+def load_net(
+    model_def: Path,
+    weights: Path,
+    end: str | None,
+    mean,
+    channel_swap=(2, 1, 0),
+    gpu: int | None = None,
+    prune_net: bool = True,
+    notebook_net: bool = False,
+    allow_python_layers: bool = False,
+):
     """Return a ``caffe.Classifier`` ready for dreaming at ``end``.
 
     ``mean`` is B,G,R; it is subtracted from the channel of the same colour, wherever
@@ -436,8 +493,9 @@ def load_net(model_def: Path, weights: Path, end: str | None, mean, channel_swap
         # The notebook wrote tmp.prototxt into the working folder; here no file at all.
         check_buildable(definition, model_def, allow_python_layers)
         with definition_file(definition) as path:
-            return caffe.Classifier(path, str(weights), mean=net_mean,
-                                    channel_swap=tuple(channel_swap))
+            return caffe.Classifier(
+                path, str(weights), mean=net_mean, channel_swap=tuple(channel_swap)
+            )
 
     if whole:
         net = make(model)

@@ -23,15 +23,28 @@ from .errors import DreamError
 PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
 RECORD_FORMAT = 2  # 2: the job's every field, command line, times, output hashes, provenance
 # OpenBLAS kernels that use AVX or better; any other on an AVX2 CPU is a slow fallback.
-AVX_KERNELS = {"Sandybridge", "Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids",
-               "Bulldozer", "Piledriver", "Steamroller", "Excavator"}
+AVX_KERNELS = {
+    "Sandybridge",
+    "Haswell",
+    "Zen",
+    "SkylakeX",
+    "Cooperlake",
+    "SapphireRapids",
+    "Bulldozer",
+    "Piledriver",
+    "Steamroller",
+    "Excavator",
+}
 
 
 def file_record(path, name=None) -> dict:
     """Absolute path, size and sha256 of a file (``name``: the path to record instead)."""
     path = Path(path)
-    return {"path": str(Path(name or path).absolute()), "bytes": path.stat().st_size,
-            "sha256": file_hash(path, "sha256")}
+    return {
+        "path": str(Path(name or path).absolute()),
+        "bytes": path.stat().st_size,
+        "sha256": file_hash(path, "sha256"),
+    }
 
 
 # --- BLAS: Caffe's OpenBLAS and numpy's own ---------------------------------------------
@@ -39,16 +52,21 @@ def _openblas(lib: ctypes.CDLL) -> dict | None:
     """Configuration, kernel and thread count of one loaded OpenBLAS (any symbol prefix)."""
     for prefix, suffix in (("openblas_", ""), ("scipy_openblas_", "64_"), ("openblas_", "64_")):
         try:
-            config, core, threads = (getattr(lib, f"{prefix}{f}{suffix}")
-                                     for f in ("get_config", "get_corename", "get_num_threads"))
+            config, core, threads = (
+                getattr(lib, f"{prefix}{f}{suffix}")
+                for f in ("get_config", "get_corename", "get_num_threads")
+            )
         except AttributeError:
             continue
         config.restype = core.restype = ctypes.c_char_p
         kernel = core().decode()
         # a DYNAMIC_ARCH build names its kernel in the configuration too: keep them apart
-        return {"blas": config().decode().replace(f" {kernel} ", " "), "blas_kernel": kernel,
-                "blas_threads": threads(), "set_threads": getattr(
-                    lib, f"{prefix}set_num_threads{suffix}")}
+        return {
+            "blas": config().decode().replace(f" {kernel} ", " "),
+            "blas_kernel": kernel,
+            "blas_threads": threads(),
+            "set_threads": getattr(lib, f"{prefix}set_num_threads{suffix}"),
+        }
     return None
 
 
@@ -90,8 +108,12 @@ def numpy_blas_info() -> dict:
     info = {"numpy_blas": f"{build.get('name', '?')} {build.get('version', '?')}"}
     loaded = _numpy_blas()
     if loaded:
-        info.update({"numpy_blas_kernel": loaded["blas_kernel"],
-                     "numpy_blas_threads": loaded["blas_threads"]})
+        info.update(
+            {
+                "numpy_blas_kernel": loaded["blas_kernel"],
+                "numpy_blas_threads": loaded["blas_threads"],
+            }
+        )
     return info
 
 
@@ -137,9 +159,11 @@ def kernel_warning(kernel: str, flags: set) -> str | None:
         has, fix = "AVX2", "Haswell"
     else:
         return None
-    return (f"warning: OpenBLAS runs its generic {kernel} kernels on this CPU, which has {has}; "
-            f"set OPENBLAS_CORETYPE={fix} for its fast kernels (a kernel changes a dream's "
-            "bits: docs/determinism.md)")
+    return (
+        f"warning: OpenBLAS runs its generic {kernel} kernels on this CPU, which has {has}; "
+        f"set OPENBLAS_CORETYPE={fix} for its fast kernels (a kernel changes a dream's "
+        "bits: docs/determinism.md)"
+    )
 
 
 _warned = []
@@ -164,6 +188,7 @@ def glibc_version() -> str:
 
 def gpu_info() -> str:
     from .build import build_record
+
     try:
         variant = build_record().get("variant", "cpu")
     except DreamError:
@@ -173,8 +198,12 @@ def gpu_info() -> str:
 
 def environment(with_caffe: bool = True) -> dict:
     """Every factor that can change a dream's bits, and the versions around them."""
-    info = {"python": sys.version.split()[0], "platform": platform.platform(),
-            "glibc": glibc_version(), "cpu": cpu_model()}
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "glibc": glibc_version(),
+        "cpu": cpu_model(),
+    }
     for name in PACKAGES:
         try:
             info[name] = metadata.version(name)
@@ -206,8 +235,13 @@ def job_fields(job) -> dict:
     out = {}
     for f in fields(job):
         value = getattr(job, f.name)
-        out[f.name] = str(Path(value).absolute()) if isinstance(value, Path) else \
-            list(value) if isinstance(value, tuple) else value
+        out[f.name] = (
+            str(Path(value).absolute())
+            if isinstance(value, Path)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+        )
     return out
 
 
@@ -218,8 +252,9 @@ def weights_record(path, job) -> dict:
     record = file_record(path)
     if not job.model_def and not job.weights:
         asset = models.get_model(job.model).weights
-        record["provenance"] = (f"published: {job.model}, verified by {asset.filename}'s "
-                                f"{asset.hash}")
+        record["provenance"] = (
+            f"published: {job.model}, verified by {asset.filename}'s {asset.hash}"
+        )
         return record
     for model in models.MODELS.values():
         if not model.archive_weights and matches(Path(path), model.weights):
@@ -227,8 +262,11 @@ def weights_record(path, job) -> dict:
             return record
     # lab/synthetic.py's weights say what they are in their file name (and nothing else does)
     synthetic = "synthetic" in Path(path).name.lower()
-    record["provenance"] = "synthetic (test weights, not a trained model)" if synthetic else \
-        "user: not one of the published files"
+    record["provenance"] = (
+        "synthetic (test weights, not a trained model)"
+        if synthetic
+        else "user: not one of the published files"
+    )
     return record
 
 
@@ -295,14 +333,15 @@ def layer_table(model, size) -> list[str]:
     from .net import dream_layers
 
     shapes = blob_shapes(model, size)
-    lines = [f"# layers usable as --end, blob shape at {size[0]}x{size[1]} input;"
-             " * = pre-ReLU (the notebook optimised the value before its ReLU);"
-             " too small = empty at this size"]
+    lines = [
+        f"# layers usable as --end, blob shape at {size[0]}x{size[1]} input;"
+        " * = pre-ReLU (the notebook optimised the value before its ReLU);"
+        " too small = empty at this size"
+    ]
     for info in dream_layers(model):
         shape = shapes.get(info.name, ())
         shape = "too small" if shape is None else "x".join(map(str, shape)) or "?"
-        lines.append(f"{info.name:32s} {info.type:12s} {shape:>16s} "
-                     f"{'*' if info.pre_relu else ''}")
+        lines.append(f"{info.name:32s} {info.type:12s} {shape:>16s} {'*' if info.pre_relu else ''}")
     return lines
 
 
@@ -328,8 +367,11 @@ def blob_shapes(model, size) -> dict:
     out.update({name: shape[1:] for name, shape in shapes.items()})
     if all(out.get(name) is None for name in last):
         side = smallest_side(prune(pruned, last[0]))
-        raise DreamError(f"--size {w}x{h} is too small for this net: even layer {last[0]}'s "
-                         f"output would be empty", f"give a --size of at least {side}x{side}")
+        raise DreamError(
+            f"--size {w}x{h} is too small for this net: even layer {last[0]}'s "
+            f"output would be empty",
+            f"give a --size of at least {side}x{side}",
+        )
     return out
 
 
@@ -337,5 +379,6 @@ def _ends(model):
     """Dreamable layers up to the last one that is not fully connected."""
     from .net import dream_layers
 
-    return [info.name for info in dream_layers(model)
-            if info.type not in ("InnerProduct", "Softmax")]
+    return [
+        info.name for info in dream_layers(model) if info.type not in ("InnerProduct", "Softmax")
+    ]

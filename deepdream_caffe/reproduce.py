@@ -66,28 +66,44 @@ def load(path: Path) -> dict:
     """The sidecar at ``path``, or a DreamError saying why it is not one this can repeat."""
     path = Path(path)
     if not path.is_file():
-        raise DreamError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}",
-                         NOT_A_SIDECAR)
+        raise DreamError(
+            f"{path} {'is a folder' if path.is_dir() else 'does not exist'}", NOT_A_SIDECAR
+        )
     try:
         record = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DreamError(f"{path} is not a deepdream-caffe sidecar (not JSON)",
-                         NOT_A_SIDECAR) from None
-    if not isinstance(record, dict) or not isinstance(record.get("job"), dict) \
-            or record.get("command") not in ("dream", "guide", "zoom"):
+        raise DreamError(
+            f"{path} is not a deepdream-caffe sidecar (not JSON)", NOT_A_SIDECAR
+        ) from None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("job"), dict)
+        or record.get("command") not in ("dream", "guide", "zoom")
+    ):
         old = isinstance(record, dict) and "params" in record and "job" not in record
         raise DreamError(
             f"{path} is not a deepdream-caffe sidecar of a dream, guide or zoom"
             + (" (it was written before sidecars recorded the whole job)" if old else ""),
-            "run the command again to get a sidecar that can be repeated" if old
-            else NOT_A_SIDECAR)
+            "run the command again to get a sidecar that can be repeated" if old else NOT_A_SIDECAR,
+        )
     return record
 
 
 # The smallest value of each number a job holds (the CLI's own limits).
-LOWEST = {"iter_n": 1, "octave_n": 1, "octave_scale": 1, "step_size": 0, "jitter": 0,
-          "seed": 0, "max_size": 16, "jpeg_quality": 1, "frames": 1, "scale": 0, "gpu": 0,
-          "threads": 1}
+LOWEST = {
+    "iter_n": 1,
+    "octave_n": 1,
+    "octave_scale": 1,
+    "step_size": 0,
+    "jitter": 0,
+    "seed": 0,
+    "max_size": 16,
+    "jpeg_quality": 1,
+    "frames": 1,
+    "scale": 0,
+    "gpu": 0,
+    "threads": 1,
+}
 HIGHEST = {"jpeg_quality": 95, "threads": 1024, "scale": 1}
 CHOICES = {"command": ("dream", "guide", "zoom"), "format": ("png", "jpg")}
 
@@ -102,32 +118,52 @@ def _field(name: str, kind: str, value):
         return None
     if "Path" in kind and isinstance(value, str):
         return Path(value)
-    if name == "channel_swap" and isinstance(value, list) \
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
-            and sorted(value) == [0, 1, 2]:
+    if (
+        name == "channel_swap"
+        and isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and sorted(value) == [0, 1, 2]
+    ):
         return tuple(value)
-    if name == "mean" and isinstance(value, list) and len(value) == 3 \
-            and all(_number(v) and abs(v) < 1e6 for v in value):
+    if (
+        name == "mean"
+        and isinstance(value, list)
+        and len(value) == 3
+        and all(_number(v) and abs(v) < 1e6 for v in value)
+    ):
         return tuple(value)
     if kind.startswith("bool") and isinstance(value, bool):
         return value
     # comparisons first: nan and inf fail them, and a huge integer never becomes a float
-    if kind.startswith(("int", "float")) and _number(value) \
-            and LOWEST.get(name, 0) <= value <= HIGHEST.get(name, 2**32 - 1) \
-            and (kind.startswith("float") or float(value).is_integer()):
+    if (
+        kind.startswith(("int", "float"))
+        and _number(value)
+        and LOWEST.get(name, 0) <= value <= HIGHEST.get(name, 2**32 - 1)
+        and (kind.startswith("float") or float(value).is_integer())
+    ):
         return value if kind.startswith("float") else int(value)
     if kind.startswith("str") and isinstance(value, str) and value in CHOICES.get(name, (value,)):
         return value
-    raise DreamError(f"the sidecar's job field {name} = {str(value)[:40]!r} is not a valid "
-                     f"{kind.split(' ')[0]}", NOT_A_SIDECAR)
+    raise DreamError(
+        f"the sidecar's job field {name} = {str(value)[:40]!r} is not a valid {kind.split(' ')[0]}",
+        NOT_A_SIDECAR,
+    )
 
 
 def rebuild(record: dict, folder: Path) -> Job:
     """The recorded job, writing into ``folder``, with the recorded seed and BLAS threads."""
-    recorded = {**record["job"], "seed": record.get("seed"),
-                "threads": record.get("environment", {}).get("blas_threads")}
-    job = Job(**{f.name: _field(f.name, str(f.type), recorded[f.name])
-                 for f in fields(Job) if f.name in recorded})
+    recorded = {
+        **record["job"],
+        "seed": record.get("seed"),
+        "threads": record.get("environment", {}).get("blas_threads"),
+    }
+    job = Job(
+        **{
+            f.name: _field(f.name, str(f.type), recorded[f.name])
+            for f in fields(Job)
+            if f.name in recorded
+        }
+    )
     job.command_line = job.save_steps = job.video = None
     job.verbose = False
     if job.command == "zoom":
@@ -141,12 +177,16 @@ def rebuild(record: dict, folder: Path) -> Job:
 
 def check_files(record: dict, job: Job) -> None:
     """The files the job names must still be the recorded ones."""
-    if job.input is None or job.seed is None or \
-            (job.command == "guide") != (job.guide is not None):
-        raise DreamError("the sidecar names no input, no seed, or no guide for a guide",
-                         NOT_A_SIDECAR)
-    named = {"input": job.input, "guide": job.guide,
-             "weights": job.weights, "definition": job.model_def}
+    if job.input is None or job.seed is None or (job.command == "guide") != (job.guide is not None):
+        raise DreamError(
+            "the sidecar names no input, no seed, or no guide for a guide", NOT_A_SIDECAR
+        )
+    named = {
+        "input": job.input,
+        "guide": job.guide,
+        "weights": job.weights,
+        "definition": job.model_def,
+    }
     for name, path in named.items():
         recorded = record.get(name)
         if path is None or not isinstance(recorded, dict):
@@ -155,9 +195,11 @@ def check_files(record: dict, job: Job) -> None:
             raise DreamError(f"the {name} file {path} is gone", "restore it to reproduce the run")
         now = file_hash(path, "sha256")
         if now != recorded.get("sha256"):
-            raise DreamError(f"the {name} file {path} has changed since the run (sha256 "
-                             f"recorded {str(recorded.get('sha256'))[:12]}…, now {now[:12]}…)",
-                             "restore the file the sidecar names")
+            raise DreamError(
+                f"the {name} file {path} has changed since the run (sha256 "
+                f"recorded {str(recorded.get('sha256'))[:12]}…, now {now[:12]}…)",
+                "restore the file the sidecar names",
+            )
 
 
 def _comparable(key: str, value):
@@ -180,11 +222,15 @@ def differing_factors(old: dict, new: dict) -> list[str]:
         if a != b:
             hint = f": run with OPENBLAS_CORETYPE={a}" if key == "blas_kernel" else ""
             out.append(f"{name} (recorded {_show(a)}, here {_show(b)}{hint})")
-    for name, a, b in (("device", old.get("device"), new.get("device")),
-                       ("weights", old.get("weights", {}).get("sha256"),
-                        new.get("weights", {}).get("sha256")),
-                       ("definition", old.get("definition", {}).get("sha256"),
-                        new.get("definition", {}).get("sha256"))):
+    for name, a, b in (
+        ("device", old.get("device"), new.get("device")),
+        ("weights", old.get("weights", {}).get("sha256"), new.get("weights", {}).get("sha256")),
+        (
+            "definition",
+            old.get("definition", {}).get("sha256"),
+            new.get("definition", {}).get("sha256"),
+        ),
+    ):
         if a != b:
             out.append(f"{name} (recorded {_show(a)}, here {_show(b)})")
     return out
@@ -200,7 +246,7 @@ def _content(path: Path) -> np.ndarray:
 
 
 def compare_outputs(old: dict, new: dict) -> str:
-    """"" when every recorded output was made again with the same content, else how not."""
+    """ "" when every recorded output was made again with the same content, else how not."""
     outputs = old.get("outputs", {})
     for name in sorted(outputs, key=lambda n: n != "raw"):  # the float32 result first
         was = outputs[name]
@@ -217,8 +263,10 @@ def compare_outputs(old: dict, new: dict) -> str:
             return f"{name}: shape {b.shape} instead of {a.shape}"
         if not np.array_equal(a, b):
             diff = np.abs(a.astype(np.float64) - b)
-            return f"{name}: max |difference| {diff.max():.3g} of 255, {np.mean(diff > 0):.0%} " \
-                   "of values"
+            return (
+                f"{name}: max |difference| {diff.max():.3g} of 255, {np.mean(diff > 0):.0%} "
+                "of values"
+            )
     return ""
 
 
@@ -228,8 +276,10 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
     with tempfile.TemporaryDirectory(prefix="deepdream-reproduce-") as tmp:
         job = rebuild(record, Path(tmp))
         check_files(record, job)
-        say(f"reproducing: {record.get('command_line') or job.command} "
-            f"(seed {job.seed}, BLAS threads {job.threads})")
+        say(
+            f"reproducing: {record.get('command_line') or job.command} "
+            f"(seed {job.seed}, BLAS threads {job.threads})"
+        )
         if job.command == "zoom":
             run_zoom(job, say=lambda _: None)
             new_path = job.output / "zoom.json"
@@ -238,6 +288,6 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
             new_path = job.output.with_name(job.output.name + ".json")
         new = json.loads(new_path.read_text())
         detail = compare_outputs(record, new)
-    return Verdict(identical=not detail, detail=detail,
-                   factors=tuple(differing_factors(record, new)))
-
+    return Verdict(
+        identical=not detail, detail=detail, factors=tuple(differing_factors(record, new))
+    )

@@ -35,8 +35,11 @@ class TooLarge(ShapeError):
     """A blob would hold more values than Caffe's int counts."""
 
     def __init__(self, layer: str, blob: str, count: int):
-        super().__init__(layer, f"blob {blob!r} would hold {count} values "
-                         f"({4 * count / 2**30:.1f} GiB), more than Caffe's limit of {INT_MAX}")
+        super().__init__(
+            layer,
+            f"blob {blob!r} would hold {count} values "
+            f"({4 * count / 2**30:.1f} GiB), more than Caffe's limit of {INT_MAX}",
+        )
         self.count = count
 
 
@@ -46,16 +49,29 @@ class Unknown(Exception):
 
 # Types refused before Caffe sees them, with the reason a user reads.
 _TRAINING = "is a training layer (it needs labels); pass the net's deploy definition"
-_DATA = ("reads training data (a train/val definition); pass the net's deploy definition, "
-         "whose input is an Input layer or `input:` fields")
+_DATA = (
+    "reads training data (a train/val definition); pass the net's deploy definition, "
+    "whose input is an Input layer or `input:` fields"
+)
 _RECURRENT = "is a recurrent layer; DeepDream here runs on image (convolutional) nets only"
 _NO_GRADIENT = "has no gradient for its input in Caffe, which DeepDream needs; not supported"
 REFUSED = {
-    **dict.fromkeys(["Data", "DummyData", "HDF5Data", "ImageData", "MemoryData",
-                     "WindowData"], _DATA),
-    **dict.fromkeys(["Accuracy", "ContrastiveLoss", "EuclideanLoss", "HingeLoss",
-                     "InfogainLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss",
-                     "SoftmaxWithLoss"], _TRAINING),
+    **dict.fromkeys(
+        ["Data", "DummyData", "HDF5Data", "ImageData", "MemoryData", "WindowData"], _DATA
+    ),
+    **dict.fromkeys(
+        [
+            "Accuracy",
+            "ContrastiveLoss",
+            "EuclideanLoss",
+            "HingeLoss",
+            "InfogainLoss",
+            "MultinomialLogisticLoss",
+            "SigmoidCrossEntropyLoss",
+            "SoftmaxWithLoss",
+        ],
+        _TRAINING,
+    ),
     **dict.fromkeys(["LSTM", "RNN", "LSTMUnit"], _RECURRENT),
     **dict.fromkeys(["ArgMax", "BatchReindex", "Embed", "Filter"], _NO_GRADIENT),
     "HDF5Output": "writes files; not supported",
@@ -77,8 +93,11 @@ def _need(ok, layer, reason):
 
 def _axis(layer, axis, num_axes):
     """Caffe's CanonicalAxisIndex: -num_axes <= axis < num_axes, negative from the end."""
-    _need(-num_axes <= axis < num_axes, layer, f"axis {axis} is out of range for a "
-          f"{num_axes}-axis blob")
+    _need(
+        -num_axes <= axis < num_axes,
+        layer,
+        f"axis {axis} is out of range for a {num_axes}-axis blob",
+    )
     return axis % num_axes
 
 
@@ -99,8 +118,11 @@ def _input(layer, bottom, feed):
     _need(len(shapes) in (1, n), layer, "input_param must give one shape, or one per top")
     tops = [shapes[0] if len(shapes) == 1 else shapes[i] for i in range(n)]
     for name, shape in zip(layer.top, tops, strict=False):
-        _need(all(0 <= d <= INT_MAX for d in shape), layer, f"blob {name!r} has a negative "
-              "or oversized dimension")
+        _need(
+            all(0 <= d <= INT_MAX for d in shape),
+            layer,
+            f"blob {name!r} has a negative or oversized dimension",
+        )
     return [feed(name, shape) for name, shape in zip(layer.top, tops, strict=False)]
 
 
@@ -112,12 +134,16 @@ def _at_least_axes(n):
     def rule(layer, bottom, feed):
         _need(len(bottom[0]) >= n, layer, f"its input must have at least {n} axes")
         return _same(layer, bottom, feed)
+
     return rule
 
 
 def _four_axes(layer, bottom):
-    _need(len(bottom[0]) == 4, layer, "its input must have 4 axes (num, channels, height, "
-          f"width), not {len(bottom[0])}")
+    _need(
+        len(bottom[0]) == 4,
+        layer,
+        f"its input must have 4 axes (num, channels, height, width), not {len(bottom[0])}",
+    )
 
 
 def _lrn(layer, bottom, feed):
@@ -168,13 +194,16 @@ def _conv(layer, bottom, feed):
     channels = shape[axis]
     _need(p.num_output > 0, layer, "num_output must be positive")
     _need(p.group > 0, layer, "group must be positive")
-    _need(channels % p.group == 0, layer, f"its {channels} input channels are not a "
-          f"multiple of group {p.group}")
+    _need(
+        channels % p.group == 0,
+        layer,
+        f"its {channels} input channels are not a multiple of group {p.group}",
+    )
     _need(p.num_output % p.group == 0, layer, "num_output must be a multiple of group")
     for other in bottom[1:]:
         _need(other == shape, layer, "all its inputs must have the same shape")
     out = []
-    for size, k, s, pd, d in zip(shape[axis + 1:], kernel, stride, pad, dilation, strict=False):
+    for size, k, s, pd, d in zip(shape[axis + 1 :], kernel, stride, pad, dilation, strict=False):
         extent = d * (k - 1) + 1
         if layer.type == "Deconvolution":
             out.append(s * (size - 1) + extent - 2 * pd)
@@ -209,29 +238,43 @@ def _pooling(layer, bottom, feed):
     has = p.HasField
     _four_axes(layer, bottom)
     if p.global_pooling:
-        _need(not (has("kernel_size") or has("kernel_h") or has("kernel_w")), layer,
-              "global_pooling takes no kernel size")
+        _need(
+            not (has("kernel_size") or has("kernel_h") or has("kernel_w")),
+            layer,
+            "global_pooling takes no kernel size",
+        )
     else:
-        _need(has("kernel_size") != (has("kernel_h") and has("kernel_w")), layer,
-              "give kernel_size, or kernel_h and kernel_w (both), not both")
+        _need(
+            has("kernel_size") != (has("kernel_h") and has("kernel_w")),
+            layer,
+            "give kernel_size, or kernel_h and kernel_w (both), not both",
+        )
     for name in ("pad", "stride"):
-        _need((not has(name) and has(f"{name}_h") and has(f"{name}_w"))
-              or (not has(f"{name}_h") and not has(f"{name}_w")), layer,
-              f"give {name}, or {name}_h and {name}_w (both)")
+        _need(
+            (not has(name) and has(f"{name}_h") and has(f"{name}_w"))
+            or (not has(f"{name}_h") and not has(f"{name}_w")),
+            layer,
+            f"give {name}, or {name}_h and {name}_w (both)",
+        )
     n, c, h, w = bottom[0]
     kernel = (h, w) if p.global_pooling else _pool_value(p, "kernel", 0)
     pad, stride = _pool_value(p, "pad", 0), _pool_value(p, "stride", 1)
     _need(min(kernel) > 0, layer, "the kernel size must be positive")
     _need(min(stride) > 0, layer, "stride must be positive")
     if p.global_pooling:
-        _need(pad == (0, 0) and stride == (1, 1), layer,
-              "global_pooling takes only pad 0 and stride 1")
+        _need(
+            pad == (0, 0) and stride == (1, 1),
+            layer,
+            "global_pooling takes only pad 0 and stride 1",
+        )
     if pad != (0, 0):
         _need(p.pool in (p.MAX, p.AVE), layer, "padding works only for MAX and AVE pooling")
         _need(pad[0] < kernel[0] and pad[1] < kernel[1], layer, "pad must be below the kernel")
     _need(len(layer.top) == 1 or p.pool == p.MAX, layer, "only MAX pooling has a mask top")
-    out = [_pooled(size, k, s, pd, p.round_mode == p.FLOOR)
-           for size, k, s, pd in zip((h, w), kernel, stride, pad, strict=False)]
+    out = [
+        _pooled(size, k, s, pd, p.round_mode == p.FLOOR)
+        for size, k, s, pd in zip((h, w), kernel, stride, pad, strict=False)
+    ]
     return [(n, c, *out)] * len(layer.top)
 
 
@@ -260,8 +303,11 @@ def _inner_product_params(layer, bottom):
 
 
 def _legacy_axis(layer, p, legacy, num_axes):
-    _need(not (p.HasField("axis") and p.HasField(legacy)), layer,
-          f"give either axis or {legacy}, not both")
+    _need(
+        not (p.HasField("axis") and p.HasField(legacy)),
+        layer,
+        f"give either axis or {legacy}, not both",
+    )
     if p.HasField(legacy):
         axis = getattr(p, legacy)
         _need(axis < num_axes, layer, f"{legacy} {axis} is out of range")
@@ -274,7 +320,8 @@ def _concat(layer, bottom, feed):
     axis = _legacy_axis(layer, layer.concat_param, "concat_dim", len(first))
     for other in bottom[1:]:
         same = len(other) == len(first) and all(
-            a == b for i, (a, b) in enumerate(zip(first, other, strict=True)) if i != axis)
+            a == b for i, (a, b) in enumerate(zip(first, other, strict=True)) if i != axis
+        )
         _need(same, layer, f"its inputs {first} and {other} differ outside the concat axis")
     top = list(first)
     top[axis] = sum(b[axis] for b in bottom)
@@ -285,8 +332,11 @@ def _eltwise(layer, bottom, feed):
     p = layer.eltwise_param
     _need(len(p.coeff) in (0, len(bottom)), layer, "give one coeff per input, or none")
     _need(not (p.operation == p.PROD and len(p.coeff)), layer, "coeff works only with SUM")
-    _need(all(b == bottom[0] for b in bottom), layer,
-          f"its inputs differ in shape: {', '.join(map(str, bottom))}")
+    _need(
+        all(b == bottom[0] for b in bottom),
+        layer,
+        f"its inputs differ in shape: {', '.join(map(str, bottom))}",
+    )
     return [bottom[0]]
 
 
@@ -295,7 +345,7 @@ def _flatten(layer, bottom, feed):
     start = _axis(layer, layer.flatten_param.axis, len(shape))
     end = _axis(layer, layer.flatten_param.end_axis, len(shape))
     _need(end + 1 >= start, layer, "end_axis comes before axis")
-    return [(*shape[:start], _count(shape, start, end + 1), *shape[end + 1:])]
+    return [(*shape[:start], _count(shape, start, end + 1), *shape[end + 1 :])]
 
 
 def _reshape(layer, bottom, feed):
@@ -315,11 +365,17 @@ def _reshape(layer, bottom, feed):
             top[start + i] = shape[start + i]
     if -1 in dims:
         known = math.prod(d for i, d in enumerate(top) if i != start + dims.index(-1))
-        _need(known > 0 and _count(shape) % known == 0, layer,
-              f"{_count(shape)} values cannot be reshaped to {dims}")
+        _need(
+            known > 0 and _count(shape) % known == 0,
+            layer,
+            f"{_count(shape)} values cannot be reshaped to {dims}",
+        )
         top[start + dims.index(-1)] = _count(shape) // known
-    _need(_count(top) == _count(shape), layer,
-          f"{shape} has {_count(shape)} values, the new shape {tuple(top)} another count")
+    _need(
+        _count(top) == _count(shape),
+        layer,
+        f"{shape} has {_count(shape)} values, the new shape {tuple(top)} another count",
+    )
     return [tuple(top)]
 
 
@@ -330,13 +386,16 @@ def _slice(layer, bottom, feed):
     if len(p.slice_point):
         points = [0, *p.slice_point, size]
         _need(len(p.slice_point) == n - 1, layer, "give one slice_point fewer than tops")
-        _need(all(a < b for a, b in zip(points, points[1:], strict=False)), layer,
-              f"slice points must rise strictly within 0..{size}")
+        _need(
+            all(a < b for a, b in zip(points, points[1:], strict=False)),
+            layer,
+            f"slice points must rise strictly within 0..{size}",
+        )
         sizes = [b - a for a, b in zip(points, points[1:], strict=False)]
     else:
         _need(size % n == 0, layer, f"{n} tops do not divide axis {axis} of size {size}")
         sizes = [size // n] * n
-    return [(*shape[:axis], s, *shape[axis + 1:]) for s in sizes]
+    return [(*shape[:axis], s, *shape[axis + 1 :]) for s in sizes]
 
 
 def _crop(layer, bottom, feed):
@@ -345,13 +404,19 @@ def _crop(layer, bottom, feed):
     _need(len(big) == len(ref), layer, "both inputs must have the same number of axes")
     start = _axis(layer, p.axis, len(big))
     offsets = list(p.offset)
-    _need(len(offsets) <= 1 or start + len(offsets) == len(big), layer,
-          "give one offset, or one per axis from axis on")
+    _need(
+        len(offsets) <= 1 or start + len(offsets) == len(big),
+        layer,
+        "give one offset, or one per axis from axis on",
+    )
     top = list(big)
     for i in range(start, len(big)):
         offset = offsets[0] if len(offsets) == 1 else offsets[i - start] if offsets else 0
-        _need(big[i] - offset >= ref[i], layer, f"the crop of axis {i} (size {ref[i]}, "
-              f"offset {offset}) does not fit in {big[i]}")
+        _need(
+            big[i] - offset >= ref[i],
+            layer,
+            f"the crop of axis {i} (size {ref[i]}, offset {offset}) does not fit in {big[i]}",
+        )
         top[i] = ref[i]
     return [tuple(top)]
 
@@ -362,14 +427,20 @@ def _scale_shape(layer, p, bottom):
     if len(bottom) == 2:
         other = bottom[1]
         axis = 0 if not other else _axis(layer, p.axis, len(shape))
-        _need(len(shape) >= axis + len(other) and shape[axis:axis + len(other)] == other,
-              layer, f"its second input {other} does not match {shape} from axis {axis}")
+        _need(
+            len(shape) >= axis + len(other) and shape[axis : axis + len(other)] == other,
+            layer,
+            f"its second input {other} does not match {shape} from axis {axis}",
+        )
         return other
     axis = _axis(layer, p.axis, len(shape))
     _need(p.num_axes >= -1, layer, "num_axes must be -1 or more")
-    _need(p.num_axes == -1 or len(shape) >= axis + p.num_axes, layer,
-          "axis + num_axes goes past the input's axes")
-    return shape[axis:] if p.num_axes == -1 else shape[axis:axis + p.num_axes]
+    _need(
+        p.num_axes == -1 or len(shape) >= axis + p.num_axes,
+        layer,
+        "axis + num_axes goes past the input's axes",
+    )
+    return shape[axis:] if p.num_axes == -1 else shape[axis : axis + p.num_axes]
 
 
 def _scale_bias(layer, bottom, feed):
@@ -418,29 +489,75 @@ def _silence(layer, bottom, feed):
 
 
 SHAPES = {
-    "Input": _input, "Convolution": _conv, "Deconvolution": _conv, "Pooling": _pooling,
-    "InnerProduct": _inner_product, "Concat": _concat, "Eltwise": _eltwise,
-    "Flatten": _flatten, "Reshape": _reshape, "Slice": _slice, "Crop": _crop,
-    "Scale": _scale_bias, "Bias": _scale_bias, "Tile": _tile, "Reduction": _reduction,
-    "Parameter": _parameter, "Silence": _silence, "LRN": _lrn, "Exp": _exp_log,
-    "Log": _exp_log, "BatchNorm": _batch_norm, "PReLU": _at_least_axes(2),
-    **dict.fromkeys(["AbsVal", "BNLL", "Clip", "Dropout", "ELU", "Power", "ReLU", "Sigmoid",
-                     "Swish", "TanH", "Threshold", "MVN", "Softmax", "Split"], _same),
+    "Input": _input,
+    "Convolution": _conv,
+    "Deconvolution": _conv,
+    "Pooling": _pooling,
+    "InnerProduct": _inner_product,
+    "Concat": _concat,
+    "Eltwise": _eltwise,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Slice": _slice,
+    "Crop": _crop,
+    "Scale": _scale_bias,
+    "Bias": _scale_bias,
+    "Tile": _tile,
+    "Reduction": _reduction,
+    "Parameter": _parameter,
+    "Silence": _silence,
+    "LRN": _lrn,
+    "Exp": _exp_log,
+    "Log": _exp_log,
+    "BatchNorm": _batch_norm,
+    "PReLU": _at_least_axes(2),
+    **dict.fromkeys(
+        [
+            "AbsVal",
+            "BNLL",
+            "Clip",
+            "Dropout",
+            "ELU",
+            "Power",
+            "ReLU",
+            "Sigmoid",
+            "Swish",
+            "TanH",
+            "Threshold",
+            "MVN",
+            "Softmax",
+            "Split",
+        ],
+        _same,
+    ),
 }
 SHAPES["Softmax"] = _softmax
 
 # (fewest, most) inputs and outputs, as each layer's header declares them; None: any number.
 NEURON = ((1, 1), (1, 1))
 BLOB_COUNTS = {
-    "Input": ((0, 0), (1, None)), "Convolution": ((1, None), (1, None)),
-    "Deconvolution": ((1, None), (1, None)), "Pooling": ((1, 1), (1, 2)),
-    "InnerProduct": ((1, 1), (1, 1)), "Concat": ((1, None), (1, 1)),
-    "Eltwise": ((2, None), (1, 1)), "Flatten": ((1, 1), (1, 1)), "Reshape": ((1, 1), (1, 1)),
-    "Slice": ((1, 1), (1, None)), "Crop": ((2, 2), (1, 1)), "Scale": ((1, 2), (1, 1)),
-    "Bias": ((1, 2), (1, 1)), "Tile": ((1, 1), (1, 1)), "Reduction": ((1, 1), (1, 1)),
-    "Parameter": ((0, 0), (1, 1)), "Silence": ((1, None), (0, 0)),
-    "Split": ((1, 1), (1, None)), "LRN": ((1, 1), (1, 1)), "MVN": ((1, 1), (1, 1)),
-    "Softmax": ((1, 1), (1, 1)), "BatchNorm": ((1, 1), (1, 1)),
+    "Input": ((0, 0), (1, None)),
+    "Convolution": ((1, None), (1, None)),
+    "Deconvolution": ((1, None), (1, None)),
+    "Pooling": ((1, 1), (1, 2)),
+    "InnerProduct": ((1, 1), (1, 1)),
+    "Concat": ((1, None), (1, 1)),
+    "Eltwise": ((2, None), (1, 1)),
+    "Flatten": ((1, 1), (1, 1)),
+    "Reshape": ((1, 1), (1, 1)),
+    "Slice": ((1, 1), (1, None)),
+    "Crop": ((2, 2), (1, 1)),
+    "Scale": ((1, 2), (1, 1)),
+    "Bias": ((1, 2), (1, 1)),
+    "Tile": ((1, 1), (1, 1)),
+    "Reduction": ((1, 1), (1, 1)),
+    "Parameter": ((0, 0), (1, 1)),
+    "Silence": ((1, None), (0, 0)),
+    "Split": ((1, 1), (1, None)),
+    "LRN": ((1, 1), (1, 1)),
+    "MVN": ((1, 1), (1, 1)),
+    "Softmax": ((1, 1), (1, 1)),
+    "BatchNorm": ((1, 1), (1, 1)),
 }
 BLOB_COUNTS.update({kind: NEURON for kind in SHAPES if kind not in BLOB_COUNTS})
 # Convolutions make one output per input.
@@ -449,11 +566,13 @@ SAME_COUNT = {"Convolution", "Deconvolution"}
 NOT_IN_PLACE = {"AbsVal", "Flatten", "Reshape", "Split"}
 
 PARAMS = {
-    "Convolution": _conv_params, "Deconvolution": _conv_params,
-    "InnerProduct": _inner_product_params, "Scale": _scale_params, "Bias": _scale_params,
+    "Convolution": _conv_params,
+    "Deconvolution": _conv_params,
+    "InnerProduct": _inner_product_params,
+    "Scale": _scale_params,
+    "Bias": _scale_params,
     "BatchNorm": lambda layer, bottom: [(_channels(bottom),), (_channels(bottom),), (1,)],
-    "PReLU": lambda layer, bottom: [() if layer.prelu_param.channel_shared
-                                    else (bottom[0][1],)],
+    "PReLU": lambda layer, bottom: [() if layer.prelu_param.channel_shared else (bottom[0][1],)],
     "Parameter": lambda layer, bottom: [tuple(layer.parameter_param.shape.dim)],
 }
 # The filler fields of each parameter layer, in the order of its parameter blobs.
@@ -464,8 +583,15 @@ FILLERS = {
     "PReLU": ("prelu_param", ["filler"]),
     "Bias": ("bias_param", ["filler"]),
 }
-FILLER_TYPES = {"constant", "gaussian", "positive_unitball", "uniform", "xavier", "msra",
-                "bilinear"}
+FILLER_TYPES = {
+    "constant",
+    "gaussian",
+    "positive_unitball",
+    "uniform",
+    "xavier",
+    "msra",
+    "bilinear",
+}
 
 
 def _channels(bottom):
@@ -473,8 +599,9 @@ def _channels(bottom):
 
 
 # --- the net ---------------------------------------------------------------------------
-def infer(model, feed, partial: bool = False, skip_empty: bool = False,
-          allow_empty: bool = False) -> dict:
+def infer(
+    model, feed, partial: bool = False, skip_empty: bool = False, allow_empty: bool = False
+) -> dict:
     """{blob: shape} of ``model`` (a V2 ``NetParameter`` that passed the structure checks).
     ``feed(name, declared)`` gives each Input top's shape. With ``partial``, layers whose
     shapes are unknown (allowed Python layers, and what follows them) are skipped; with
@@ -489,8 +616,9 @@ def infer(model, feed, partial: bool = False, skip_empty: bool = False,
             raise Unknown(layer.type)
         bottom = [shapes[b] for b in layer.bottom]
         tops = rule(layer, bottom, feed)
-        if layer.type != "Input" and any(d < (0 if allow_empty else 1)
-                                         for shape in tops for d in shape):
+        if layer.type != "Input" and any(
+            d < (0 if allow_empty else 1) for shape in tops for d in shape
+        ):
             if skip_empty:
                 partial = True  # what follows has unknown inputs
                 continue
@@ -512,13 +640,22 @@ def declared_input(model) -> tuple:
     return ()
 
 
-def infer_shapes(model, height: int, width: int, batch: int = 1, partial: bool = False,
-                 skip_empty: bool = False, allow_empty: bool = False):
+def infer_shapes(
+    model,
+    height: int,
+    width: int,
+    batch: int = 1,
+    partial: bool = False,
+    skip_empty: bool = False,
+    allow_empty: bool = False,
+):
     """Blob shapes for ``batch`` images of ``height`` x ``width`` fed to ``data``."""
+
     def feed(name, declared):
         if name == "data":
             return (batch, declared[1], height, width)
         return declared
+
     return infer(model, feed, partial, skip_empty, allow_empty)
 
 
@@ -530,8 +667,9 @@ def param_shapes(model, shapes: dict | None = None) -> dict:
     out = {}
     for layer in model.layer:
         if layer.type in PARAMS and all(b in shapes for b in layer.bottom):
-            out[layer.name] = [tuple(s) for s in
-                               PARAMS[layer.type](layer, [shapes[b] for b in layer.bottom])]
+            out[layer.name] = [
+                tuple(s) for s in PARAMS[layer.type](layer, [shapes[b] for b in layer.bottom])
+            ]
     return out
 
 
@@ -541,16 +679,26 @@ def check_params(model, shapes: dict) -> None:
     owners = {}
     for layer in model.layer:
         blobs = params.get(layer.name, [])
-        _need(len(layer.param) <= len(blobs), layer, f"it has {len(blobs)} parameter blobs "
-              f"but {len(layer.param)} param specs")
+        _need(
+            len(layer.param) <= len(blobs),
+            layer,
+            f"it has {len(blobs)} parameter blobs but {len(layer.param)} param specs",
+        )
         for spec, shape in zip(layer.param, blobs, strict=False):
             if not spec.name:
                 continue
             first = owners.setdefault(spec.name, (layer.name, shape))
-            same = (first[1] == shape if spec.share_mode == spec.STRICT
-                    else _count(first[1]) == _count(shape))
-            _need(same, layer, f"it shares param {spec.name!r} with layer {first[0]!r}, "
-                  f"but the shapes differ ({shape} and {first[1]})")
+            same = (
+                first[1] == shape
+                if spec.share_mode == spec.STRICT
+                else _count(first[1]) == _count(shape)
+            )
+            _need(
+                same,
+                layer,
+                f"it shares param {spec.name!r} with layer {first[0]!r}, "
+                f"but the shapes differ ({shape} and {first[1]})",
+            )
         _check_fillers(layer, blobs)
 
 
@@ -565,14 +713,24 @@ def _check_fillers(layer, blobs):
         _need(_count(shape) > 0, layer, f"its {name} would fill an empty parameter blob")
         if not filler.ListFields():
             continue
-        _need(filler.type in FILLER_TYPES, layer, f"{name} has the unknown type "
-              f"{filler.type!r} (Caffe knows {', '.join(sorted(FILLER_TYPES))})")
-        _need(filler.sparse == -1 or (filler.type == "gaussian" and filler.sparse >= -1),
-              layer, f"{name}: sparse works only with gaussian")
+        _need(
+            filler.type in FILLER_TYPES,
+            layer,
+            f"{name} has the unknown type "
+            f"{filler.type!r} (Caffe knows {', '.join(sorted(FILLER_TYPES))})",
+        )
+        _need(
+            filler.sparse == -1 or (filler.type == "gaussian" and filler.sparse >= -1),
+            layer,
+            f"{name}: sparse works only with gaussian",
+        )
         if filler.type == "gaussian":
             _need(filler.std > 0, layer, f"{name}: std must be positive")
         if filler.type == "uniform":
             _need(filler.min <= filler.max, layer, f"{name}: min must not exceed max")
         if filler.type == "bilinear":
-            _need(len(shape) == 4 and shape[2] == shape[3], layer,
-                  f"{name}: bilinear fills only square 4-D kernels")
+            _need(
+                len(shape) == 4 and shape[2] == shape[3],
+                layer,
+                f"{name}: bilinear fills only square 4-D kernels",
+            )

@@ -68,11 +68,17 @@ class Task:
     cpu_seconds: float | None = None  # CPU time of the worker process while it ran the task
 
     def row(self) -> dict:
-        return {"name": self.name, "status": self.status, "reason": self.reason,
-                **{k: str(v) if k == "input" else v for k, v in self.values.items()},
-                "image": f"images/{self.name}.png", "sidecar": f"images/{self.name}.png.json",
-                "seconds": rounded(self.seconds), "cpu_seconds": rounded(self.cpu_seconds),
-                "net": self.net}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "reason": self.reason,
+            **{k: str(v) if k == "input" else v for k, v in self.values.items()},
+            "image": f"images/{self.name}.png",
+            "sidecar": f"images/{self.name}.png.json",
+            "seconds": rounded(self.seconds),
+            "cpu_seconds": rounded(self.cpu_seconds),
+            "net": self.net,
+        }
 
 
 def rounded(seconds):
@@ -80,8 +86,19 @@ def rounded(seconds):
 
 
 # Job fields a sweep shares between all its tasks.
-SHARED = ("model", "model_def", "weights", "mean", "places_mean", "channel_swap", "gpu",
-          "notebook_net", "verbose", "clip", "max_size")
+SHARED = (
+    "model",
+    "model_def",
+    "weights",
+    "mean",
+    "places_mean",
+    "channel_swap",
+    "gpu",
+    "notebook_net",
+    "verbose",
+    "clip",
+    "max_size",
+)
 
 
 def from_args(args) -> Sweep:
@@ -90,25 +107,41 @@ def from_args(args) -> Sweep:
         raise DreamError(f"{args.output} exists and is not a folder", "name a folder for -o")
     grid = tuple(args.grid)
     if len(grid) != 2 or not set(grid) <= set(GRID_AXES):
-        raise DreamError(f"--grid {','.join(grid)} is not two different parameters",
-                         f"choose two of {', '.join(GRID_AXES)}")
+        raise DreamError(
+            f"--grid {','.join(grid)} is not two different parameters",
+            f"choose two of {', '.join(GRID_AXES)}",
+        )
     threads, cores = args.threads_per_worker, available_cores()
     if args.scheduler and (args.workers or threads != 1):
-        raise DreamError("--workers and --threads-per-worker set up the local cluster, not "
-                         f"the one at {args.scheduler}", "start that cluster's workers with "
-                         "the numbers you want, or leave out --scheduler")
+        raise DreamError(
+            "--workers and --threads-per-worker set up the local cluster, not "
+            f"the one at {args.scheduler}",
+            "start that cluster's workers with the numbers you want, or leave out --scheduler",
+        )
     workers = args.workers or max(1, cores // threads)
     if not args.scheduler and workers * threads > cores:
-        raise DreamError(f"--workers {workers} x --threads-per-worker {threads} is more than "
-                         f"the {cores} cores here", "lower one of them (Caffe's BLAS threads "
-                         "compete for cores)")
-    lists = {"end": args.ends, "seed": args.seeds,
-             **{k: getattr(args, k) for k in SWEPT if k not in ("end", "seed")}}
+        raise DreamError(
+            f"--workers {workers} x --threads-per-worker {threads} is more than "
+            f"the {cores} cores here",
+            "lower one of them (Caffe's BLAS threads compete for cores)",
+        )
+    lists = {
+        "end": args.ends,
+        "seed": args.seeds,
+        **{k: getattr(args, k) for k in SWEPT if k not in ("end", "seed")},
+    }
     base = {k: getattr(args, k, None) for k in SHARED}
     base["threads"] = None if args.scheduler else threads  # set in each task: the sidecar says
-    return Sweep(inputs=list(args.inputs), outdir=args.output, lists=lists,
-                 base=base, scheduler=args.scheduler,
-                 workers=workers, threads_per_worker=threads, grid=grid)
+    return Sweep(
+        inputs=list(args.inputs),
+        outdir=args.output,
+        lists=lists,
+        base=base,
+        scheduler=args.scheduler,
+        workers=workers,
+        threads_per_worker=threads,
+        grid=grid,
+    )
 
 
 # --- the grid ---------------------------------------------------------------------------
@@ -148,8 +181,10 @@ def label(value) -> str:
 def input_labels(inputs) -> dict:
     """Each input's name part: its stem, plus a short hash of its path where stems collide."""
     stems = [slug(Path(p).stem) for p in inputs]
-    return {p: s if stems.count(s) == 1 else f"{s}-{short_hash(str(Path(p).resolve()))}"
-            for p, s in zip(inputs, stems, strict=True)}
+    return {
+        p: s if stems.count(s) == 1 else f"{s}-{short_hash(str(Path(p).resolve()))}"
+        for p, s in zip(inputs, stems, strict=True)
+    }
 
 
 def short_hash(text: str) -> str:
@@ -161,9 +196,11 @@ def short_hash(text: str) -> str:
 def task_name(values: dict, input_label: str, suffix: str = "") -> str:
     """Stable and readable: the same parameters always give the same name."""
     v = values
-    return (f"{input_label}__{slug(v['end'])}__seed{v['seed']}__iter{v['iter_n']}"
-            f"_oct{v['octave_n']}_scale{label(v['octave_scale'])}_step{label(v['step_size'])}"
-            f"_jit{v['jitter']}{suffix}")
+    return (
+        f"{input_label}__{slug(v['end'])}__seed{v['seed']}__iter{v['iter_n']}"
+        f"_oct{v['octave_n']}_scale{label(v['octave_scale'])}_step{label(v['step_size'])}"
+        f"_jit{v['jitter']}{suffix}"
+    )
 
 
 def name_suffix(base: dict) -> str:
@@ -183,8 +220,9 @@ def grid_tasks(inputs, lists: dict, base: dict) -> list:
     for values in axes:
         count *= len(values)
     if count > MAX_TASKS:
-        raise DreamError(f"the sweep has {count} tasks, more than {MAX_TASKS}",
-                         "split it into smaller sweeps")
+        raise DreamError(
+            f"the sweep has {count} tasks, more than {MAX_TASKS}", "split it into smaller sweeps"
+        )
     labels, suffix = input_labels(axes[0]), name_suffix(base)
     tasks = []
     for point in itertools.product(*axes):
@@ -202,11 +240,15 @@ def task_job(spec: Sweep, task: Task) -> dict:
 
     Paths are absolute: a worker may run in another folder, or on another machine.
     """
-    files = {k: Path(spec.base[k]).resolve() for k in ("model_def", "weights")
-             if spec.base.get(k)}
-    return {**spec.base, **files, **task.values, "command": "dream",
-            "input": Path(task.values["input"]).resolve(),
-            "output": spec.outdir.resolve() / "images" / f"{task.name}.png"}
+    files = {k: Path(spec.base[k]).resolve() for k in ("model_def", "weights") if spec.base.get(k)}
+    return {
+        **spec.base,
+        **files,
+        **task.values,
+        "command": "dream",
+        "input": Path(task.values["input"]).resolve(),
+        "output": spec.outdir.resolve() / "images" / f"{task.name}.png",
+    }
 
 
 # --- resuming -----------------------------------------------------------------------------
@@ -214,8 +256,10 @@ def expectations(spec: Sweep, tasks) -> dict:
     """What each task's sidecar must say for its result to be kept: name -> record."""
     probe = job.Job.from_values(spec.base)
     definition, weights, mean, swap, model_name = job.model_config(probe, probe.end or "x")
-    files = {"definition": file_hash(Path(definition), "sha256"),
-             "weights": file_hash(Path(weights), "sha256")}
+    files = {
+        "definition": file_hash(Path(definition), "sha256"),
+        "weights": file_hash(Path(weights), "sha256"),
+    }
     inputs = {}
     for p in spec.inputs:
         with contextlib.suppress(OSError):
@@ -226,9 +270,16 @@ def expectations(spec: Sweep, tasks) -> dict:
         v = t.values
         params = {k: v[k] for k in SWEPT if k != "seed"}
         params["clip"] = probe.clip
-        out[t.name] = {"params": params, "seed": v["seed"], "model": model_name,
-                       "mean_bgr": list(mean), "channel_swap": list(swap), "device": device,
-                       "input": inputs.get(v["input"]), **files}
+        out[t.name] = {
+            "params": params,
+            "seed": v["seed"],
+            "model": model_name,
+            "mean_bgr": list(mean),
+            "channel_swap": list(swap),
+            "device": device,
+            "input": inputs.get(v["input"]),
+            **files,
+        }
     return out
 
 
@@ -266,8 +317,9 @@ def _cached_loader(load_net):
     from .net import import_caffe, select_device
 
     def load(model_def, weights, *args, **kwargs):
-        stats = tuple((str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size)
-                      for p in (model_def, weights))
+        stats = tuple(
+            (str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in (model_def, weights)
+        )
         key = (stats, repr(args), repr(sorted(kwargs.items())))
         load.last = "reused" if key in _NETS else "loaded"
         if key not in _NETS:
@@ -278,6 +330,7 @@ def _cached_loader(load_net):
             select_device(import_caffe(), kwargs.get("gpu"))
         _NETS.move_to_end(key)
         return _NETS[key]
+
     load.sweep_cache, load.last = True, ""
     return load
 
@@ -298,8 +351,12 @@ def dream_task(values: dict) -> dict:
             return {"status": "failed", "reason": one_line(str(e))}
         except Exception as e:  # recorded in the manifest; the sweep goes on
             return {"status": "failed", "reason": one_line(f"{type(e).__name__}: {e}")}
-    return {"status": "done", "seconds": time.perf_counter() - t0, "net": net.load_net.last,
-            "cpu_seconds": time.process_time() - cpu0}  # the worker process's, all threads
+    return {
+        "status": "done",
+        "seconds": time.perf_counter() - t0,
+        "net": net.load_net.last,
+        "cpu_seconds": time.process_time() - cpu0,
+    }  # the worker process's, all threads
 
 
 def one_line(text: str) -> str:
@@ -316,9 +373,12 @@ def check_failures(tasks, outdir: Path) -> None:
     """After the sweep: one line and exit status 1 when any task failed."""
     failed = [t for t in tasks if t.status == "failed"]
     if failed:
-        raise DreamError(f"{len(failed)} of {len(tasks)} tasks failed, e.g. {failed[0].name}: "
-                         f"{failed[0].reason}", f"the reasons are in {outdir / 'manifest.csv'}; "
-                         "the other results are kept, and a rerun retries only what is missing")
+        raise DreamError(
+            f"{len(failed)} of {len(tasks)} tasks failed, e.g. {failed[0].name}: "
+            f"{failed[0].reason}",
+            f"the reasons are in {outdir / 'manifest.csv'}; "
+            "the other results are kept, and a rerun retries only what is missing",
+        )
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -371,18 +431,24 @@ def connect(spec: Sweep, say):
         try:
             client = Client(spec.scheduler, timeout="10s")
         except Exception as e:  # OSError, a timeout, a malformed address
-            raise DreamError(f"cannot reach the Dask scheduler at {spec.scheduler} "
-                             f"({one_line(str(e))})", "start it (`dask scheduler`) or check "
-                             "the address, e.g. tcp://HOST:8786") from None
+            raise DreamError(
+                f"cannot reach the Dask scheduler at {spec.scheduler} ({one_line(str(e))})",
+                "start it (`dask scheduler`) or check the address, e.g. tcp://HOST:8786",
+            ) from None
         cluster = None
     else:
         threads = str(spec.threads_per_worker)
         blas = {"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), sigint_ignored():
-            cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1,
-                                   processes=True, host="127.0.0.1", env=blas,
-                                   dashboard_address=":0",
-                                   silence_logs=50)
+            cluster = LocalCluster(
+                n_workers=spec.workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                env=blas,
+                dashboard_address=":0",
+                silence_logs=50,
+            )
         client = Client(cluster)
     try:
         link = dashboard_link(client)
@@ -437,8 +503,9 @@ def run_on(client, spec: Sweep, todo) -> None:
 
     futures = {}
     for i, t in enumerate(todo):
-        future = client.submit(dream_task, task_job(spec, t), pure=False, priority=-i,
-                               key=f"dream-{i}-{t.name}"[:200])
+        future = client.submit(
+            dream_task, task_job(spec, t), pure=False, priority=-i, key=f"dream-{i}-{t.name}"[:200]
+        )
         futures[future] = t
     bar = tqdm(total=len(todo), desc="sweep", unit="task", disable=None)
     try:
@@ -461,8 +528,10 @@ def record(task: Task, future, images: Path) -> None:
     task.cpu_seconds = result.get("cpu_seconds")
     if task.status == "done" and not (images / f"{task.name}.png.json").is_file():
         task.status = "failed"
-        task.reason = (f"a worker wrote {task.name}.png but it is not visible here: OUTDIR "
-                       "must be on a file system the workers share")
+        task.reason = (
+            f"a worker wrote {task.name}.png but it is not visible here: OUTDIR "
+            "must be on a file system the workers share"
+        )
 
 
 def remove_stale_temporaries(images: Path, tasks) -> None:

@@ -27,8 +27,9 @@ PAD_EVEN = "pad=ceil(iw/2)*2:ceil(ih/2)*2:0:0:black"
 
 def has_libx264(exe: str) -> bool:
     try:
-        p = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run(
+            [exe, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return p.returncode == 0 and " libx264 " in p.stdout
@@ -47,9 +48,11 @@ def find_ffmpeg() -> str:
         bundled = None
     if bundled and has_libx264(bundled):
         return bundled
-    raise DreamError("--video needs ffmpeg with libx264, and none was found",
-                     "pip install -r requirements.txt (imageio-ffmpeg ships one), or "
-                     "apt-get install ffmpeg, or leave out --video")
+    raise DreamError(
+        "--video needs ffmpeg with libx264, and none was found",
+        "pip install -r requirements.txt (imageio-ffmpeg ships one), or "
+        "apt-get install ffmpeg, or leave out --video",
+    )
 
 
 def check_video(fps: float) -> str:
@@ -60,8 +63,9 @@ def check_video(fps: float) -> str:
     return find_ffmpeg()
 
 
-def encode(frames_dir: Path, fmt: str, count: int, path: Path, fps: float,
-           ffmpeg: str | None = None) -> None:
+def encode(
+    frames_dir: Path, fmt: str, count: int, path: Path, fps: float, ffmpeg: str | None = None
+) -> None:
     """Encode frames ``0000.fmt`` .. ``count-1`` of ``frames_dir`` into ``path``, atomically.
 
     Only the first ``count`` frames are read, so stale frames of an earlier, longer run in the
@@ -71,15 +75,35 @@ def encode(frames_dir: Path, fmt: str, count: int, path: Path, fps: float,
         raise DreamError(f"no frames to encode into {path}", "let zoom finish at least one frame")
     ffmpeg = ffmpeg or find_ffmpeg()
     with atomic_path(path) as tmp:
-        cmd = [ffmpeg, "-y", "-hide_banner", "-loglevel", "error", "-framerate", f"{fps:g}",
-               "-i", str(Path(frames_dir) / f"%04d.{fmt}"), "-frames:v", str(count),
-               "-vf", PAD_EVEN, "-c:v", "libx264", "-pix_fmt", "yuv420p",
-               "-movflags", "+faststart", str(tmp)]
+        cmd = [
+            ffmpeg,
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-framerate",
+            f"{fps:g}",
+            "-i",
+            str(Path(frames_dir) / f"%04d.{fmt}"),
+            "-frames:v",
+            str(count),
+            "-vf",
+            PAD_EVEN,
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            str(tmp),
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             last = (p.stderr.strip().splitlines() or ["no message"])[-1]
-            raise DreamError(f"ffmpeg could not write {path} ({last})",
-                             "check the frames and the disk; the frames are kept")
+            raise DreamError(
+                f"ffmpeg could not write {path} ({last})",
+                "check the frames and the disk; the frames are kept",
+            )
         umask = os.umask(0)  # the temporary file is private; the video gets the usual mode
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

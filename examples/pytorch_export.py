@@ -76,8 +76,10 @@ class Hooks:
             sub = modules[path]
             meta = blobs_meta.get(blob, {})
             relu = {"relu": True, "raw": False}.get(
-                how, meta.get("post_relu", False)
-                and isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)))
+                how,
+                meta.get("post_relu", False)
+                and isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)),
+            )
             if how == "input":
                 self.handles.append(sub.register_forward_pre_hook(self._grab(blob, False, 0)))
             else:
@@ -90,6 +92,7 @@ class Hooks:
             self.values[blob] = value.clone()  # before any later in-place change
             if blob == self.end:
                 raise _Stop
+
         return hook
 
     def run(self, module, data):
@@ -118,8 +121,7 @@ def gradient_at(module, hooks, data, objective):
     return values, end.grad[0], x.grad[0]
 
 
-def make_step(module, hooks, data, jitter_xy, params, mean_bgr, objective, step,
-              gradient=None):
+def make_step(module, hooks, data, jitter_xy, params, mean_bgr, objective, step, gradient=None):
     """The notebook's make_step with a given jitter: roll, gradient, step, unroll.
     Returns (new data, gradient at the rolled image). With ``gradient`` (at the rolled
     image), that one is used and the network is not run: your step from our gradient."""
@@ -163,14 +165,21 @@ def deepdream(module, hooks, data, params, seed, mean_bgr, objective, step):
         image = base + detail
         for _ in range(params["iter_n"]):
             jitter = rng.randint(-params["jitter"], params["jitter"] + 1, 2)
-            image, _ = make_step(module, hooks, image, jitter, params, mean_bgr, objective,
-                                 step)
+            image, _ = make_step(module, hooks, image, jitter, params, mean_bgr, objective, step)
         detail = image - base
     return np.dstack((image + np.float32(mean_bgr)[:, None, None])[::-1])
 
 
-def export(bundle_dir, module, name_map, out_path, preprocess=None, objective=objective_L2,
-           step=notebook_step, dream=True):
+def export(
+    bundle_dir,
+    module,
+    name_map,
+    out_path,
+    preprocess=None,
+    objective=objective_L2,
+    step=notebook_step,
+    dream=True,
+):
     """Compute every stage of the bundle in ``bundle_dir`` with ``module``; write ``out_path``.
 
     ``preprocess(img)``: your preprocessing (default: the notebook's, with the bundle's mean);
@@ -187,24 +196,37 @@ def export(bundle_dir, module, name_map, out_path, preprocess=None, objective=ob
     module = module.eval()
     hooks = Hooks(module, name_map, meta["blobs"], params["end"])
     try:
-        out = {"input_image": ours["input_image"],
-               "data": np.float32(np.asarray(preprocess(ours["input_image"])))}
+        out = {
+            "input_image": ours["input_image"],
+            "data": np.float32(np.asarray(preprocess(ours["input_image"]))),
+        }
         values, end_diff, grad = gradient_at(module, hooks, ours["data"], objective)
         for blob, value in values.items():
             out[f"forward/{blob}"] = value.detach().numpy()[0]
         out["objective_diff"] = end_diff.numpy()
         out["data_gradient"] = grad.numpy()
         out["make_step"], out["step_gradient"] = make_step(
-            module, hooks, ours["data"], meta["fixed_jitter"], params, mean, objective, step)
+            module, hooks, ours["data"], meta["fixed_jitter"], params, mean, objective, step
+        )
         out["make_step/from_our_gradient"], _ = make_step(
-            module, hooks, ours["data"], meta["fixed_jitter"], params, mean, objective, step,
-            gradient=ours["step_gradient"])
+            module,
+            hooks,
+            ours["data"],
+            meta["fixed_jitter"],
+            params,
+            mean,
+            objective,
+            step,
+            gradient=ours["step_gradient"],
+        )
         h, w = ours["data"].shape[1:]
         out["octave_sizes"] = np.float32(
-            octave_sizes(h, w, params["octave_n"], params["octave_scale"]))
+            octave_sizes(h, w, params["octave_n"], params["octave_scale"])
+        )
         if dream:
-            out["deepdream"] = np.float32(deepdream(module, hooks, ours["data"], params,
-                                                    meta["seed"], mean, objective, step))
+            out["deepdream"] = np.float32(
+                deepdream(module, hooks, ours["data"], params, meta["seed"], mean, objective, step)
+            )
     finally:
         hooks.remove()
     np.savez(out_path, **out)

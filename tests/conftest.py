@@ -67,8 +67,10 @@ def nets(tmp_path_factory):
     places = write_googlenet(d / "places205_like.prototxt", 205, aux_heads=True)
     return {
         "bvlc_googlenet": (bvlc, write_synthetic_weights(bvlc, d / "bvlc_synthetic.caffemodel", 0)),
-        "places205_googlenet": (places, write_synthetic_weights(
-            places, d / "places_synthetic.caffemodel", 1)),
+        "places205_googlenet": (
+            places,
+            write_synthetic_weights(places, d / "places_synthetic.caffemodel", 1),
+        ),
     }
 
 
@@ -81,4 +83,5 @@ def load(nets):
     def _load(model="bvlc_googlenet", end="inception_4c/output", **kw):
         definition, weights = nets[model]
         return load_net(definition, weights, end, IMAGENET_MEAN_BGR, **kw)
+
     return _load

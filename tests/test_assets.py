@@ -47,8 +47,9 @@ def cache(tmp_path, monkeypatch):
 
 
 def asset(url, data=PAYLOAD, algorithm="sha256", name="file.bin"):
-    return assets.Asset(name, url, f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}",
-                        len(data))
+    return assets.Asset(
+        name, url, f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}", len(data)
+    )
 
 
 def leftovers(folder):

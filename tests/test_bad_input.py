@@ -24,8 +24,12 @@ FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "1"]
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def snapshot(folder):
@@ -113,15 +117,35 @@ def test_exif_orientation_is_ignored_and_said(tmp_path, sky):
 
 # --- sizes and memory ----------------------------------------------------------------------
 def test_too_small_names_the_smallest_size(work):
-    p = fails(work, "dream", work[0] / "in.png", "-o", work[0] / "o.png",
-              "--end", "inception_5b/output", "--octave-n", "6", words=["too small"])
+    p = fails(
+        work,
+        "dream",
+        work[0] / "in.png",
+        "-o",
+        work[0] / "o.png",
+        "--end",
+        "inception_5b/output",
+        "--octave-n",
+        "6",
+        words=["too small"],
+    )
     assert "at least" in p.stderr and "--octave-n" in p.stderr
 
 
 def test_fully_connected_end_needs_the_definition_size(work):
     PIL.Image.new("RGB", (300, 300), "gray").save(work[0] / "square.png")
-    fails(work, "dream", work[0] / "square.png", "-o", work[0] / "o.png",
-          "--end", "loss3/classifier", "--octave-n", "1", words=["fully connected", "224x224"])
+    fails(
+        work,
+        "dream",
+        work[0] / "square.png",
+        "-o",
+        work[0] / "o.png",
+        "--end",
+        "loss3/classifier",
+        "--octave-n",
+        "1",
+        words=["fully connected", "224x224"],
+    )
 
 
 def test_too_large_gives_an_estimate_and_a_size_that_fits(work, monkeypatch, capsys):
@@ -129,8 +153,7 @@ def test_too_large_gives_an_estimate_and_a_size_that_fits(work, monkeypatch, cap
     PIL.Image.open(folder / "in.png").resize((512, 288)).save(folder / "big.png")
     monkeypatch.setattr("deepdream_caffe.checks.available_bytes", lambda: 400 * 2**20)
     before = snapshot(folder)
-    args = ["dream", str(folder / "big.png"), "-o", str(folder / "o.png"), *map(str, model),
-            *FAST]
+    args = ["dream", str(folder / "big.png"), "-o", str(folder / "o.png"), *map(str, model), *FAST]
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert "GiB" in err and "--max-size" in err and snapshot(folder) == before
@@ -156,11 +179,16 @@ img = np.random.RandomState(0).uniform(0, 255, (288, 512, 3)).astype(np.float32)
 dream.deepdream(net, img, iter_n=1, octave_n=2, rng=np.random.RandomState(0))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "GLOG_minloglevel": "2"})
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GLOG_minloglevel": "2"},
+    )
     peak = int(p.stdout.split()[-1])
-    estimate = checks.estimate_bytes(dream_model(definition, "inception_4c/output"),
-                                     [(288, 512)], False)
+    estimate = checks.estimate_bytes(
+        dream_model(definition, "inception_4c/output"), [(288, 512)], False
+    )
     assert 0.9 * peak <= estimate <= 1.35 * peak, (estimate / 2**20, peak / 2**20)
 
 
@@ -173,15 +201,18 @@ def test_max_size_scales_down(work):
 
 
 # --- flags ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("flags,message", [
-    (["--octave-scale", "0.9"], "greater than 1"),
-    (["--octave-n", "0"], "at least 1"),
-    (["--iter-n", "-3"], "at least 1"),
-    (["--step-size", "0"], "greater than 0"),
-    (["--jitter", "x"], "not an integer"),
-    (["--octave-scale", "nan"], "not a finite number"),
-    (["--mean", "1,2"], "three values"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--octave-scale", "0.9"], "greater than 1"),
+        (["--octave-n", "0"], "at least 1"),
+        (["--iter-n", "-3"], "at least 1"),
+        (["--step-size", "0"], "greater than 0"),
+        (["--jitter", "x"], "not an integer"),
+        (["--octave-scale", "nan"], "not a finite number"),
+        (["--mean", "1,2"], "three values"),
+    ],
+)
 def test_bad_flags_are_usage_errors(work, flags, message):
     folder, _ = work
     before = snapshot(folder)
@@ -191,10 +222,24 @@ def test_bad_flags_are_usage_errors(work, flags, message):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flag=st.sampled_from(["--iter-n", "--octave-n", "--octave-scale", "--step-size",
-                             "--jitter", "--seed", "--max-size"]),
-       value=st.one_of(st.text(max_size=8), st.integers(-10**6, 10**6).map(str),
-                       st.floats(allow_nan=True, allow_infinity=True).map(str)))
+@given(
+    flag=st.sampled_from(
+        [
+            "--iter-n",
+            "--octave-n",
+            "--octave-scale",
+            "--step-size",
+            "--jitter",
+            "--seed",
+            "--max-size",
+        ]
+    ),
+    value=st.one_of(
+        st.text(max_size=8),
+        st.integers(-(10**6), 10**6).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+    ),
+)
 def test_any_flag_value_parses_or_is_refused(flag, value):
     """Hypothesis: every value either parses to a valid setting or is a usage error."""
     parser = cli.build_parser()
@@ -205,8 +250,13 @@ def test_any_flag_value_parses_or_is_refused(flag, value):
         return
     v = getattr(args, flag[2:].replace("-", "_"))
     assert np.isfinite(v)
-    assert {"--octave-scale": v > 1, "--step-size": v > 0, "--jitter": v >= 0,
-            "--seed": v >= 0, "--max-size": v >= 16}.get(flag, v >= 1)
+    assert {
+        "--octave-scale": v > 1,
+        "--step-size": v > 0,
+        "--jitter": v >= 0,
+        "--seed": v >= 0,
+        "--max-size": v >= 16,
+    }.get(flag, v >= 1)
 
 
 @settings(max_examples=80, deadline=None)
@@ -224,14 +274,20 @@ def test_any_bytes_load_or_give_a_clear_error(tmp_path_factory, data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(w=st.integers(1, 40), h=st.integers(1, 40),
-       mode=st.sampled_from(["L", "RGB", "RGBA", "P", "I;16", "LA", "1"]),
-       seed=st.integers(0, 2**16))
+@given(
+    w=st.integers(1, 40),
+    h=st.integers(1, 40),
+    mode=st.sampled_from(["L", "RGB", "RGBA", "P", "I;16", "LA", "1"]),
+    seed=st.integers(0, 2**16),
+)
 def test_any_small_image_loads_as_rgb(tmp_path_factory, w, h, mode, seed):
     pixels = np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
     im = PIL.Image.fromarray(pixels)
-    im = (PIL.Image.fromarray(np.asarray(im.convert("L"), np.uint16) * 257) if mode == "I;16"
-          else im.convert(mode))
+    im = (
+        PIL.Image.fromarray(np.asarray(im.convert("L"), np.uint16) * 257)
+        if mode == "I;16"
+        else im.convert(mode)
+    )
     path = tmp_path_factory.mktemp("m") / "x.png"
     im.save(path)
     img = imageio.load_image(path)
@@ -244,63 +300,131 @@ def test_truncated_weights(work):
     folder, model = work
     cut = folder / "cut.caffemodel"
     cut.write_bytes(model[3].read_bytes()[:100000])
-    fails((folder, model[:2] + ["--weights", cut]), "dream", folder / "in.png",
-          "-o", folder / "o.png", words=["corrupt or truncated"])
+    fails(
+        (folder, model[:2] + ["--weights", cut]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        words=["corrupt or truncated"],
+    )
 
 
 def test_weights_of_another_net(work):
     folder, model = work
     other = folder / "other.caffemodel"
     from deepdream_caffe.net import import_caffe
+
     caffe = import_caffe()
     small = folder / "small.prototxt"
-    small.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
-                     'dim: 1 dim: 3 dim: 32 dim: 32 } } }\nlayer { name: "conv1/7x7_s2" type: '
-                     '"Convolution" bottom: "data" top: "c" convolution_param { num_output: 8 '
-                     'kernel_size: 3 } }\n')
+    small.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { '
+        'dim: 1 dim: 3 dim: 32 dim: 32 } } }\nlayer { name: "conv1/7x7_s2" type: '
+        '"Convolution" bottom: "data" top: "c" convolution_param { num_output: 8 '
+        "kernel_size: 3 } }\n"
+    )
     caffe.Net(str(small), caffe.TEST).save(str(other))
-    fails((folder, model[:2] + ["--weights", other]), "dream", folder / "in.png",
-          "-o", folder / "o.png", words=["does not fit", "conv1/7x7_s2"])
-    fails((folder, model[:2] + ["--weights", other]), "dream", folder / "in.png",
-          "-o", folder / "o.png", "--end", "inception_3a/output",
-          words=["conv1/7x7_s2"])
+    fails(
+        (folder, model[:2] + ["--weights", other]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        words=["does not fit", "conv1/7x7_s2"],
+    )
+    fails(
+        (folder, model[:2] + ["--weights", other]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        "--end",
+        "inception_3a/output",
+        words=["conv1/7x7_s2"],
+    )
 
 
 def test_prototxt_syntax_error_and_missing_files(work):
     folder, model = work
     bad = folder / "bad.prototxt"
     bad.write_text("layer { name: 'x' type: ")
-    fails((folder, ["--model-def", bad, "--weights", model[3]]), "dream", folder / "in.png",
-          "-o", folder / "o.png", words=["not a valid Caffe prototxt"])
-    fails((folder, ["--model-def", folder / "no.prototxt", "--weights", model[3]]), "dream",
-          folder / "in.png", "-o", folder / "o.png", words=["does not exist"])
-    fails((folder, [model[0], model[1], "--weights", folder / "no.caffemodel"]), "dream",
-          folder / "in.png", "-o", folder / "o.png", words=["does not exist"])
+    fails(
+        (folder, ["--model-def", bad, "--weights", model[3]]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        words=["not a valid Caffe prototxt"],
+    )
+    fails(
+        (folder, ["--model-def", folder / "no.prototxt", "--weights", model[3]]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        words=["does not exist"],
+    )
+    fails(
+        (folder, [model[0], model[1], "--weights", folder / "no.caffemodel"]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        words=["does not exist"],
+    )
 
 
-@pytest.mark.parametrize("text,words", [
-    ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
-     'dim: 32 dim: 32 } } }\nlayer { name: "c" type: "Convolutin" bottom: "data" top: "c" }',
-     ["unknown type", "Convolutin"]),
-    ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
-     'dim: 32 dim: 32 } } }\nlayer { name: "c" type: "ReLU" bottom: "dat" top: "c" }',
-     ["reads 'dat'"]),
-    ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }',
-     ["no blob named 'data'"]),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (
+            'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+            'dim: 32 dim: 32 } } }\nlayer { name: "c" type: "Convolutin" bottom: "data" top: "c" }',
+            ["unknown type", "Convolutin"],
+        ),
+        (
+            'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+            'dim: 32 dim: 32 } } }\nlayer { name: "c" type: "ReLU" bottom: "dat" top: "c" }',
+            ["reads 'dat'"],
+        ),
+        (
+            'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }',
+            ["no blob named 'data'"],
+        ),
+    ],
+)
 def test_definitions_caffe_would_abort_on(work, text, words):
     folder, model = work
     bad = folder / "bad.prototxt"
     bad.write_text(text)
-    fails((folder, ["--model-def", bad, "--weights", model[3]]), "dream", folder / "in.png",
-          "-o", folder / "o.png", "--end", "c", words=words)
+    fails(
+        (folder, ["--model-def", bad, "--weights", model[3]]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        "--end",
+        "c",
+        words=words,
+    )
 
 
 def test_debug_shows_the_traceback(work):
     folder, model = work
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "--debug", "dream",
-                        str(folder / "nope.png"), "-o", str(folder / "o.png")],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.cli",
+            "--debug",
+            "dream",
+            str(folder / "nope.png"),
+            "-o",
+            str(folder / "o.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode != 0 and "Traceback" in p.stderr and "DreamError" in p.stderr
 
 
@@ -308,21 +432,39 @@ def test_video_without_ffmpeg_is_refused_before_dreaming(work, monkeypatch):
     folder, _ = work
     monkeypatch.setenv("PATH", str(folder))  # no ffmpeg on it, and none from imageio-ffmpeg
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(folder / "no-ffmpeg"))
-    fails(work, "zoom", folder / "in.png", "-o", folder / "frames", "--video",
-          folder / "v.mp4", words=["ffmpeg", "imageio-ffmpeg", "apt-get install ffmpeg"])
+    fails(
+        work,
+        "zoom",
+        folder / "in.png",
+        "-o",
+        folder / "frames",
+        "--video",
+        folder / "v.mp4",
+        words=["ffmpeg", "imageio-ffmpeg", "apt-get install ffmpeg"],
+    )
 
 
 def test_gpu_on_a_cpu_build(work):
-    fails(work, "dream", work[0] / "in.png", "-o", work[0] / "o.png", "--gpu", "0",
-          words=["CPU-only", "make setup CUDA=1"])
+    fails(
+        work,
+        "dream",
+        work[0] / "in.png",
+        "-o",
+        work[0] / "o.png",
+        "--gpu",
+        "0",
+        words=["CPU-only", "make setup CUDA=1"],
+    )
 
 
 def test_caffe_missing_points_at_make_setup(work):
     folder, model = work
     before = snapshot(folder)
     argv = ["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model)]
-    code = ("import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
-            f"sys.exit(main({argv!r}))")
+    code = (
+        "import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
+        f"sys.exit(main({argv!r}))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert_clean_failure(p, folder, before, "pycaffe", "make setup")
 
@@ -334,17 +476,27 @@ def test_output_folder_missing_or_a_folder_or_no_extension(work):
     (folder / "sub").mkdir()
     fails(work, "dream", folder / "in.png", "-o", folder / "sub", words=["is a folder"])
     fails(work, "dream", folder / "in.png", "-o", folder / "o.txt", words=["does not end in"])
-    fails(work, "dream", folder / "in.png", "-o", folder / "o.png", "--raw", folder / "r.png",
-          words=[".npy"])
+    fails(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        "--raw",
+        folder / "r.png",
+        words=[".npy"],
+    )
 
 
 def test_output_folder_not_writable(work, monkeypatch, capsys):
     folder, model = work
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK
-                        else real_access(p, mode))  # as root, chmod would not stop a write
-    code = cli.main(["dream", str(folder / "in.png"), "-o", str(folder / "o.png"),
-                     *map(str, model)])
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode)
+    )  # as root, chmod would not stop a write
+    code = cli.main(
+        ["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model)]
+    )
     assert code == 1 and "is not writable" in capsys.readouterr().err
 
 
@@ -358,9 +510,20 @@ def test_disk_full_leaves_nothing(work, monkeypatch, capsys):
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(PIL.Image.Image, "save", full)
-    code = cli.main(["dream", str(folder / "in.png"), "-o", str(folder / "o.png"),
-                     "--raw", str(folder / "o.npy"), *map(str, model), *FAST])
+    code = cli.main(
+        [
+            "dream",
+            str(folder / "in.png"),
+            "-o",
+            str(folder / "o.png"),
+            "--raw",
+            str(folder / "o.npy"),
+            *map(str, model),
+            *FAST,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "No space left" in err and "Traceback" not in err
     assert snapshot(folder) == before  # not the image, not its sidecar, not --raw
@@ -369,10 +532,24 @@ def test_disk_full_leaves_nothing(work, monkeypatch, capsys):
 def test_ctrl_c_leaves_no_partial_output(work):
     folder, model = work
     steps = folder / "steps"
-    proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "dream",
-                             str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model),
-                             "--iter-n", "200", "--save-steps", str(steps)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.cli",
+            "dream",
+            str(folder / "in.png"),
+            "-o",
+            str(folder / "o.png"),
+            *map(str, model),
+            "--iter-n",
+            "200",
+            "--save-steps",
+            str(steps),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not (steps.is_dir() and any(steps.iterdir())) and time.time() < deadline:
         time.sleep(0.1)
@@ -382,16 +559,33 @@ def test_ctrl_c_leaves_no_partial_output(work):
     assert not [p for p in folder.iterdir() if p.name.startswith(("o.png", ".o.png"))]
 
 
-@pytest.mark.parametrize("signum,word", [(signal.SIGINT, "interrupted"),
-                                         (signal.SIGTERM, "terminated")])
+@pytest.mark.parametrize(
+    "signum,word", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")]
+)
 def test_interrupted_zoom_keeps_finished_frames(work, signum, word):
     """Ctrl-C and SIGTERM alike (SIGTERM used to kill it silently, with no zoom.json)."""
     folder, model = work
     frames = folder / "frames"
-    proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "zoom",
-                             str(folder / "in.png"), "-o", str(frames), *map(str, model),
-                             "--iter-n", "1", "--octave-n", "1", "--frames", "1000"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.cli",
+            "zoom",
+            str(folder / "in.png"),
+            "-o",
+            str(frames),
+            *map(str, model),
+            "--iter-n",
+            "1",
+            "--octave-n",
+            "1",
+            "--frames",
+            "1000",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while len(list(frames.glob("*.png"))) < 2 and time.time() < deadline:
         time.sleep(0.05)
@@ -401,6 +595,7 @@ def test_interrupted_zoom_keeps_finished_frames(work, signum, word):
     last = err.strip().splitlines()[-1]  # after the random seed's line
     assert word in last and "Traceback" not in err
     import json
+
     record = json.loads((frames / "zoom.json").read_text())
     done = sorted(frames.glob("*.png"))
     assert record["zoom"]["frames_done"] == len(done) >= 2

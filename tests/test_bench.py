@@ -45,8 +45,9 @@ def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
 
     end = "inception_4c/output"
     net = load(end=end)
-    twin = TorchNet(prune(read_definition(nets["bvlc_googlenet"][0]), end), net,
-                    (104.0, 116.0, 122.0))
+    twin = TorchNet(
+        prune(read_definition(nets["bvlc_googlenet"][0]), end), net, (104.0, 116.0, 122.0)
+    )
     x = np.random.RandomState(0).uniform(-100, 100, (1, 3, 96, 160)).astype(np.float32)
     grads = []
     for n in (net, twin):
@@ -60,6 +61,7 @@ def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
 
     def rel_l2(a, b):
         return np.linalg.norm(a - b) / np.linalg.norm(a)
+
     # float32, ~30 layers deep: relative errors of 1e-6..1e-5 are rounding; a wrong layer
     # (pooling rounding, LRN scaling) gives 1e-2 or more
     assert rel_l2(a_caffe, a_torch) < 1e-4

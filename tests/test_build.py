@@ -18,8 +18,9 @@ SHA256 = "e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
 
 def build_caffe(*args, **env):
     env = {**os.environ, "PYTHON": sys.executable, **{k: str(v) for k, v in env.items()}}
-    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], env=env, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *map(str, args)], env=env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +76,13 @@ def github_style(tree_tar, out, edit=None):
 @pytest.mark.parametrize("edit,ok", [(None, True), ("src/caffe/net.cpp", False)])
 def test_github_fallback_is_verified_by_manifest(tmp_path, tarball, edit, ok):
     archive = github_style(tarball, tmp_path / "gh.tar.gz", edit)
-    p = build_caffe("--source-only", tmp_path / "tree",
-                    DEBIAN_MIRROR="http://127.0.0.1:9/debian",  # Debian unreachable
-                    CAFFE_GITHUB_URL=f"file://{archive}", DEEPDREAM_CAFFE_CACHE=tmp_path / "c")
+    p = build_caffe(
+        "--source-only",
+        tmp_path / "tree",
+        DEBIAN_MIRROR="http://127.0.0.1:9/debian",  # Debian unreachable
+        CAFFE_GITHUB_URL=f"file://{archive}",
+        DEEPDREAM_CAFFE_CACHE=tmp_path / "c",
+    )
     assert (p.returncode == 0) == ok, p.stderr
     if ok:
         assert "github:BVLC/caffe@99bd997" in p.stderr

@@ -39,10 +39,29 @@ def exported(nets, sky, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bundle")
     PIL.Image.fromarray(np.uint8(sky)).save(tmp / "sky.png")
     definition, weights = nets["bvlc_googlenet"]
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "export-golden",
-                        str(tmp / "sky.png"), "--model-def", str(definition), "--weights",
-                        str(weights), "-o", str(tmp / "golden"), "--seed", "3",
-                        "--iter-n", "2", "--octave-n", "2"], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.cli",
+            "export-golden",
+            str(tmp / "sky.png"),
+            "--model-def",
+            str(definition),
+            "--weights",
+            str(weights),
+            "-o",
+            str(tmp / "golden"),
+            "--seed",
+            "3",
+            "--iter-n",
+            "2",
+            "--octave-n",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     return tmp / "golden"
 
@@ -89,8 +108,10 @@ def test_bundle_is_self_contained_and_hashed(exported, ours, meta, nets):
     assert meta["format"] == bundle.FORMAT and list(ours) == meta["order"]
     for name in bundle.FILES:
         data = (exported / name).read_bytes()
-        assert meta["files"][name] == {"bytes": len(data),
-                                       "sha256": hashlib.sha256(data).hexdigest()}
+        assert meta["files"][name] == {
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
     # "source" and "run" record the files and the run that made the bundle, with their paths
     without_source = json.dumps({k: v for k, v in meta.items() if k not in ("source", "run")})
     assert str(exported) not in without_source and "/tmp" not in without_source
@@ -107,8 +128,9 @@ def test_bundle_is_self_contained_and_hashed(exported, ours, meta, nets):
 
 
 def test_weights_npz_holds_the_nets_parameters_by_caffe_name(exported, meta, nets):
-    caffe_net = load_net(nets["bvlc_googlenet"][0], nets["bvlc_googlenet"][1], END,
-                         IMAGENET_MEAN_BGR)
+    caffe_net = load_net(
+        nets["bvlc_googlenet"][0], nets["bvlc_googlenet"][1], END, IMAGENET_MEAN_BGR
+    )
     with np.load(exported / "weights.npz") as w:
         assert sorted(w.files) == sorted(meta["weights"])
         for layer, blobs in caffe_net.params.items():
@@ -126,11 +148,11 @@ def test_weights_kind_is_published_only_for_the_verified_file(nets, tmp_path, mo
     weights = nets["bvlc_googlenet"][1]
     assert bundle.weights_kind(Job(model="bvlc_googlenet", weights=weights)) == "user"
     record = models.MODELS["bvlc_googlenet"]
-    as_if = Asset(record.weights.filename, record.weights.url,
-                  "sha256:" + file_hash(weights, "sha256"))
+    as_if = Asset(
+        record.weights.filename, record.weights.url, "sha256:" + file_hash(weights, "sha256")
+    )
     monkeypatch.setitem(models.MODELS, "bvlc_googlenet", replace(record, weights=as_if))
-    assert bundle.weights_kind(Job(model="bvlc_googlenet", weights=weights)).startswith(
-        "published")
+    assert bundle.weights_kind(Job(model="bvlc_googlenet", weights=weights)).startswith("published")
     assert bundle.weights_kind(Job(model_def=weights, weights=weights)) == "user"
 
 
@@ -145,8 +167,9 @@ def test_export_golden_spells_its_flags_like_dream():
 
 
 # --- honest second implementations pass -----------------------------------------------------
-def test_the_notebook_net_passes_and_writes_no_report_unless_asked(exported, nets, tmp_path,
-                                                                   capsys):
+def test_the_notebook_net_passes_and_writes_no_report_unless_asked(
+    exported, nets, tmp_path, capsys
+):
     other = caffe_port(exported, nets, tmp_path, notebook_net=True)
     before = sorted(p.name for p in exported.iterdir())
     code, out, err = compare_cli(exported, other, capsys=capsys)
@@ -174,6 +197,7 @@ def failing(exported, other, capsys):
 def test_floor_pooling_is_named_at_pool1(exported, nets, tmp_path, capsys):
     def floor(layers):
         layers["pool1/3x3_s2"].pooling_param.round_mode = 1  # FLOOR
+
     out, err = failing(exported, caffe_port(exported, nets, tmp_path, floor), capsys)
     assert "first failing stage forward (at forward/pool1/3x3_s2)" in err
     assert "pool1/3x3_s2: your pooling rounds the output size down" in out
@@ -184,6 +208,7 @@ def test_lrn_without_the_division_by_n_is_named(exported, nets, tmp_path, capsys
     def undivided(layers):
         lrn = layers["pool1/norm1"].lrn_param
         lrn.alpha *= lrn.local_size  # Caffe divides alpha by n: this undoes it
+
     out, err = failing(exported, caffe_port(exported, nets, tmp_path, undivided), capsys)
     assert "(at forward/pool1/norm1)" in err
     assert "starts at layer pool1/norm1 (LRN)" in out
@@ -204,8 +229,10 @@ def test_x256_preprocessing_with_another_mean_is_named(exported, ours, tmp_path,
     out, err = failing(exported, submit(tmp_path / "o.npz", ours, data=data), capsys)
     assert "first failing stage data" in err
     assert "yours is 1.00392 x ours: the image was scaled by 256 instead of 255" in out
-    assert "your mean differs: you subtract (103.939, 116.779, 123.680), the notebook " \
+    assert (
+        "your mean differs: you subtract (103.939, 116.779, 123.680), the notebook "
         "(104, 116, 122)" in out
+    )
     assert "reverse order" not in out
 
 
@@ -220,18 +247,17 @@ def test_pre_relu_naming_is_named(exported, ours, tmp_path, capsys):
     post = ours["forward/conv1/7x7_s2"]
     rng = np.random.RandomState(0)
     pre = np.where(post > 0, post, -rng.uniform(0, 2, post.shape)).astype(np.float32)
-    out, err = failing(exported, submit(tmp_path / "o.npz", ours,
-                                        **{"forward/conv1/7x7_s2": pre}), capsys)
+    out, err = failing(
+        exported, submit(tmp_path / "o.npz", ours, **{"forward/conv1/7x7_s2": pre}), capsys
+    )
     assert "(at forward/conv1/7x7_s2)" in err
     assert "forward/conv1/7x7_s2: yours holds the values before the ReLU" in out
     assert "| forward/pool1/3x3_s2 | ok |" in out
 
 
-def test_a_failing_blob_before_a_passing_one_gets_the_naming_hint(exported, ours, tmp_path,
-                                                                  capsys):
+def test_a_failing_blob_before_a_passing_one_gets_the_naming_hint(exported, ours, tmp_path, capsys):
     blob = "forward/conv2/3x3_reduce"
-    out, _ = failing(exported, submit(tmp_path / "o.npz", ours,
-                                      **{blob: ours[blob] * 1.5}), capsys)
+    out, _ = failing(exported, submit(tmp_path / "o.npz", ours, **{blob: ours[blob] * 1.5}), capsys)
     assert f"{blob} fails but the next blob, forward/conv2/3x3, passes" in out
 
 
@@ -244,15 +270,17 @@ def test_objective_without_the_half_is_named(exported, ours, tmp_path, capsys):
     assert "| make_step | ok |" in out  # the normalised step does not see the factor
 
 
-def test_a_half_step_names_the_step_stage_and_its_arithmetic(exported, ours, tmp_path,
-                                                             capsys):
+def test_a_half_step_names_the_step_stage_and_its_arithmetic(exported, ours, tmp_path, capsys):
     half = ours["data"] + 0.5 * (ours["make_step"] - ours["data"])
     out, err = failing(exported, submit(tmp_path / "o.npz", ours, make_step=half), capsys)
     assert "first failing stage make_step (at make_step)" in err
     assert "make_step: your update is 0.5 x ours" in out
     assert "your step arithmetic differs" in out
-    out, _ = failing(exported, submit(tmp_path / "o.npz", ours, make_step=half, **{
-        bundle.STEP_FROM_OUR_GRADIENT: half}), capsys)
+    out, _ = failing(
+        exported,
+        submit(tmp_path / "o.npz", ours, make_step=half, **{bundle.STEP_FROM_OUR_GRADIENT: half}),
+        capsys,
+    )
     assert "| make_step/from_our_gradient | FAIL |" in out and "0 unknown" in out
     assert "your step fails even from our step_gradient" in out
 
@@ -260,29 +288,42 @@ def test_a_half_step_names_the_step_stage_and_its_arithmetic(exported, ours, tmp
 def test_a_wrong_gradient_is_told_from_a_wrong_step(exported, ours, meta, tmp_path, capsys):
     from deepdream_caffe.lab.diagnosis import notebook_step
 
-    g = ours["step_gradient"] + np.float32(np.random.RandomState(1).normal(
-        0, np.abs(ours["step_gradient"]).mean(), ours["data"].shape))
+    g = ours["step_gradient"] + np.float32(
+        np.random.RandomState(1).normal(0, np.abs(ours["step_gradient"]).mean(), ours["data"].shape)
+    )
     step = notebook_step(ours["data"], g, meta)
-    out, _ = failing(exported, submit(tmp_path / "o.npz", ours, step_gradient=g,
-                                      make_step=step), capsys)
+    out, _ = failing(
+        exported, submit(tmp_path / "o.npz", ours, step_gradient=g, make_step=step), capsys
+    )
     assert "your step arithmetic is right" in out and "| make_step | FAIL |" in out
-    out, _ = failing(exported, submit(tmp_path / "o.npz", ours, step_gradient=g, make_step=step,
-                                      **{bundle.STEP_FROM_OUR_GRADIENT: ours["make_step"]}),
-                     capsys)
+    out, _ = failing(
+        exported,
+        submit(
+            tmp_path / "o.npz",
+            ours,
+            step_gradient=g,
+            make_step=step,
+            **{bundle.STEP_FROM_OUR_GRADIENT: ours["make_step"]},
+        ),
+        capsys,
+    )
     assert "| make_step/from_our_gradient | ok |" in out
     assert "from our step_gradient your step gives ours, so your step is right" in out
 
 
-def test_octave_sizes_are_judged_exactly_and_rounding_down_is_named(exported, ours, tmp_path,
-                                                                   capsys):
+def test_octave_sizes_are_judged_exactly_and_rounding_down_is_named(
+    exported, ours, tmp_path, capsys
+):
     from deepdream_caffe.lab.diagnosis import octave_hint
 
     off = ours["octave_sizes"] - [[0, 1], [0, 0]]
     out, err = failing(exported, submit(tmp_path / "o.npz", ours, octave_sizes=off), capsys)
     assert "first failing stage octave_sizes" in err
     params = {"octave_n": 3, "octave_scale": 1.4}  # 75 / 1.4 = 53.6: rounds to 54
-    assert "rounded down" in octave_hint((75, 100), np.float64([[37, 50], [53, 71], [75, 100]]),
-                                         params)[0]
+    assert (
+        "rounded down"
+        in octave_hint((75, 100), np.float64([[37, 50], [53, 71], [75, 100]]), params)[0]
+    )
     assert octave_hint((75, 100), np.float64([[39, 51], [54, 71], [75, 100]]), params) == []
 
 
@@ -293,8 +334,9 @@ def test_an_empty_npz_fails(exported, tmp_path, capsys):
 
 
 def test_only_the_input_image_fails(exported, ours, tmp_path, capsys):
-    _, err = failing(exported, submit(tmp_path / "i.npz", {"input_image": ours["input_image"]}),
-                     capsys)
+    _, err = failing(
+        exported, submit(tmp_path / "i.npz", {"input_image": ours["input_image"]}), capsys
+    )
     assert "holds no array the bundle can judge" in err
 
 
@@ -304,8 +346,7 @@ def test_wrong_names_fail_and_are_listed_with_a_guess(exported, ours, tmp_path, 
     renamed["pool1"] = renamed.pop("pool1/3x3_s2")
     out, err = failing(exported, submit(tmp_path / "w.npz", renamed), capsys)
     assert "holds no array the bundle can judge (48 unknown key(s): conv1/7x7_s2" in err
-    assert "unknown key 'conv1/7x7_s2' is not judged (did you mean forward/conv1/7x7_s2?)" \
-        in out
+    assert "unknown key 'conv1/7x7_s2' is not judged (did you mean forward/conv1/7x7_s2?)" in out
     assert "unknown key 'conv2_3x3' is not judged (did you mean forward/conv2/3x3?)" in out
     assert "unknown key 'pool1' is not judged (did you mean forward/pool1/3x3_s2?)" in out
     assert "0 judged" in out and "48 unknown" in out
@@ -324,8 +365,9 @@ def test_a_npy_is_one_line(exported, ours, tmp_path, capsys):
     assert "is a .npy file holding one array" in err
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 broken", b"\x93NUMPY garbage",
-                                     b"not numpy at all"])
+@pytest.mark.parametrize(
+    "content", [b"", b"PK\x03\x04 broken", b"\x93NUMPY garbage", b"not numpy at all"]
+)
 def test_files_that_are_not_npz_are_one_line(exported, tmp_path, capsys, content):
     (tmp_path / "x.npz").write_bytes(content)
     _, err = failing(exported, tmp_path / "x.npz", capsys)
@@ -359,19 +401,29 @@ def test_require_fails_on_missing_keys_and_unknown_patterns(exported, ours, tmp_
     partial = submit(tmp_path / "p.npz", {"data": ours["data"]})
     code, out, _ = compare_cli(exported, partial, capsys=capsys)
     assert code == 0 and "1 judged" in out  # what is there passes
-    code, _, err = compare_cli(exported, partial, "--require", "data,forward/*",
-                               capsys=capsys)
+    code, _, err = compare_cli(exported, partial, "--require", "data,forward/*", capsys=capsys)
     assert code == 1 and "lacks 48 required key(s): forward/conv1/7x7_s2" in err
-    code, _, err = compare_cli(exported, partial, "--require", "make_step,nothing",
-                               capsys=capsys)
+    code, _, err = compare_cli(exported, partial, "--require", "make_step,nothing", capsys=capsys)
     assert code == 1 and "--require 'nothing' names no key of the bundle" in err
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(key=st.sampled_from(["data", "forward/conv1/7x7_s2", "forward/inception_4c/output",
-                            "objective_diff", "data_gradient", "step_gradient", "make_step",
-                            "octave_sizes"]),
-       value=st.sampled_from([np.nan, np.inf, -np.inf]), where=st.integers(0, 10**9))
+@given(
+    key=st.sampled_from(
+        [
+            "data",
+            "forward/conv1/7x7_s2",
+            "forward/inception_4c/output",
+            "objective_diff",
+            "data_gradient",
+            "step_gradient",
+            "make_step",
+            "octave_sizes",
+        ]
+    ),
+    value=st.sampled_from([np.nan, np.inf, -np.inf]),
+    where=st.integers(0, 10**9),
+)
 def test_no_non_finite_value_ever_passes(exported, ours, tmp_path, key, value, where):
     bad = ours[key].copy()
     bad.flat[where % bad.size] = value
@@ -382,12 +434,19 @@ def test_no_non_finite_value_ever_passes(exported, ours, tmp_path, key, value, w
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(keys=st.lists(st.sampled_from(["data", "forward/pool1/norm1", "make_step", "junk",
-                                      "octave_sizes", "deepdream"]), unique=True),
-       shape=st.lists(st.integers(0, 4), max_size=4),
-       dtype=st.sampled_from(["f4", "f8", "i8", "u1", "?", "c8", "U3", "V4"]))
-def test_any_submission_gives_a_verdict_never_a_traceback(exported, tmp_path, capsys, keys,
-                                                          shape, dtype):
+@given(
+    keys=st.lists(
+        st.sampled_from(
+            ["data", "forward/pool1/norm1", "make_step", "junk", "octave_sizes", "deepdream"]
+        ),
+        unique=True,
+    ),
+    shape=st.lists(st.integers(0, 4), max_size=4),
+    dtype=st.sampled_from(["f4", "f8", "i8", "u1", "?", "c8", "U3", "V4"]),
+)
+def test_any_submission_gives_a_verdict_never_a_traceback(
+    exported, tmp_path, capsys, keys, shape, dtype
+):
     np.savez(tmp_path / "any.npz", **{k: np.zeros(shape, dtype) for k in keys})
     code, out, err = compare_cli(exported, tmp_path / "any.npz", capsys=capsys)
     assert code in (0, 1) and "Traceback" not in err
@@ -434,8 +493,14 @@ def test_pytorch_port_mapped_naively_and_without_the_half(exported, tmp_path):
     pytest.importorskip("torch")
     module = twin(exported)
     names = {blob: f"{sub}:raw" for blob, sub in module.name_map().items()}
-    exporter().export(exported, module, names, tmp_path / "naive.npz", dream=False,
-                      objective=lambda end: end.pow(2).sum())
+    exporter().export(
+        exported,
+        module,
+        names,
+        tmp_path / "naive.npz",
+        dream=False,
+        objective=lambda end: end.pow(2).sum(),
+    )
     result = bundle.compare(exported, tmp_path / "naive.npz")
     assert result["first_failing"] == "forward/conv1/7x7_s2"
     hints = "\n".join(result["hints"])

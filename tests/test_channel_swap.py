@@ -28,7 +28,7 @@ def test_default_is_the_notebooks_reversal(notebook_cells, load, img):
     net = load()
     assert list(net.transformer.channel_swap["data"]) == [2, 1, 0]
     ns = {"np": np}
-    exec(notebook_cells[3][notebook_cells[3].index("def preprocess"):], ns)
+    exec(notebook_cells[3][notebook_cells[3].index("def preprocess") :], ns)
     ours, expected = dream.preprocess(net, img), ns["preprocess"](net, img)
     assert ours.dtype == expected.dtype and ours.tobytes() == expected.tobytes()
     back, expected_back = dream.deprocess(net, ours), ns["deprocess"](net, expected)
@@ -39,15 +39,17 @@ def test_rgb_order_and_the_mean_by_colour(nets, img):
     definition, weights = nets["bvlc_googlenet"]
     bgr = load_net(definition, weights, "inception_3a/output", IMAGENET_MEAN_BGR)
     rgb = load_net(definition, weights, "inception_3a/output", IMAGENET_MEAN_BGR, (0, 1, 2))
-    np.testing.assert_array_equal(rgb.transformer.mean["data"].ravel(),
-                                  np.float32(IMAGENET_MEAN_BGR)[::-1])
+    np.testing.assert_array_equal(
+        rgb.transformer.mean["data"].ravel(), np.float32(IMAGENET_MEAN_BGR)[::-1]
+    )
     ours = dream.preprocess(rgb, img)
     np.testing.assert_array_equal(ours[0], img[..., 0] - np.float32(IMAGENET_MEAN_BGR[2]))  # R
     np.testing.assert_array_equal(ours, dream.preprocess(bgr, img)[::-1])
     np.testing.assert_array_equal(dream.deprocess(rgb, ours), dream.deprocess(bgr, ours[::-1]))
     twisted = load_net(definition, weights, "inception_3a/output", IMAGENET_MEAN_BGR, (1, 2, 0))
-    np.testing.assert_array_equal(dream.preprocess(twisted, img)[0],
-                                  img[..., 1] - np.float32(IMAGENET_MEAN_BGR[1]))  # G first
+    np.testing.assert_array_equal(
+        dream.preprocess(twisted, img)[0], img[..., 1] - np.float32(IMAGENET_MEAN_BGR[1])
+    )  # G first
 
 
 def test_an_rgb_net_dreams_like_its_bgr_twin(tmp_path, img):
@@ -77,8 +79,10 @@ def test_an_rgb_net_dreams_like_its_bgr_twin(tmp_path, img):
         net.forward(end="end")
         dream.objective_L2(net.blobs["end"])
         net.backward(start="end")
-        grads.append(dream.deprocess(net, net.blobs["data"].diff[0]) - dream.deprocess(
-            net, np.zeros_like(net.blobs["data"].diff[0])))  # the gradient as R,G,B
+        grads.append(
+            dream.deprocess(net, net.blobs["data"].diff[0])
+            - dream.deprocess(net, np.zeros_like(net.blobs["data"].diff[0]))
+        )  # the gradient as R,G,B
     assert np.abs(grads[0]).max() > 0
     # the same sums in another order: equal up to float32 rounding
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-4 * np.abs(grads[0]).max())
@@ -93,10 +97,30 @@ def test_the_flag_reaches_the_dream_and_the_sidecar(tmp_path, nets, sky):
     for swap in ("2,1,0", "0,1,2", None):
         out = tmp_path / f"{swap}.png"
         flags = ["--channel-swap", swap] if swap else []
-        assert cli.main(["dream", str(tmp_path / "in.png"), "-o", str(out), "--model-def",
-                         str(definition), "--weights", str(weights), "--seed", "1",
-                         "--iter-n", "2", "--octave-n", "1", "--raw",
-                         str(tmp_path / f"{swap}.npy"), *flags]) == 0
+        assert (
+            cli.main(
+                [
+                    "dream",
+                    str(tmp_path / "in.png"),
+                    "-o",
+                    str(out),
+                    "--model-def",
+                    str(definition),
+                    "--weights",
+                    str(weights),
+                    "--seed",
+                    "1",
+                    "--iter-n",
+                    "2",
+                    "--octave-n",
+                    "1",
+                    "--raw",
+                    str(tmp_path / f"{swap}.npy"),
+                    *flags,
+                ]
+            )
+            == 0
+        )
         results[swap] = np.load(tmp_path / f"{swap}.npy")
         sidecar = json.loads((tmp_path / f"{swap}.png.json").read_text())
         assert sidecar["channel_swap"] == [int(c) for c in (swap or "2,1,0").split(",")]
@@ -107,8 +131,7 @@ def test_the_flag_reaches_the_dream_and_the_sidecar(tmp_path, nets, sky):
 @pytest.mark.parametrize("value", ["0,0,1", "0,1,3", "-1,0,1", "2,1", "0,1,2,3", "a,b,c", ""])
 def test_bad_values_are_one_line_usage_errors(capsys, value):
     with pytest.raises(SystemExit) as e:
-        cli.build_parser().parse_args(["dream", "in.png", "-o", "o.png",
-                                       f"--channel-swap={value}"])
+        cli.build_parser().parse_args(["dream", "in.png", "-o", "o.png", f"--channel-swap={value}"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--channel-swap" in err[0], err
@@ -119,8 +142,9 @@ def test_bad_values_are_one_line_usage_errors(capsys, value):
 def test_any_swap_parses_to_a_permutation_or_is_refused(values):
     text = ",".join(map(str, values))
     try:
-        args = cli.build_parser().parse_args(["dream", "in.png", "-o", "o.png",
-                                              f"--channel-swap={text}"])
+        args = cli.build_parser().parse_args(
+            ["dream", "in.png", "-o", "o.png", f"--channel-swap={text}"]
+        )
     except SystemExit as e:
         assert e.code == 2 and sorted(values) != [0, 1, 2]
         return

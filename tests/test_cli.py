@@ -25,8 +25,11 @@ FAST = ["--iter-n", "2", "--octave-n", "2"]
 
 
 def run(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -60,8 +63,12 @@ def test_dream_writes_image_raw_and_sidecar(tmp_path, sky_png, byo, nets):
     side = json.loads((tmp_path / "out.png.json").read_text())
     assert side["seed"] == 5 and side["params"]["iter_n"] == 2
     assert side["weights"]["sha256"] and side["environment"]["caffe_source_sha256"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "out.png.json", "raw.npy",
-                                                          "sky.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.png",
+        "out.png.json",
+        "raw.npy",
+        "sky.png",
+    ]
 
 
 def test_unseeded_run_prints_and_records_its_seed(tmp_path, sky_png, byo):
@@ -75,8 +82,19 @@ def test_unseeded_run_prints_and_records_its_seed(tmp_path, sky_png, byo):
 def test_guide_and_save_steps(tmp_path, sky_png, byo, flowers):
     guide = tmp_path / "flowers.png"
     PIL.Image.fromarray(np.uint8(flowers)).save(guide)
-    run("guide", sky_png, guide, "-o", tmp_path / "g.jpg", "--seed", 1,
-        "--save-steps", tmp_path / "steps", *byo, *FAST)
+    run(
+        "guide",
+        sky_png,
+        guide,
+        "-o",
+        tmp_path / "g.jpg",
+        "--seed",
+        1,
+        "--save-steps",
+        tmp_path / "steps",
+        *byo,
+        *FAST,
+    )
     with PIL.Image.open(tmp_path / "g.jpg") as im:
         assert im.format == "JPEG"
     assert len(list((tmp_path / "steps").glob("*.png"))) == 4
@@ -87,15 +105,20 @@ def test_guide_and_save_steps(tmp_path, sky_png, byo, flowers):
 def test_zoom_writes_frames(tmp_path, sky_png, byo):
     run("zoom", sky_png, "-o", tmp_path / "frames", "--frames", 2, "--seed", 1, *byo, *FAST)
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
-        "0000.png", "0001.png", "zoom.json"]
+        "0000.png",
+        "0001.png",
+        "zoom.json",
+    ]
 
 
 def test_layers_lists_ends_with_shapes(nets):
     out = run("layers", "--model-def", nets["bvlc_googlenet"][0], "--size", "224x224").stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("inception_4c/output "))
     assert "832x14x14" not in line and "512x14x14" in line
-    assert any(ln.startswith("inception_3b/5x5_reduce") and ln.rstrip().endswith("*")
-               for ln in out.splitlines())
+    assert any(
+        ln.startswith("inception_3b/5x5_reduce") and ln.rstrip().endswith("*")
+        for ln in out.splitlines()
+    )
 
 
 def test_info_prints_the_verified_source_sha256():
@@ -115,12 +138,15 @@ def test_missing_weights_is_one_clear_line(tmp_path, sky_png, monkeypatch):
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--octave-scale", "1"], "greater than 1"),
-    (["--iter-n", "0"], "at least 1"),
-    (["--jitter", "-1"], "must not be negative"),
-    (["--step-size", "abc"], "not a float"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--octave-scale", "1"], "greater than 1"),
+        (["--iter-n", "0"], "at least 1"),
+        (["--jitter", "-1"], "must not be negative"),
+        (["--step-size", "abc"], "not a float"),
+    ],
+)
 def test_bad_flags_are_usage_errors(tmp_path, sky_png, flags, message):
     p = run("dream", sky_png, "-o", tmp_path / "x.png", *flags, check=False)
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
@@ -134,8 +160,16 @@ def test_output_equal_to_input_is_refused(sky_png, byo):
 
 
 def test_unknown_layer_suggests_names(tmp_path, sky_png, byo):
-    p = run("dream", sky_png, "-o", tmp_path / "x.png", "--end", "inception_4c/outptu", *byo,
-            check=False)
+    p = run(
+        "dream",
+        sky_png,
+        "-o",
+        tmp_path / "x.png",
+        "--end",
+        "inception_4c/outptu",
+        *byo,
+        check=False,
+    )
     assert p.returncode == 1 and "inception_4c/output" in p.stderr
 
 
@@ -164,11 +198,16 @@ def test_help_shows_each_default_once_as_typed(command):
         assert "(default: 1024x575)" in text
 
 
-@pytest.mark.parametrize("argv", [
-    ["--debug", "--verbose", "info"], ["info", "--debug", "--verbose"],
-    ["--debug", "dream", "in.png", "-o", "x.png", "--verbose"],
-    ["dream", "in.png", "-o", "x.png", "--debug", "--verbose"],
-    ["--verbose", "layers", "--debug"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--debug", "--verbose", "info"],
+        ["info", "--debug", "--verbose"],
+        ["--debug", "dream", "in.png", "-o", "x.png", "--verbose"],
+        ["dream", "in.png", "-o", "x.png", "--debug", "--verbose"],
+        ["--verbose", "layers", "--debug"],
+    ],
+)
 def test_debug_and_verbose_before_or_after_the_subcommand(argv):
     args = subcommands()[0].parse_args(argv)
     assert args.debug and args.verbose
@@ -193,23 +232,28 @@ def test_one_output_flag_and_the_old_spelling_still_works(command, flag):
     assert "--out " not in choices[command].format_help()  # the alias is hidden
 
 
-@pytest.mark.parametrize("flag", ["--weights", "--mean", "--gpu", "--notebook-net",
-                                  "--channel-swap", "--places-mean"])
+@pytest.mark.parametrize(
+    "flag", ["--weights", "--mean", "--gpu", "--notebook-net", "--channel-swap", "--places-mean"]
+)
 def test_layers_refuses_flags_it_would_ignore(flag, nets):
     value = [] if flag in ("--notebook-net", "--places-mean") else ["1"]
     p = run("layers", "--model-def", nets["bvlc_googlenet"][0], flag, *value, check=False)
     assert p.returncode == 2 and f"layers does not use {flag}" in p.stderr and not p.stdout
 
 
-@pytest.mark.parametrize("model", [["--model", "bvlc_googlenet"], [],
-                                   ["--model-def", "x.prototxt", "--weights", "x.caffemodel"]])
+@pytest.mark.parametrize(
+    "model",
+    [["--model", "bvlc_googlenet"], [], ["--model-def", "x.prototxt", "--weights", "x.caffemodel"]],
+)
 def test_places_mean_needs_places205(tmp_path, model):
-    p = run("dream", tmp_path / "in.png", "-o", tmp_path / "x.png", "--places-mean", *model,
-            check=False)
+    p = run(
+        "dream", tmp_path / "in.png", "-o", tmp_path / "x.png", "--places-mean", *model, check=False
+    )
     assert p.returncode == 2 and "--places-mean needs --model places205_googlenet" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
-    subcommands()[0].parse_args(["dream", "in.png", "-o", "x.png", "--places-mean",
-                                 "--model", "places205_googlenet"])  # accepted
+    subcommands()[0].parse_args(
+        ["dream", "in.png", "-o", "x.png", "--places-mean", "--model", "places205_googlenet"]
+    )  # accepted
 
 
 def test_info_json():
@@ -219,8 +263,10 @@ def test_info_json():
 
 @pytest.mark.parametrize("flags", [[], ["--json"]])
 def test_info_without_pycaffe_says_what_is_missing(flags):
-    code = ("import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
-            f"sys.exit(main(['info', *{flags!r}]))")
+    code = (
+        "import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
+        f"sys.exit(main(['info', *{flags!r}]))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "pycaffe is not installed" in p.stdout and "make setup" in p.stdout
@@ -228,8 +274,7 @@ def test_info_without_pycaffe_says_what_is_missing(flags):
 
 
 @settings(max_examples=60, deadline=None)
-@given(fps=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                     st.text(max_size=8)))
+@given(fps=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=8)))
 def test_fps_is_a_positive_finite_number_or_a_usage_error(fps):
     parser = subcommands()[0]
     argv = ["zoom", "in.png", "-o", "frames", f"--fps={fps}"]
@@ -249,9 +294,20 @@ def test_fps_is_a_positive_finite_number_or_a_usage_error(fps):
 
 
 @settings(max_examples=40, deadline=None)
-@given(units=st.sampled_from([[["info"]], [["layers"]], [["fetch"], ["models"]],
-                              [["dream"], ["in.png"], ["-o", "x.png"]], [["bench"], ["--quick"]]]),
-       debug=st.booleans(), verbose=st.booleans(), data=st.data())
+@given(
+    units=st.sampled_from(
+        [
+            [["info"]],
+            [["layers"]],
+            [["fetch"], ["models"]],
+            [["dream"], ["in.png"], ["-o", "x.png"]],
+            [["bench"], ["--quick"]],
+        ]
+    ),
+    debug=st.booleans(),
+    verbose=st.booleans(),
+    data=st.data(),
+)
 def test_general_flags_anywhere(units, debug, verbose, data):
     """--debug and --verbose between any two words: before the subcommand or after it."""
     units = list(units)

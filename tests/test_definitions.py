@@ -45,8 +45,14 @@ def cli(*args, tmp, extra_env=None):
     tmpdir = tmp / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
     env = {**os.environ, "TMPDIR": str(tmpdir), **(extra_env or {})}
-    done = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=300,
+    )
     assert not list(tmpdir.iterdir()), "a temporary file was left behind"
     return done
 
@@ -92,8 +98,10 @@ def in_child(work, timeout=60):
 
 
 def net_text(layers, channels=3, size=(24, 24), batch=1):
-    head = (f'name: "t"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape '
-            f'{{ dim: {batch} dim: {channels} dim: {size[0]} dim: {size[1]} }} }} }}\n')
+    head = (
+        f'name: "t"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape '
+        f"{{ dim: {batch} dim: {channels} dim: {size[0]} dim: {size[1]} }} }} }}\n"
+    )
     return head + "\n".join(layers) + "\n"
 
 
@@ -103,9 +111,14 @@ def layer(name, kind, bottoms, tops, body=""):
 
 
 def conv(name, bottom, n=4, k=3, extra=""):
-    return layer(name, "Convolution", [bottom], [name],
-                 f"convolution_param {{ num_output: {n} kernel_size: {k} {extra} "
-                 'weight_filler { type: "gaussian" std: 0.1 } }')
+    return layer(
+        name,
+        "Convolution",
+        [bottom],
+        [name],
+        f"convolution_param {{ num_output: {n} kernel_size: {k} {extra} "
+        'weight_filler { type: "gaussian" std: 0.1 } }',
+    )
 
 
 # --- every Caffe 1.0 layer type is modelled or refused ---------------------------------
@@ -119,15 +132,24 @@ def test_every_caffe_layer_type_is_modelled_or_refused():
 SMALL = st.integers(0, 4)
 FILLERS = st.sampled_from(["xavier", "gaussian", "bilinear", "nope"])
 # Layer fields every type has: param specs (shared by name), loss weights, propagate_down.
-EXTRAS = st.sampled_from(["param { lr_mult: 0 }", 'param { name: "shared" }',
-                          "loss_weight: 1", "propagate_down: true", "param {} param {}"])
+EXTRAS = st.sampled_from(
+    [
+        "param { lr_mult: 0 }",
+        'param { name: "shared" }',
+        "loss_weight: 1",
+        "propagate_down: true",
+        "param {} param {}",
+    ]
+)
 # Layers whose parameters are an axis (in this range) and maybe one more field.
 AXIS_BODIES = {
-    "Concat": ("concat_param", (-4, 4), ""), "Softmax": ("softmax_param", (-5, 4), ""),
+    "Concat": ("concat_param", (-4, 4), ""),
+    "Softmax": ("softmax_param", (-5, 4), ""),
     "Reduction": ("reduction_param", (-2, 3), ""),
     "Flatten": ("flatten_param", (-4, 3), "end_axis: 2"),
     "Slice": ("slice_param", (-2, 3), "slice_point: {s}"),
-    "Crop": ("crop_param", (0, 3), "offset: {p}"), "Tile": ("tile_param", (-2, 3), "tiles: {s}"),
+    "Crop": ("crop_param", (0, 3), "offset: {p}"),
+    "Tile": ("tile_param", (-2, 3), "tiles: {s}"),
 }
 
 
@@ -140,27 +162,35 @@ def layer_body(draw, kind):
     p = draw(SMALL)
     maybe = lambda text: text if draw(st.booleans()) else ""  # noqa: E731
     if kind in ("Convolution", "Deconvolution"):
-        kernel = (f"kernel_h: {k} kernel_w: {draw(SMALL)}" if draw(st.booleans())
-                  else f"kernel_size: {k}")
-        return (f"convolution_param {{ num_output: {n} {kernel} {maybe(f'stride: {s}')} "
-                f"{maybe(f'pad: {p}')} {maybe(f'dilation: {draw(st.integers(1, 3))}')} "
-                f"{maybe(f'group: {draw(st.integers(0, 3))}')} {maybe('bias_term: false')} "
-                f"{maybe('axis: ' + str(draw(st.integers(-4, 3))))} "
-                f"weight_filler {{ type: \"{draw(FILLERS)}\" }} }}")
+        kernel = (
+            f"kernel_h: {k} kernel_w: {draw(SMALL)}" if draw(st.booleans()) else f"kernel_size: {k}"
+        )
+        return (
+            f"convolution_param {{ num_output: {n} {kernel} {maybe(f'stride: {s}')} "
+            f"{maybe(f'pad: {p}')} {maybe(f'dilation: {draw(st.integers(1, 3))}')} "
+            f"{maybe(f'group: {draw(st.integers(0, 3))}')} {maybe('bias_term: false')} "
+            f"{maybe('axis: ' + str(draw(st.integers(-4, 3))))} "
+            f'weight_filler {{ type: "{draw(FILLERS)}" }} }}'
+        )
     if kind == "Pooling":
-        size = (f"kernel_size: {k}" if draw(st.booleans()) else
-                f"kernel_h: {k} kernel_w: {draw(SMALL)}")
-        return (f"pooling_param {{ pool: {draw(st.sampled_from(['MAX', 'AVE', 'STOCHASTIC']))} "
-                f"{size if not draw(st.integers(0, 5)) == 0 else 'global_pooling: true'} "
-                f"{maybe(f'stride: {s}')} {maybe(f'pad: {p}')} "
-                f"{maybe('round_mode: FLOOR')} }}")
+        size = (
+            f"kernel_size: {k}" if draw(st.booleans()) else f"kernel_h: {k} kernel_w: {draw(SMALL)}"
+        )
+        return (
+            f"pooling_param {{ pool: {draw(st.sampled_from(['MAX', 'AVE', 'STOCHASTIC']))} "
+            f"{size if not draw(st.integers(0, 5)) == 0 else 'global_pooling: true'} "
+            f"{maybe(f'stride: {s}')} {maybe(f'pad: {p}')} "
+            f"{maybe('round_mode: FLOOR')} }}"
+        )
     if kind in AXIS_BODIES:
         field, (low, high), extra = AXIS_BODIES[kind]
         extra = maybe(extra.format(s=s, p=p))
         return f"{field} {{ axis: {draw(st.integers(low, high))} {extra} }}"
     if kind == "InnerProduct":
-        return (f"inner_product_param {{ num_output: {n} {maybe('transpose: true')} "
-                f"{maybe('axis: ' + str(draw(st.integers(-2, 3))))} }}")
+        return (
+            f"inner_product_param {{ num_output: {n} {maybe('transpose: true')} "
+            f"{maybe('axis: ' + str(draw(st.integers(-2, 3))))} }}"
+        )
     if kind == "Eltwise":
         return f"eltwise_param {{ operation: {draw(st.sampled_from(['SUM', 'PROD', 'MAX']))} }}"
     if kind == "Reshape":
@@ -168,9 +198,11 @@ def layer_body(draw, kind):
         return f"reshape_param {{ shape {{ {dims} }} {maybe('axis: 1')} }}"
     if kind in ("Scale", "Bias"):
         field = "scale_param" if kind == "Scale" else "bias_param"
-        return (f"{field} {{ axis: {draw(st.integers(-2, 3))} "
-                f"{maybe(f'num_axes: {draw(st.integers(-2, 3))}')} "
-                f"{maybe('bias_term: true') if kind == 'Scale' else ''} }}")
+        return (
+            f"{field} {{ axis: {draw(st.integers(-2, 3))} "
+            f"{maybe(f'num_axes: {draw(st.integers(-2, 3))}')} "
+            f"{maybe('bias_term: true') if kind == 'Scale' else ''} }}"
+        )
     if kind == "LRN":
         return f"lrn_param {{ local_size: {k} {maybe('norm_region: WITHIN_CHANNEL')} }}"
     if kind in ("Exp", "Log"):
@@ -202,16 +234,30 @@ def definitions(draw, for_dreams=False):
         blobs, lines = ["data", "conv0"], [conv("conv0", "data", k=1)]
     for i in range(draw(st.integers(1, 4))):
         # every Caffe type; the modelled ones more often, so that many nets get to Caffe
-        kind = draw(st.sampled_from(DREAMABLE) if for_dreams else
-                    st.sampled_from(CAFFE_TYPES) | st.sampled_from(sorted(shapes.SHAPES)))
+        kind = draw(
+            st.sampled_from(DREAMABLE)
+            if for_dreams
+            else st.sampled_from(CAFFE_TYPES) | st.sampled_from(sorted(shapes.SHAPES))
+        )
         two = kind in ("Eltwise", "Crop") or not (for_dreams or draw(st.integers(0, 4)))
         bottoms = [draw(st.sampled_from(blobs)) for _ in range(1 + two)]
         tops = [f"l{i}"] if draw(st.integers(0, 5)) else [f"l{i}", f"c{i}"]
         if not draw(st.integers(0, 4)):
             tops = [bottoms[0]]  # in place
-        rule = draw(st.sampled_from(["", "", "", "include { phase: TRAIN }",
-                                     "include { phase: TEST }", "exclude { phase: TEST }",
-                                     "include { stage: 'x' }", "include { min_level: 1 }"]))
+        rule = draw(
+            st.sampled_from(
+                [
+                    "",
+                    "",
+                    "",
+                    "include { phase: TRAIN }",
+                    "include { phase: TEST }",
+                    "exclude { phase: TEST }",
+                    "include { stage: 'x' }",
+                    "include { min_level: 1 }",
+                ]
+            )
+        )
         rule += " " + " ".join(draw(st.lists(EXTRAS, max_size=2)))
         if for_dreams:  # fewer ways to be refused before the dream
             rule = ""
@@ -261,9 +307,24 @@ def test_generated_definitions_through_the_cli(text, tmp_path_factory, sky_png):
     assert code in (0, 1), out
     if code == 0:
         end = [line.split()[0] for line in done.stdout.splitlines()[1:]]
-        done = cli("dream", sky_png, "-o", "out.png", "--model-def", "net.prototxt",
-                   "--weights", "w.caffemodel", "--iter-n", "1", "--octave-n", "1",
-                   "--seed", "0", *(["--end", end[-1]] if end else []), tmp=tmp)
+        done = cli(
+            "dream",
+            sky_png,
+            "-o",
+            "out.png",
+            "--model-def",
+            "net.prototxt",
+            "--weights",
+            "w.caffemodel",
+            "--iter-n",
+            "1",
+            "--octave-n",
+            "1",
+            "--seed",
+            "0",
+            *(["--end", end[-1]] if end else []),
+            tmp=tmp,
+        )
         if done.returncode:
             refused(done)
 
@@ -282,9 +343,19 @@ def test_generated_definitions_dream_or_refuse(text, tmp_path_factory, sky_png):
     def work():
         names = [info.name for info in dream_layers(read_definition(path))]
         _synthetic(path, tmp / "w.caffemodel")
-        run_dream(Job(input=sky_png, output=tmp / "out.png", model_def=path,
-                      weights=tmp / "w.caffemodel", end=names[-1] if names else "none",
-                      iter_n=1, octave_n=1, seed=0), say=lambda message: None)
+        run_dream(
+            Job(
+                input=sky_png,
+                output=tmp / "out.png",
+                model_def=path,
+                weights=tmp / "w.caffemodel",
+                end=names[-1] if names else "none",
+                iter_n=1,
+                octave_n=1,
+                seed=0,
+            ),
+            say=lambda message: None,
+        )
         return 0
 
     code, out = in_child(work)
@@ -310,10 +381,18 @@ def sky_png(tmp_path_factory):
 
 
 # --- named cases -----------------------------------------------------------------------
-TINY = [conv("conv1", "data"), layer("relu1", "ReLU", ["conv1"], ["conv1"]),
-        layer("pool1", "Pooling", ["conv1"], ["pool1"],
-              "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"),
-        conv("conv2", "pool1")]
+TINY = [
+    conv("conv1", "data"),
+    layer("relu1", "ReLU", ["conv1"], ["conv1"]),
+    layer(
+        "pool1",
+        "Pooling",
+        ["conv1"],
+        ["pool1"],
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+    ),
+    conv("conv2", "pool1"),
+]
 
 
 def write(tmp, text, name="net.prototxt"):
@@ -332,18 +411,36 @@ def tiny(tmp_path):
 
 
 def test_train_val_definition_is_refused(tmp_path):
-    text = (layer("data", "Data", [], ["data", "label"],
-                  'data_param { source: "/nope/lmdb" batch_size: 1 backend: LMDB }') + "\n"
-            + conv("conv1", "data") + "\n"
-            + layer("loss", "SoftmaxWithLoss", ["conv1", "label"], ["loss"]))
+    text = (
+        layer(
+            "data",
+            "Data",
+            [],
+            ["data", "label"],
+            'data_param { source: "/nope/lmdb" batch_size: 1 backend: LMDB }',
+        )
+        + "\n"
+        + conv("conv1", "data")
+        + "\n"
+        + layer("loss", "SoftmaxWithLoss", ["conv1", "label"], ["loss"])
+    )
     write(tmp_path, text)
-    refused(cli("layers", "--model-def", "net.prototxt", tmp=tmp_path), "'data' (Data)",
-            "deploy definition")
+    refused(
+        cli("layers", "--model-def", "net.prototxt", tmp=tmp_path),
+        "'data' (Data)",
+        "deploy definition",
+    )
 
 
 def test_train_only_layers_are_left_out_as_caffe_does(tmp_path):
-    text = net_text(TINY + [layer("loss", "SoftmaxWithLoss", ["conv2", "label"], ["loss"],
-                                  "include { phase: TRAIN }")])
+    text = net_text(
+        TINY
+        + [
+            layer(
+                "loss", "SoftmaxWithLoss", ["conv2", "label"], ["loss"], "include { phase: TRAIN }"
+            )
+        ]
+    )
     write(tmp_path, text)
     done = cli("layers", "--model-def", "net.prototxt", "--size", "24x24", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -353,16 +450,35 @@ def test_train_only_layers_are_left_out_as_caffe_does(tmp_path):
 def test_batchnorm_net_weights_are_checked(tmp_path, sky_png):
     from deepdream_caffe.lab.synthetic import write_synthetic_weights
 
-    bn = [conv("conv1", "data"), layer("bn1", "BatchNorm", ["conv1"], ["conv1"]),
-          layer("scale1", "Scale", ["conv1"], ["conv1"], "scale_param { bias_term: true }"),
-          layer("relu1", "ReLU", ["conv1"], ["conv1"]), conv("conv2", "conv1")]
+    bn = [
+        conv("conv1", "data"),
+        layer("bn1", "BatchNorm", ["conv1"], ["conv1"]),
+        layer("scale1", "Scale", ["conv1"], ["conv1"], "scale_param { bias_term: true }"),
+        layer("relu1", "ReLU", ["conv1"], ["conv1"]),
+        conv("conv2", "conv1"),
+    ]
     write_synthetic_weights(write(tmp_path, net_text(bn)), tmp_path / "good.caffemodel")
     # weights of the same net with 8 channels in conv1: BatchNorm's blobs no longer fit
     bn8 = [bn[0].replace("num_output: 4", "num_output: 8")] + bn[1:]
-    write_synthetic_weights(write(tmp_path, net_text(bn8), "net8.prototxt"),
-                            tmp_path / "bad.caffemodel")
-    args = ["dream", sky_png, "-o", "out.png", "--model-def", "net.prototxt", "--seed", "0",
-            "--iter-n", "1", "--octave-n", "1", "--end", "conv2"]
+    write_synthetic_weights(
+        write(tmp_path, net_text(bn8), "net8.prototxt"), tmp_path / "bad.caffemodel"
+    )
+    args = [
+        "dream",
+        sky_png,
+        "-o",
+        "out.png",
+        "--model-def",
+        "net.prototxt",
+        "--seed",
+        "0",
+        "--iter-n",
+        "1",
+        "--octave-n",
+        "1",
+        "--end",
+        "conv2",
+    ]
     refused(cli(*args, "--weights", "bad.caffemodel", tmp=tmp_path), "does not fit")
     done = cli(*args, "--weights", "good.caffemodel", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -370,8 +486,22 @@ def test_batchnorm_net_weights_are_checked(tmp_path, sky_png):
 
 def test_h5_weights_are_refused(tmp, tiny, sky_png):
     (tiny[1].parent / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
-    refused(cli("dream", sky_png, "-o", "out.png", "--model-def", tiny[0], "--weights",
-                "w.h5", "--end", "conv2", tmp=tmp), "HDF5")
+    refused(
+        cli(
+            "dream",
+            sky_png,
+            "-o",
+            "out.png",
+            "--model-def",
+            tiny[0],
+            "--weights",
+            "w.h5",
+            "--end",
+            "conv2",
+            tmp=tmp,
+        ),
+        "HDF5",
+    )
 
 
 @pytest.fixture
@@ -380,8 +510,9 @@ def tmp(tmp_path):
 
 
 def test_recurrent_layers_are_refused(tmp_path):
-    text = net_text([layer("lstm", "LSTM", ["data", "data"], ["h"],
-                           "recurrent_param { num_output: 4 }")])
+    text = net_text(
+        [layer("lstm", "LSTM", ["data", "data"], ["h"], "recurrent_param { num_output: 4 }")]
+    )
     write(tmp_path, text)
     refused(cli("layers", "--model-def", "net.prototxt", tmp=tmp_path), "recurrent")
 
@@ -394,8 +525,22 @@ def test_one_channel_net_lists_layers_and_refuses_to_dream(tmp_path, sky_png):
     done = cli("layers", "--model-def", "net.prototxt", "--size", "32x24", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "4x22x30" in done.stdout  # conv1: 32x24 - 2
-    refused(cli("dream", sky_png, "-o", "out.png", "--model-def", "net.prototxt",
-                "--weights", "w.caffemodel", "--end", "conv2", tmp=tmp_path), "1-channel")
+    refused(
+        cli(
+            "dream",
+            sky_png,
+            "-o",
+            "out.png",
+            "--model-def",
+            "net.prototxt",
+            "--weights",
+            "w.caffemodel",
+            "--end",
+            "conv2",
+            tmp=tmp_path,
+        ),
+        "1-channel",
+    )
     assert not (tmp_path / "out.png").exists()
 
 
@@ -407,12 +552,14 @@ def test_layers_below_the_minimum_marks_the_empty_layers(size, nets, tmp_path):
     assert "too small" in rows["inception_4c/output"] and "too small" not in rows["conv1/7x7_s2"]
 
 
-@pytest.mark.parametrize("size, words", [("1x1", "at least 3x3"),
-                                         ("100000x100000", "Caffe's limit")])
+@pytest.mark.parametrize(
+    "size, words", [("1x1", "at least 3x3"), ("100000x100000", "Caffe's limit")]
+)
 def test_layers_size_out_of_range_is_one_line(size, words, tmp_path):
     write(tmp_path, net_text(TINY))
-    refused(cli("layers", "--model-def", "net.prototxt", "--size", size, tmp=tmp_path),
-            "--size", words)
+    refused(
+        cli("layers", "--model-def", "net.prototxt", "--size", size, tmp=tmp_path), "--size", words
+    )
 
 
 def test_layers_shapes_are_caffes_without_building_a_net(nets):
@@ -437,15 +584,17 @@ def test_layers_shapes_are_caffes_without_building_a_net(nets):
 
 
 def test_pre_relu_only_before_an_in_place_relu(nets):
-    layers = {info.name: info.pre_relu for info in dream_layers(read_definition(
-        nets["bvlc_googlenet"][0]))}
+    layers = {
+        info.name: info.pre_relu
+        for info in dream_layers(read_definition(nets["bvlc_googlenet"][0]))
+    }
     assert layers["conv1/7x7_s2"] and layers["inception_4c/1x1"]
     assert not layers["pool5/7x7_s1"]  # followed by an in-place Dropout, not a ReLU
     assert not layers["inception_4c/output"]
 
 
 # --- Python layers ---------------------------------------------------------------------
-PROBE = '''
+PROBE = """
 import pathlib
 pathlib.Path({marker!r}).write_text("imported")
 import caffe
@@ -459,21 +608,51 @@ class Identity(caffe.Layer):
         top[0].data[...] = bottom[0].data
     def backward(self, top, propagate_down, bottom):
         bottom[0].diff[...] = top[0].diff
-'''
+"""
 
 
 def test_python_layers_are_refused_unless_allowed(tmp_path, tiny, sky_png):
     marker = tmp_path / "imported.txt"
     (tmp_path / "probe_module.py").write_text(PROBE.format(marker=str(marker)))
-    text = net_text(TINY + [layer("py", "Python", ["conv2"], ["py"],
-                                  'python_param { module: "probe_module" layer: "Identity" }')])
+    text = net_text(
+        TINY
+        + [
+            layer(
+                "py",
+                "Python",
+                ["conv2"],
+                ["py"],
+                'python_param { module: "probe_module" layer: "Identity" }',
+            )
+        ]
+    )
     write(tmp_path, text)
     env = {"PYTHONPATH": str(tmp_path)}
-    args = ["dream", sky_png, "-o", "out.png", "--model-def", "net.prototxt", "--weights",
-            tiny[1], "--end", "py", "--seed", "0", "--iter-n", "1", "--octave-n", "1"]
+    args = [
+        "dream",
+        sky_png,
+        "-o",
+        "out.png",
+        "--model-def",
+        "net.prototxt",
+        "--weights",
+        tiny[1],
+        "--end",
+        "py",
+        "--seed",
+        "0",
+        "--iter-n",
+        "1",
+        "--octave-n",
+        "1",
+    ]
     for command in (["layers", "--model-def", "net.prototxt"], args):
-        refused(cli(*command, tmp=tmp_path, extra_env=env), "'py'", "probe_module",
-                "--allow-python-layers")
+        refused(
+            cli(*command, tmp=tmp_path, extra_env=env),
+            "'py'",
+            "probe_module",
+            "--allow-python-layers",
+        )
         assert not marker.exists()
     done = cli(*args, "--allow-python-layers", tmp=tmp_path, extra_env=env)
     assert done.returncode == 0, done.stderr
@@ -481,39 +660,71 @@ def test_python_layers_are_refused_unless_allowed(tmp_path, tiny, sky_png):
 
 
 def test_cli_help_documents_allow_python_layers():
-    done = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "dream", "--help"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", "dream", "--help"],
+        capture_output=True,
+        text=True,
+    )
     assert "--allow-python-layers" in done.stdout and "runs its code" in " ".join(
-        done.stdout.split())
+        done.stdout.split()
+    )
 
 
 # --- numbers and blobs Caffe would abort on ----------------------------------------------
-@pytest.mark.parametrize("body, words", [
-    (layer("p", "Power", ["conv1"], ["p"], "power_param { scale: nan }"), "nan"),
-    (conv("c", "conv1", n=4294967295), "int"),
-    (layer("a", "ReLU", ["conv1"], ["conv1b"]) + layer("b", "ReLU", ["conv1"], ["conv1b"]),
-     "more than one layer"),
-    (layer("e", "Eltwise", ["conv1", "data"], ["e"]), "differ in shape"),
-    (layer("f", "Flatten", ["conv1"], ["conv1"]), "onto its input"),
-    (conv("g", "conv1", extra='group: 3'), "group"),
-    (layer("s", "Scale", ["conv1"], ["s"], "blobs { shape { dim: 9 } }"), "parameter blobs"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (layer("p", "Power", ["conv1"], ["p"], "power_param { scale: nan }"), "nan"),
+        (conv("c", "conv1", n=4294967295), "int"),
+        (
+            layer("a", "ReLU", ["conv1"], ["conv1b"]) + layer("b", "ReLU", ["conv1"], ["conv1b"]),
+            "more than one layer",
+        ),
+        (layer("e", "Eltwise", ["conv1", "data"], ["e"]), "differ in shape"),
+        (layer("f", "Flatten", ["conv1"], ["conv1"]), "onto its input"),
+        (conv("g", "conv1", extra="group: 3"), "group"),
+        (layer("s", "Scale", ["conv1"], ["s"], "blobs { shape { dim: 9 } }"), "parameter blobs"),
+    ],
+)
 def test_definitions_caffe_aborts_on_are_one_line(body, words, tmp_path):
     write(tmp_path, net_text([conv("conv1", "data"), body]))
     refused(cli("layers", "--model-def", "net.prototxt", tmp=tmp_path), words)
 
 
 def test_no_temporary_definition_is_written(tiny, tmp_path, sky_png):
-    done = cli("dream", sky_png, "-o", "out.png", "--model-def", tiny[0], "--weights",
-               tiny[1], "--end", "conv2", "--seed", "0", "--iter-n", "1", "--octave-n", "1",
-               tmp=tmp_path)  # cli() asserts the private temp folder stays empty
+    done = cli(
+        "dream",
+        sky_png,
+        "-o",
+        "out.png",
+        "--model-def",
+        tiny[0],
+        "--weights",
+        tiny[1],
+        "--end",
+        "conv2",
+        "--seed",
+        "0",
+        "--iter-n",
+        "1",
+        "--octave-n",
+        "1",
+        tmp=tmp_path,
+    )  # cli() asserts the private temp folder stays empty
     assert done.returncode == 0, done.stderr
 
 
 # --- V1 definitions (issue 11 §3) --------------------------------------------------------
-V1_TYPES = {"Convolution": "CONVOLUTION", "Pooling": "POOLING", "ReLU": "RELU", "LRN": "LRN",
-            "Concat": "CONCAT", "InnerProduct": "INNER_PRODUCT", "Dropout": "DROPOUT",
-            "Softmax": "SOFTMAX"}
+V1_TYPES = {
+    "Convolution": "CONVOLUTION",
+    "Pooling": "POOLING",
+    "ReLU": "RELU",
+    "LRN": "LRN",
+    "Concat": "CONCAT",
+    "InnerProduct": "INNER_PRODUCT",
+    "Dropout": "DROPOUT",
+    "Softmax": "SOFTMAX",
+}
 
 
 def to_v1(model) -> str:
@@ -561,21 +772,29 @@ def test_v1_layers_listing_matches_v2(model, nets, v1_nets, tmp_path):
     assert v1.stdout == v2.stdout and "Convolution" in v1.stdout
 
 
-@pytest.mark.parametrize("model, end", [("bvlc_googlenet", "inception_4c/output"),
-                                        ("places205_googlenet", "inception_4d/output")])
+@pytest.mark.parametrize(
+    "model, end",
+    [("bvlc_googlenet", "inception_4c/output"), ("places205_googlenet", "inception_4d/output")],
+)
 def test_v1_prunes_to_the_same_net(model, end, nets, v1_nets):
     def summary(path):
-        return [(x.name, x.type, list(x.bottom), list(x.top))
-                for x in prune(read_definition(path), end).layer]
+        return [
+            (x.name, x.type, list(x.bottom), list(x.top))
+            for x in prune(read_definition(path), end).layer
+        ]
 
     v1, v2 = summary(v1_nets[model][0]), summary(nets[model][0])
     assert v1[1:] == v2[1:] and not any("loss1" in name for name, *_ in v1)
 
 
-@pytest.mark.parametrize("model, end, guided", [
-    ("bvlc_googlenet", "inception_4c/output", False),
-    ("places205_googlenet", "inception_4c/output", False),
-    ("bvlc_googlenet", "inception_3b/output", True)])
+@pytest.mark.parametrize(
+    "model, end, guided",
+    [
+        ("bvlc_googlenet", "inception_4c/output", False),
+        ("places205_googlenet", "inception_4c/output", False),
+        ("bvlc_googlenet", "inception_3b/output", True),
+    ],
+)
 def test_v1_dreams_are_bit_identical(model, end, guided, nets, v1_nets, sky):
     from deepdream_caffe import dream
     from deepdream_caffe.models import IMAGENET_MEAN_BGR
@@ -587,8 +806,11 @@ def test_v1_dreams_are_bit_identical(model, end, guided, nets, v1_nets, sky):
         kw = {}
         if guided:
             kw["objective"] = dream.objective_guide(dream.guide_features(net, sky[:48, :64], end))
-        results.append(dream.deepdream(net, sky, iter_n=2, octave_n=2, end=end,
-                                       rng=np.random.RandomState(0), **kw))
+        results.append(
+            dream.deepdream(
+                net, sky, iter_n=2, octave_n=2, end=end, rng=np.random.RandomState(0), **kw
+            )
+        )
         setups.append(net.dream_setup)
     assert setups[0] == setups[1]
     assert np.array_equal(results[0], results[1])
@@ -610,10 +832,18 @@ def _archive(tmp_path, members):
 def test_archive_members_found_in_any_folder(tmp_path):
     from deepdream_caffe.models import _extract
 
-    archive = _archive(tmp_path, {"x/y/deploy_places205.protxt": b"def",
-                                  "z/googlelet_places205_train_iter_2400000.caffemodel": b"w"})
-    _extract(archive, ["deploy_places205.protxt",
-                       "googlelet_places205_train_iter_2400000.caffemodel"], tmp_path / "out")
+    archive = _archive(
+        tmp_path,
+        {
+            "x/y/deploy_places205.protxt": b"def",
+            "z/googlelet_places205_train_iter_2400000.caffemodel": b"w",
+        },
+    )
+    _extract(
+        archive,
+        ["deploy_places205.protxt", "googlelet_places205_train_iter_2400000.caffemodel"],
+        tmp_path / "out",
+    )
     assert (tmp_path / "out" / "deploy_places205.protxt").read_bytes() == b"def"
 
 

@@ -19,9 +19,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.cuda"]
 # What the Caffe build depends on; the builder stages may see nothing else of the checkout.
-BUILD_INPUTS = {"caffe/", "scripts/setup.sh", "scripts/build-caffe.sh", "scripts/apt-install.sh",
-                "requirements.txt",
-                "requirements-cuda.txt", "docker/cuda-toolkit.txt"}
+BUILD_INPUTS = {
+    "caffe/",
+    "scripts/setup.sh",
+    "scripts/build-caffe.sh",
+    "scripts/apt-install.sh",
+    "requirements.txt",
+    "requirements-cuda.txt",
+    "docker/cuda-toolkit.txt",
+}
 
 
 def stages(text: str) -> dict:
@@ -66,16 +72,21 @@ def dockerfile(request):
 
 def test_stage_parser_reads_continuations_and_names():
     parsed = stages("FROM a AS one\nRUN x \\\n    && y\n# c\nFROM b AS two\nCOPY p q /d/\n")
-    assert parsed == {"one": ["FROM a AS one", "RUN x && y"],
-                      "two": ["FROM b AS two", "COPY p q /d/"]}
+    assert parsed == {
+        "one": ["FROM a AS one", "RUN x && y"],
+        "two": ["FROM b AS two", "COPY p q /d/"],
+    }
     assert copies(parsed["two"]) == ["p", "q"]
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_dockerfiles_lint_clean(name):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    p = subprocess.run([hadolint, "--config", str(ROOT / "docker/.hadolint.yaml"),
-                        str(ROOT / "docker" / name)], capture_output=True, text=True)
+    p = subprocess.run(
+        [hadolint, "--config", str(ROOT / "docker/.hadolint.yaml"), str(ROOT / "docker" / name)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -97,8 +108,17 @@ def test_runtime_stage_has_runtime_libraries_only(dockerfile):
     runtime = dockerfile["runtime"]
     packages = apt_packages(runtime)
     assert packages, "the runtime stage installs its libraries"
-    build_tools = {"build-essential", "cmake", "g++", "gcc", "make", "patch", "python3-pip",
-                   "protobuf-compiler", "pkg-config"}
+    build_tools = {
+        "build-essential",
+        "cmake",
+        "g++",
+        "gcc",
+        "make",
+        "patch",
+        "python3-pip",
+        "protobuf-compiler",
+        "pkg-config",
+    }
     assert not [p for p in packages if p.endswith("-dev") or p in build_tools]
     assert copies(runtime) == [], "the runtime stage takes nothing from the checkout directly"
     sources = [line.split()[-2] for line in runtime if line.startswith("COPY --from")]
@@ -128,14 +148,20 @@ def test_cuda_image_builds_cuda_13_from_pinned_wheels():
     pins = dict(re.findall(r"^([\w-]+)==(\S+)", toolkit, re.M))
     assert pins["nvidia-cuda-nvcc"].startswith("13.")
     assert {"nvidia-cuda-runtime", "nvidia-cuda-cccl", "nvidia-nvvm"} <= set(pins)
-    assert not [line for line in toolkit.splitlines()
-                if line.strip() and not line.startswith("#") and "==" not in line]
+    assert not [
+        line
+        for line in toolkit.splitlines()
+        if line.strip() and not line.startswith("#") and "==" not in line
+    ]
     assert 'CUDA_ARCH_BIN="75 80 86 89 90"' in text and "CUDA_ARCH_PTX=90" in text
 
 
 def test_dockerignore_keeps_the_host_state_out_of_the_context():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", "out", "**/__pycache__", "*.egg-info"} <= ignored
 
 
@@ -148,8 +174,9 @@ def test_docker_scripts_parse_and_make_has_the_targets():
 
 
 def test_docker_build_refuses_an_unknown_variant():
-    p = subprocess.run([str(ROOT / "scripts/docker-build.sh"), "gpu"], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [str(ROOT / "scripts/docker-build.sh"), "gpu"], capture_output=True, text=True
+    )
     assert p.returncode == 1 and "usage" in p.stderr
 
 
@@ -182,8 +209,13 @@ def fake_docker(tmp_path):
 
 
 def daemon_with(env, *command):
-    return subprocess.run([str(ROOT / "scripts/docker-daemon.sh"), "with", *command], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(ROOT / "scripts/docker-daemon.sh"), "with", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def alive(pid: int) -> bool:
@@ -210,8 +242,16 @@ def test_a_daemon_or_pid_left_by_a_killed_run_does_not_block_the_next(fake_docke
     (root / "run").mkdir(parents=True)
     (root / "run/dockerd.pid").write_text("4194303\n")  # no such process: a stale pid file
     assert daemon_with(env, "true").returncode == 0
-    left = subprocess.Popen(["dockerd", "--pidfile", str(root / "run/dockerd.pid"),
-                             "--host", f"unix://{root}/run/docker.sock"], env=env)
+    left = subprocess.Popen(
+        [
+            "dockerd",
+            "--pidfile",
+            str(root / "run/dockerd.pid"),
+            "--host",
+            f"unix://{root}/run/docker.sock",
+        ],
+        env=env,
+    )
     try:
         for _ in range(50):
             if (root / "run/docker.sock").exists():
@@ -227,8 +267,11 @@ def test_a_daemon_or_pid_left_by_a_killed_run_does_not_block_the_next(fake_docke
 
 def test_signal_stops_the_command_and_the_daemon(fake_docker):
     env, root = fake_docker
-    run = subprocess.Popen([str(ROOT / "scripts/docker-daemon.sh"), "with", "sleep", "60"],
-                           env=env, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [str(ROOT / "scripts/docker-daemon.sh"), "with", "sleep", "60"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if (root / "run/docker.sock").exists():
             break

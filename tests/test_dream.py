@@ -20,9 +20,17 @@ def notebook_namespace(cells, net=None, **names):
     """Execute the notebook's definitions (cells 3, 6, 8) as Python 3, display stubbed out."""
     import caffe
 
-    ns = dict(np=np, nd=nd, PIL=PIL, caffe=caffe, net=net,
-              showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None, **names)
-    cell3 = cells[3][cells[3].index("def preprocess"):]  # skip its model loading
+    ns = dict(
+        np=np,
+        nd=nd,
+        PIL=PIL,
+        caffe=caffe,
+        net=net,
+        showarray=lambda *a, **k: None,
+        clear_output=lambda *a, **k: None,
+        **names,
+    )
+    cell3 = cells[3][cells[3].index("def preprocess") :]  # skip its model loading
     for source in (cell3, cells[6], cells[8]):
         exec(py3(source), ns)
     return ns
@@ -30,8 +38,11 @@ def notebook_namespace(cells, net=None, **names):
 
 def py3(source):
     """The two Python 2 idioms of the notebook's code: xrange and the print statement."""
-    lines = [line for line in source.replace("xrange", "range").splitlines()
-             if not line.strip().startswith("print ")]
+    lines = [
+        line
+        for line in source.replace("xrange", "range").splitlines()
+        if not line.strip().startswith("print ")
+    ]
     return "\n".join(lines)
 
 
@@ -41,18 +52,20 @@ def notebook_dream(cells, net, img, **kw):
     return ns["deepdream"](net, img, **kw)
 
 
-@pytest.mark.parametrize("model,end", [
-    ("bvlc_googlenet", "inception_4c/output"),  # cell 12
-    ("bvlc_googlenet", "inception_3b/5x5_reduce"),  # cell 14: a pre-ReLU conv blob
-    # the last end before the aux head loss1: past it, at sizes other than 224x224, the
-    # notebook's unpruned net aborts in Caffe (tests/test_fast_net.py)
-    ("places205_googlenet", "inception_4a/output"),
-])
+@pytest.mark.parametrize(
+    "model,end",
+    [
+        ("bvlc_googlenet", "inception_4c/output"),  # cell 12
+        ("bvlc_googlenet", "inception_3b/5x5_reduce"),  # cell 14: a pre-ReLU conv blob
+        # the last end before the aux head loss1: past it, at sizes other than 224x224, the
+        # notebook's unpruned net aborts in Caffe (tests/test_fast_net.py)
+        ("places205_googlenet", "inception_4a/output"),
+    ],
+)
 def test_deepdream_bit_identical_to_notebook(notebook_cells, load, sky, model, end):
     notebook_net = load(model, end, notebook_net=True)
     expected = notebook_dream(notebook_cells, notebook_net, sky, end=end, **FAST)
-    ours = dream.deepdream(load(model, end), sky, end=end, rng=np.random.RandomState(SEED),
-                           **FAST)
+    ours = dream.deepdream(load(model, end), sky, end=end, rng=np.random.RandomState(SEED), **FAST)
     assert ours.dtype == np.float32
     np.testing.assert_array_equal(ours, expected)
     assert np.abs(ours - sky).max() > 1  # and it did dream
@@ -70,14 +83,15 @@ def test_guided_bit_identical_to_notebook(notebook_cells, load, sky, flowers):
     net = load(end=end, notebook_net=True)
     ns = notebook_namespace(notebook_cells, net, guide=flowers)
     exec(notebook_cells[25], ns)  # guide features, as a global
-    exec(notebook_cells[27][:notebook_cells[27].index("_=deepdream")], ns)
+    exec(notebook_cells[27][: notebook_cells[27].index("_=deepdream")], ns)
     np.random.seed(SEED)
     expected = ns["deepdream"](net, sky, end=end, objective=ns["objective_guide"], **FAST)
 
     net = load(end=end)
     objective = dream.objective_guide(dream.guide_features(net, flowers, end))
-    ours = dream.deepdream(net, sky, end=end, objective=objective,
-                           rng=np.random.RandomState(SEED), **FAST)
+    ours = dream.deepdream(
+        net, sky, end=end, objective=objective, rng=np.random.RandomState(SEED), **FAST
+    )
     np.testing.assert_array_equal(ours, expected)
     plain = dream.deepdream(load(end=end), sky, end=end, rng=np.random.RandomState(SEED), **FAST)
     assert not np.array_equal(ours, plain)  # the guide made a difference
@@ -87,15 +101,21 @@ def test_zoom_bit_identical_to_notebook(notebook_cells, load, sky):
     net = load(notebook_net=True)
     ns = notebook_namespace(notebook_cells, net)
     loop = py3(notebook_cells[19]).replace("range(100)", "range(2)")
-    loop = loop.replace('PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
-                        "saved.append(frame)")
+    loop = loop.replace(
+        'PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
+        "saved.append(frame)",
+    )
     ns.update(frame=sky, frame_i=0, saved=[])
     np.random.seed(SEED)
     exec(loop, ns)
 
     params = dict(iter_n=10, octave_n=4)
-    frames = [f for _, f in dream.zoom_frames(
-        load(), sky, frames=2, rng=np.random.RandomState(SEED), **params)]
+    frames = [
+        f
+        for _, f in dream.zoom_frames(
+            load(), sky, frames=2, rng=np.random.RandomState(SEED), **params
+        )
+    ]
     assert len(frames) == 2
     for ours, expected in zip(frames, ns["saved"], strict=True):
         np.testing.assert_array_equal(ours, expected)
@@ -119,8 +139,9 @@ def test_seed_equals_global_numpy_seed(load, sky):
 
 @pytest.mark.parametrize("end", ["inception_4c/output", "inception_3b/5x5_reduce"])
 def test_pruning_changes_no_number(load, sky, end):
-    full = dream.deepdream(load(end=end, prune_net=False), sky, end=end,
-                           rng=np.random.RandomState(SEED), **FAST)
+    full = dream.deepdream(
+        load(end=end, prune_net=False), sky, end=end, rng=np.random.RandomState(SEED), **FAST
+    )
     pruned = dream.deepdream(load(end=end), sky, end=end, rng=np.random.RandomState(SEED), **FAST)
     np.testing.assert_array_equal(full, pruned)
 

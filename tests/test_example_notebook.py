@@ -20,13 +20,23 @@ from deepdream_caffe.net import load_net
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "dream.ipynb"
-FAST = {"SIZE": (128, 72), "GUIDE_SIZE": (80, 60), "ITER_N": 2, "OCTAVE_N": 2, "SEED": 3,
-        "ZOOM_FRAMES": 2, "SHOW_FRAME": 1}
+FAST = {
+    "SIZE": (128, 72),
+    "GUIDE_SIZE": (80, 60),
+    "ITER_N": 2,
+    "OCTAVE_N": 2,
+    "SEED": 3,
+    "ZOOM_FRAMES": 2,
+    "SHOW_FRAME": 1,
+}
 
 
 def images(cell):
-    return [np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"]))))
-            for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    return [
+        np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"]))))
+        for o in cell.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
 
 
 def text(cell):
@@ -42,20 +52,25 @@ def executed(nets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("example")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
-        "\n".join(f"{k} = {v!r}" for k, v in FAST.items())))
+    nb.cells.insert(
+        at + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in FAST.items()))
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DEEPDREAM_CAFFE_EXAMPLE_WEIGHTS", str(nets["bvlc_googlenet"][1]))
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(folder)}}).execute()
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+        ).execute()
     return nb, folder
 
 
 def test_the_stored_notebook_has_no_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in nb.cells if c.cell_type == "code")
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in nb.cells
+        if c.cell_type == "code"
+    )
 
 
 def test_it_says_which_weights_it_uses(executed):
@@ -78,8 +93,12 @@ def test_the_dream_it_shows_is_the_packages_result(executed, nets, sky):
 
 def test_every_image_cell_shows_its_image_inline(executed):
     nb, folder = executed
-    for source in ('end="inception_3b/5x5_reduce"', "Image(filename=", 'load_image("flowers.jpg"',
-                   "objective=dream.objective_guide"):
+    for source in (
+        'end="inception_3b/5x5_reduce"',
+        "Image(filename=",
+        'load_image("flowers.jpg"',
+        "objective=dream.objective_guide",
+    ):
         cell = cell_with(nb, source)
         shown = images(cell) or [o for o in cell.outputs if "image/jpeg" in o.get("data", {})]
         assert len(shown) == 1, source

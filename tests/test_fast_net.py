@@ -48,8 +48,9 @@ def test_every_end_is_bit_identical(nets, load, img, model):
         assert np.array_equal(ours, expected), end
 
 
-@pytest.mark.parametrize("end", ["inception_3b/output", "inception_4c/output",
-                                 "inception_4d/3x3_reduce"])
+@pytest.mark.parametrize(
+    "end", ["inception_3b/output", "inception_4c/output", "inception_4d/3x3_reduce"]
+)
 def test_guided_objective_is_bit_identical(load, img, flowers, end):
     results = []
     for notebook_net in (False, True):
@@ -73,9 +74,11 @@ def test_weight_gradients_are_skipped(load, img):
 def test_the_check_runs_small(load):
     """The check before use runs at the smallest size the pruned net takes (not 224x224)."""
     net = load(end="inception_3b/output")
-    assert net.dream_setup.startswith("data gradient only, pruned to inception_3b/output; "
-                                      "bit-identical to the notebook (force_backward), every "
-                                      "layer up to inception_3b/output at a ")
+    assert net.dream_setup.startswith(
+        "data gradient only, pruned to inception_3b/output; "
+        "bit-identical to the notebook (force_backward), every "
+        "layer up to inception_3b/output at a "
+    )
     side = int(net.dream_setup.split(" at a ")[1].split("x")[0])
     assert 16 <= side < 224
     assert load(end="prob").dream_setup.endswith("at a 224x224 check")  # fully connected
@@ -88,18 +91,32 @@ def run_cli(tmp_path, img, *flags):
     from deepdream_caffe import cli
 
     PIL.Image.fromarray(np.uint8(img)).save(tmp_path / "in.png")
-    status = cli.main(["dream", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"),
-                       "--raw", str(tmp_path / "out.npy"), "--seed", "7", *map(str, flags)])
+    status = cli.main(
+        [
+            "dream",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "out.png"),
+            "--raw",
+            str(tmp_path / "out.npy"),
+            "--seed",
+            "7",
+            *map(str, flags),
+        ]
+    )
     return status, (np.load(tmp_path / "out.npy") if status == 0 else None)
 
 
 # inception_4a/output is the last end before the aux head loss1, at a size other than 224x224;
 # inception_4c/output runs loss1 forward and backward, which the notebook can do at 224x224 only
-@pytest.mark.parametrize("end,size,octave_n", [("inception_4a/output", (72, 128), 2),
-                                               ("inception_4c/output", (224, 224), 1)])
+@pytest.mark.parametrize(
+    "end,size,octave_n",
+    [("inception_4a/output", (72, 128), 2), ("inception_4c/output", (224, 224), 1)],
+)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # cell 3 leaves
-def test_notebook_net_is_the_notebooks_own(notebook_cells, nets, sky, tmp_path, monkeypatch,
-                                           end, size, octave_n):
+def test_notebook_net_is_the_notebooks_own(
+    notebook_cells, nets, sky, tmp_path, monkeypatch, end, size, octave_n
+):
     """--notebook-net against dream.ipynb's cells 3, 6 and 8, run as they are, on the unpruned
     Places205 architecture (aux heads kept): the same bits.
 
@@ -115,9 +132,21 @@ def test_notebook_net_is_the_notebooks_own(notebook_cells, nets, sky, tmp_path, 
 
     definition, weights = nets["places205_googlenet"]
     img = np.float32(PIL.Image.fromarray(np.uint8(sky)).resize(size[::-1], PIL.Image.BILINEAR))
-    status, ours = run_cli(tmp_path, img, "--notebook-net", "--model-def", definition,
-                           "--weights", weights, "--end", end, "--iter-n", 3,
-                           "--octave-n", octave_n)
+    status, ours = run_cli(
+        tmp_path,
+        img,
+        "--notebook-net",
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        "--end",
+        end,
+        "--iter-n",
+        3,
+        "--octave-n",
+        octave_n,
+    )
     assert status == 0
 
     cell3 = notebook_cells[3]
@@ -125,16 +154,23 @@ def test_notebook_net_is_the_notebooks_own(notebook_cells, nets, sky, tmp_path, 
         assert "model_path + " + name in cell3
         cell3 = cell3.replace("model_path + " + name, repr(str(path)))
     monkeypatch.chdir(tmp_path)  # cell 3 writes tmp.prototxt here
-    ns = dict(np=np, nd=nd, caffe=caffe, text_format=text_format,
-              showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None)
+    ns = dict(
+        np=np,
+        nd=nd,
+        caffe=caffe,
+        text_format=text_format,
+        showarray=lambda *a, **k: None,
+        clear_output=lambda *a, **k: None,
+    )
     for source in (cell3, notebook_cells[6], notebook_cells[8]):
         exec(py3(source), ns)
     net = ns["net"]
     assert "loss1/fc" in net._layer_names and "loss2/classifier" in net._layer_names
     aux = {name: net.blobs[name].data.shape for name in net.blobs if name.startswith("loss")}
     np.random.seed(SEED)
-    expected = ns["deepdream"](net, np.float32(PIL.Image.open("in.png")), end=end, iter_n=3,
-                               octave_n=octave_n)  # the image as the notebook's cell 10 reads it
+    expected = ns["deepdream"](
+        net, np.float32(PIL.Image.open("in.png")), end=end, iter_n=3, octave_n=octave_n
+    )  # the image as the notebook's cell 10 reads it
     assert {name: net.blobs[name].data.shape for name in aux} == aux  # never reshaped
     np.testing.assert_array_equal(ours, expected)
     assert np.abs(ours - img).max() > 1
@@ -144,8 +180,18 @@ def test_notebook_net_refuses_what_aborts_the_notebook(nets, sky, tmp_path, caps
     """Past an aux head at a size other than 224x224 the notebook's net aborts in Caffe
     (loss1/fc takes one size only): --notebook-net says so in one line; the default dreams."""
     definition, weights = nets["places205_googlenet"]
-    flags = ["--model-def", definition, "--weights", weights, "--end", "inception_4c/output",
-             "--iter-n", 1, "--octave-n", 2]
+    flags = [
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        "--end",
+        "inception_4c/output",
+        "--iter-n",
+        1,
+        "--octave-n",
+        2,
+    ]
     status, _ = run_cli(tmp_path, sky, "--notebook-net", *flags)
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and "loss1/fc" in err[0], err

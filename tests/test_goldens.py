@@ -30,8 +30,12 @@ def fresh(tmp_path_factory):
     if not goldens.avx2():
         pytest.skip("no AVX2: the goldens' pinned OpenBLAS kernels cannot run on this CPU")
     out = tmp_path_factory.mktemp("goldens")
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.lab.goldens", "compute", str(out)],
-                       capture_output=True, text=True, env=os.environ.copy())
+    p = subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.lab.goldens", "compute", str(out)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert p.returncode == 0, p.stderr
     return out
 
@@ -57,12 +61,17 @@ def test_golden(fresh, case):
             d = np.abs(expected - got)
             d = np.concatenate(list(d), axis=1) if case.zoom_frames else d
             PIL.Image.fromarray(np.uint8(np.clip(d * 10, 0, 255))).save(diff)  # 10x brighter
-        changed = {k: (recorded["versions"].get(k), v) for k, v in now["versions"].items()
-                   if recorded["versions"].get(k) != v}
-        pytest.fail(f"{case.name} differs from its golden: {stats}; diff image {diff}; "
-                    f"versions changed since the golden: {changed or 'none'}; BLAS now "
-                    f"{now['blas_kernel']} x{now['blas_threads']}, golden "
-                    f"{recorded['blas_kernel']} x{recorded['blas_threads']}")
+        changed = {
+            k: (recorded["versions"].get(k), v)
+            for k, v in now["versions"].items()
+            if recorded["versions"].get(k) != v
+        }
+        pytest.fail(
+            f"{case.name} differs from its golden: {stats}; diff image {diff}; "
+            f"versions changed since the golden: {changed or 'none'}; BLAS now "
+            f"{now['blas_kernel']} x{now['blas_threads']}, golden "
+            f"{recorded['blas_kernel']} x{recorded['blas_threads']}"
+        )
     assert got.dtype == np.float32
 
 
@@ -88,10 +97,27 @@ def test_separate_processes_give_the_same_bits(fresh, tmp_path):
     raws = []
     for i in range(2):
         raw = tmp_path / f"raw{i}.npy"
-        p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "dream", str(img),
-                            "-o", str(tmp_path / f"o{i}.png"), "--raw", str(raw), "--seed", "9",
-                            "--model-def", str(definition), "--weights", str(weights)],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepdream_caffe.cli",
+                "dream",
+                str(img),
+                "-o",
+                str(tmp_path / f"o{i}.png"),
+                "--raw",
+                str(raw),
+                "--seed",
+                "9",
+                "--model-def",
+                str(definition),
+                "--weights",
+                str(weights),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert p.returncode == 0, p.stderr
         raws.append(np.load(raw))
     np.testing.assert_array_equal(*raws)

@@ -24,8 +24,10 @@ def test_builder_equals_shipped_deploy_layer_by_layer():
 def test_places_variant_has_205_classes_and_aux_heads():
     net = googlenet(205, aux_heads=True)
     fc = {layer.name: layer for layer in net.layer if layer.type == "InnerProduct"}
-    assert {fc[n].inner_product_param.num_output
-            for n in ("loss1/classifier", "loss2/classifier", "loss3/classifier")} == {205}
+    assert {
+        fc[n].inner_product_param.num_output
+        for n in ("loss1/classifier", "loss2/classifier", "loss3/classifier")
+    } == {205}
 
 
 def test_prune_keeps_exactly_the_ancestors():

@@ -32,21 +32,56 @@ from deepdream_caffe.errors import DreamError
 pytestmark = pytest.mark.caffe
 FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "1"]
 # What users type into number flags, beside what hypothesis makes up.
-TYPED = ["nan", "NaN", "inf", "-inf", "infinity", "1e39", "-1e39", "1e308", "1e400", "2**64",
-         "18446744073709551616", "4294967296", "1e20", "-0", "-0.0", "0x10", " 5", "5,", "5 ",
-         "", "--", "1_000", "0", "-1", "1.5", "3.4028236e38", "99999999999999999999999", "½",
-         "٣"]
+TYPED = [
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "infinity",
+    "1e39",
+    "-1e39",
+    "1e308",
+    "1e400",
+    "2**64",
+    "18446744073709551616",
+    "4294967296",
+    "1e20",
+    "-0",
+    "-0.0",
+    "0x10",
+    " 5",
+    "5,",
+    "5 ",
+    "",
+    "--",
+    "1_000",
+    "0",
+    "-1",
+    "1.5",
+    "3.4028236e38",
+    "99999999999999999999999",
+    "½",
+    "٣",
+]
 NUMBER_FLAGS = {  # flag: (subcommand, name in job.RANGES)
-    "--iter-n": ("dream", "iter_n"), "--octave-n": ("dream", "octave_n"),
-    "--octave-scale": ("dream", "octave_scale"), "--step-size": ("dream", "step_size"),
-    "--jitter": ("dream", "jitter"), "--seed": ("dream", "seed"),
-    "--max-size": ("dream", "max_size"), "--jpeg-quality": ("dream", "jpeg_quality"),
-    "--gpu": ("dream", "gpu"), "--frames": ("zoom", "frames"), "--scale": ("zoom", "scale"),
+    "--iter-n": ("dream", "iter_n"),
+    "--octave-n": ("dream", "octave_n"),
+    "--octave-scale": ("dream", "octave_scale"),
+    "--step-size": ("dream", "step_size"),
+    "--jitter": ("dream", "jitter"),
+    "--seed": ("dream", "seed"),
+    "--max-size": ("dream", "max_size"),
+    "--jpeg-quality": ("dream", "jpeg_quality"),
+    "--gpu": ("dream", "gpu"),
+    "--frames": ("zoom", "frames"),
+    "--scale": ("zoom", "scale"),
 }
-typed = st.one_of(st.sampled_from(TYPED),
-                  st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                  st.integers(-2**70, 2**70).map(str),
-                  st.text(alphabet="0123456789.,-+eExXinfa_ *", max_size=10))
+typed = st.one_of(
+    st.sampled_from(TYPED),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(2**70), 2**70).map(str),
+    st.text(alphabet="0123456789.,-+eExXinfa_ *", max_size=10),
+)
 
 
 # --- the contract --------------------------------------------------------------------------
@@ -57,8 +92,13 @@ def snapshot(*folders):
         for p in sorted(Path(folder).rglob("*")):
             if p.is_file():
                 st_ = p.stat()
-                out[p] = (st_.st_size, st_.st_mtime_ns, st_.st_ino, st_.st_mode,
-                          p.read_bytes() if st_.st_size < 2**20 else None)
+                out[p] = (
+                    st_.st_size,
+                    st_.st_mtime_ns,
+                    st_.st_ino,
+                    st_.st_mode,
+                    p.read_bytes() if st_.st_size < 2**20 else None,
+                )
     return out
 
 
@@ -73,9 +113,14 @@ def work(tmp_path, sky, nets):
 
 def run(folder, *args, env=None, umask=None):
     env = {**os.environ, "TMPDIR": str(folder / "tmp"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300,
-                          preexec_fn=None if umask is None else lambda: os.umask(umask))
+    return subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        preexec_fn=None if umask is None else lambda: os.umask(umask),
+    )
 
 
 def mirrors():
@@ -146,21 +191,53 @@ def test_any_typed_mean_is_three_values_in_0_255_or_one_usage_line(parts):
     assert len(args.mean) == 3 and all(np.isfinite(m) and 0 <= m <= 255 for m in args.mean)
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(flag=st.sampled_from(["--mean", "--step-size", "--octave-scale", "--jitter",
-                             "--octave-n", "--seed", "--jpeg-quality"]),
-       value=st.sampled_from(["nan", "inf", "-inf", "1e39", "2**64", "1e20", "-0", "0x10",
-                              "5,", "-1", "1e400", "nan,0,0", "0,inf,0", "1e39,0,0",
-                              "-1,0,0", "256,0,0"]))
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    flag=st.sampled_from(
+        [
+            "--mean",
+            "--step-size",
+            "--octave-scale",
+            "--jitter",
+            "--octave-n",
+            "--seed",
+            "--jpeg-quality",
+        ]
+    ),
+    value=st.sampled_from(
+        [
+            "nan",
+            "inf",
+            "-inf",
+            "1e39",
+            "2**64",
+            "1e20",
+            "-0",
+            "0x10",
+            "5,",
+            "-1",
+            "1e400",
+            "nan,0,0",
+            "0,inf,0",
+            "1e39,0,0",
+            "-1,0,0",
+            "256,0,0",
+        ]
+    ),
+)
 def test_hostile_numbers_through_the_command(work, flag, value):
     """Through the real command: a clean refusal, or a dream (never an abort, exit 134)."""
     folder, flags = work
     for f in folder.glob("o.png*"):
         f.unlink()
     before = snapshot(folder, *mirrors())
-    p = run(folder, "dream", folder / "in.png", "-o", folder / "o.png", *FAST, *flags,
-            f"{flag}={value}")
+    p = run(
+        folder, "dream", folder / "in.png", "-o", folder / "o.png", *FAST, *flags, f"{flag}={value}"
+    )
     if p.returncode != 0:
         contract(p, folder, before)
     else:
@@ -172,8 +249,18 @@ def test_hostile_numbers_through_the_command(work, flag, value):
 def test_non_finite_mean_is_refused_before_caffe(work, mean):
     """Before: 'gradient not finite', then glibc's 'free(): invalid next size', exit 134."""
     folder = work[0]
-    refused(work, "dream", folder / "in.png", "-o", folder / "o.png", *FAST, "--mean", mean,
-            codes=(2,), words=["--mean"])
+    refused(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        *FAST,
+        "--mean",
+        mean,
+        codes=(2,),
+        words=["--mean"],
+    )
 
 
 @pytest.mark.parametrize("command", ["dream", "zoom"])
@@ -182,14 +269,35 @@ def test_no_clip_with_a_huge_step_stops_before_the_heap_breaks(work, command):
     folder = work[0]
     out = folder / ("o.png" if command == "dream" else "frames")
     extra = ["--frames", "2"] if command == "zoom" else []
-    refused(work, command, folder / "in.png", "-o", out, *FAST, *extra, "--no-clip",
-            "--step-size", "1e30", codes=(1,), words=["float range", "--step-size"])
+    refused(
+        work,
+        command,
+        folder / "in.png",
+        "-o",
+        out,
+        *FAST,
+        *extra,
+        "--no-clip",
+        "--step-size",
+        "1e30",
+        codes=(1,),
+        words=["float range", "--step-size"],
+    )
 
 
 def test_a_huge_clipped_step_runs_without_warnings(work):
     folder, flags = work
-    p = run(folder, "dream", folder / "in.png", "-o", folder / "o.png", *FAST, *flags,
-            "--step-size", "1e38")
+    p = run(
+        folder,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        *FAST,
+        *flags,
+        "--step-size",
+        "1e38",
+    )
     # the one other line a run may print: OpenBLAS's slow generic kernel, on a machine where
     # OPENBLAS_CORETYPE is not set (report.kernel_warning)
     lines = [line for line in p.stderr.strip().splitlines() if "OPENBLAS_CORETYPE" not in line]
@@ -206,8 +314,16 @@ def test_weights_holding_nan_are_refused(work, tmp_path_factory):
     net.params["conv2/3x3"][0].data[0, 0, 0, 0] = np.nan
     bad = tmp_path_factory.mktemp("w") / "nan.caffemodel"
     net.save(str(bad))
-    refused((folder, [flags[0], flags[1], "--weights", bad]), "dream", folder / "in.png",
-            "-o", folder / "o.png", *FAST, codes=(1,), words=["conv2/3x3", "NaN"])
+    refused(
+        (folder, [flags[0], flags[1], "--weights", bad]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        *FAST,
+        codes=(1,),
+        words=["conv2/3x3", "NaN"],
+    )
 
 
 def test_guard_sees_a_nan_in_a_pooled_blob(load, nets):
@@ -215,8 +331,7 @@ def test_guard_sees_a_nan_in_a_pooled_blob(load, nets):
     from deepdream_caffe.net import dream_model
 
     net = load(end="inception_3a/output")
-    pooled = guards.max_pool_inputs(dream_model(nets["bvlc_googlenet"][0],
-                                                "inception_3a/output"))
+    pooled = guards.max_pool_inputs(dream_model(nets["bvlc_googlenet"][0], "inception_3a/output"))
     img = np.full((64, 64, 3), 100, np.float32)
     net.blobs["data"].reshape(1, 3, 64, 64)
     net.blobs["data"].data[0] = dream.preprocess(net, img)
@@ -252,34 +367,75 @@ def test_max_pool_inputs_of_googlenet(nets):
 def test_seed_outside_randomstate_range(work, seed):
     """Before: a numpy ValueError traceback for 4294967296."""
     folder = work[0]
-    refused(work, "dream", folder / "in.png", "-o", folder / "o.png", f"--seed={seed}",
-            codes=(2,), words=["--seed"])
+    refused(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        f"--seed={seed}",
+        codes=(2,),
+        words=["--seed"],
+    )
 
 
 @pytest.mark.parametrize("value", ["2**64", "1e20", "18446744073709551616"])
 def test_huge_integers_get_a_message_not_invalid_parse_value(work, value):
     folder = work[0]
-    line = refused(work, "dream", folder / "in.png", "-o", folder / "o.png",
-                   f"--jitter={value}", codes=(2,), words=["--jitter"])
+    line = refused(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        f"--jitter={value}",
+        codes=(2,),
+        words=["--jitter"],
+    )
     assert "is not an integer" in line or "must be at most" in line
 
 
 def test_jpeg_quality_is_held_to_the_help(work):
     folder = work[0]
-    refused(work, "dream", folder / "in.png", "-o", folder / "o.jpg", "--jpeg-quality", "200",
-            codes=(2,), words=["1..95"])
+    refused(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.jpg",
+        "--jpeg-quality",
+        "200",
+        codes=(2,),
+        words=["1..95"],
+    )
 
 
 def test_octave_count_beyond_the_image(work):
     """Before: listing a billion octave sizes, for minutes."""
     folder = work[0]
-    refused(work, "dream", folder / "in.png", "-o", folder / "o.png", "--seed", "1",
-            "--octave-n", "1000000000", codes=(1,), words=["--octave-n"])
+    refused(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        "--seed",
+        "1",
+        "--octave-n",
+        "1000000000",
+        codes=(1,),
+        words=["--octave-n"],
+    )
 
 
 def test_job_from_another_caller_is_held_to_the_ranges(tmp_path):
-    for bad in ({"seed": 2**32}, {"mean": (float("nan"), 0, 0)}, {"jpeg_quality": 200},
-                {"step_size": float("inf")}, {"channel_swap": (0, 0, 1)}):
+    for bad in (
+        {"seed": 2**32},
+        {"mean": (float("nan"), 0, 0)},
+        {"jpeg_quality": 200},
+        {"step_size": float("inf")},
+        {"channel_swap": (0, 0, 1)},
+    ):
         with pytest.raises(DreamError):
             job.check_numbers(job.Job(**bad))
 
@@ -292,7 +448,7 @@ def save_mode(path, mode, values):
     elif mode == "I;16":
         im = PIL.Image.fromarray(np.clip(values, 0, 65535).astype(np.uint16))
     elif mode == "I":
-        im = PIL.Image.fromarray(np.clip(values, -2**31, 2**31 - 1).astype(np.int32), "I")
+        im = PIL.Image.fromarray(np.clip(values, -(2**31), 2**31 - 1).astype(np.int32), "I")
     else:
         im = PIL.Image.fromarray(np.uint8(np.clip(values, 0, 255))).convert(mode)
     im.save(path)
@@ -300,12 +456,17 @@ def save_mode(path, mode, values):
 
 
 @settings(max_examples=60, deadline=None)
-@given(mode=st.sampled_from(["F", "I", "I;16", "L", "RGB", "RGBA", "LA", "P", "1", "CMYK"]),
-       scale=st.sampled_from([1.0, 255.0, 65535.0, 1e6, -255.0, 1e-3]),
-       special=st.sampled_from([None, np.nan, np.inf, -np.inf]),
-       seed=st.integers(0, 2**16), w=st.integers(1, 24), h=st.integers(1, 24))
-def test_any_image_loads_finite_in_0_255_or_is_refused(tmp_path_factory, mode, scale,
-                                                       special, seed, w, h):
+@given(
+    mode=st.sampled_from(["F", "I", "I;16", "L", "RGB", "RGBA", "LA", "P", "1", "CMYK"]),
+    scale=st.sampled_from([1.0, 255.0, 65535.0, 1e6, -255.0, 1e-3]),
+    special=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    seed=st.integers(0, 2**16),
+    w=st.integers(1, 24),
+    h=st.integers(1, 24),
+)
+def test_any_image_loads_finite_in_0_255_or_is_refused(
+    tmp_path_factory, mode, scale, special, seed, w, h
+):
     values = np.random.RandomState(seed).uniform(0, 1, (h, w)) * scale
     if special is not None:
         values[0, 0] = special
@@ -321,19 +482,21 @@ def test_any_image_loads_finite_in_0_255_or_is_refused(tmp_path_factory, mode, s
     assert np.isfinite(img).all() and 0 <= img.min() and img.max() <= 255
 
 
-@pytest.mark.parametrize("values,words", [
-    (lambda a: a / 255.0, ["0..1"]),
-    (lambda a: np.where(a > 200, np.nan, a), ["not finite"]),
-    (lambda a: np.where(a > 200, np.inf, a), ["not finite"]),
-])
+@pytest.mark.parametrize(
+    "values,words",
+    [
+        (lambda a: a / 255.0, ["0..1"]),
+        (lambda a: np.where(a > 200, np.nan, a), ["not finite"]),
+        (lambda a: np.where(a > 200, np.inf, a), ["not finite"]),
+    ],
+)
 def test_float_images_that_would_dream_black_or_poison_are_refused(work, values, words):
     """Before: a 0..1 float TIFF dreamt a black image; NaN pixels reached Caffe."""
     folder = work[0]
     grey = np.asarray(PIL.Image.open(folder / "in.png").convert("L"), np.float64)
     with np.errstate(invalid="ignore"):
         save_mode(folder / "f.tif", "F", values(grey))
-    refused(work, "dream", folder / "f.tif", "-o", folder / "o.png", *FAST, codes=(1,),
-            words=words)
+    refused(work, "dream", folder / "f.tif", "-o", folder / "o.png", *FAST, codes=(1,), words=words)
 
 
 def test_animated_gif_says_it_uses_the_first_frame(work):
@@ -347,21 +510,31 @@ def test_animated_gif_says_it_uses_the_first_frame(work):
 
 def png_declaring(width, height) -> bytes:
     """A small PNG whose header declares ``width`` x ``height`` (its pixels stop early)."""
+
     def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     rows = zlib.compress(b"\0" * (1 + 3 * width) * 64, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                            0, 0, 0))
-            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_a_header_declaring_a_huge_image_is_refused_from_the_header(work):
     """Before: Pillow's raw DecompressionBombWarning, then 2.7 GB and 12 s of decoding."""
     folder = work[0]
     (folder / "big.png").write_bytes(png_declaring(12000, 12000))
-    refused(work, "dream", folder / "big.png", "-o", folder / "o.png", *FAST, codes=(1,),
-            words=["GiB"])
+    refused(
+        work, "dream", folder / "big.png", "-o", folder / "o.png", *FAST, codes=(1,), words=["GiB"]
+    )
 
 
 def test_a_huge_weights_file_is_refused_before_it_is_read(work):
@@ -372,16 +545,34 @@ def test_a_huge_weights_file_is_refused_before_it_is_read(work):
     huge = big / "huge.caffemodel"
     with open(huge, "wb") as f:
         f.truncate(3 * 2**30)
-    refused((folder, [flags[0], flags[1], "--weights", huge]), "dream", folder / "in.png",
-            "-o", folder / "o.png", *FAST, codes=(1,), words=["MiB"])
+    refused(
+        (folder, [flags[0], flags[1], "--weights", huge]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        *FAST,
+        codes=(1,),
+        words=["MiB"],
+    )
 
 
 # --- outputs -------------------------------------------------------------------------------
 def test_outputs_respect_the_umask(work):
     """Before: 0600 whatever the umask (mkstemp's mode)."""
     folder, flags = work
-    p = run(folder, "dream", folder / "in.png", "-o", folder / "o.png", "--raw",
-            folder / "o.npy", *FAST, *flags, umask=0o027)
+    p = run(
+        folder,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "o.png",
+        "--raw",
+        folder / "o.npy",
+        *FAST,
+        *flags,
+        umask=0o027,
+    )
     assert p.returncode == 0, p.stderr
     for name in ("o.png", "o.png.json", "o.npy"):
         assert (folder / name).stat().st_mode & 0o777 == 0o640, name
@@ -392,9 +583,15 @@ def test_an_output_name_too_long_is_refused_before_anything_else(work):
     exist, so a check made only after loading would name them instead."""
     folder, flags = work
     name = "o" * 240 + ".png"
-    refused((folder, [flags[0], flags[1], "--weights", folder / "missing.caffemodel"]),
-            "dream", folder / "in.png", "-o", folder / name, codes=(1,),
-            words=["too long", "shorter name"])
+    refused(
+        (folder, [flags[0], flags[1], "--weights", folder / "missing.caffemodel"]),
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / name,
+        codes=(1,),
+        words=["too long", "shorter name"],
+    )
 
 
 @pytest.mark.parametrize("failing", ["o.png", "o.npy"])
@@ -402,8 +599,7 @@ def test_a_failed_commit_leaves_every_earlier_output(work, monkeypatch, failing)
     """Before: the renames ran one by one, so the image failing left a new --raw and sidecar
     beside the old image."""
     folder, flags = work
-    for name, data in (("o.png", b"old image"), ("o.png.json", b"old json"),
-                       ("o.npy", b"old raw")):
+    for name, data in (("o.png", b"old image"), ("o.png.json", b"old json"), ("o.npy", b"old raw")):
         (folder / name).write_bytes(data)
     before = snapshot(folder)
     real = os.replace
@@ -412,9 +608,20 @@ def test_a_failed_commit_leaves_every_earlier_output(work, monkeypatch, failing)
         if Path(dst).name == failing and Path(src).name.startswith("."):
             raise OSError(28, "No space left on device")
         return real(src, dst)
+
     monkeypatch.setattr(os, "replace", replace)
-    code = cli.main(["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), "--raw",
-                     str(folder / "o.npy"), *flags, *FAST])
+    code = cli.main(
+        [
+            "dream",
+            str(folder / "in.png"),
+            "-o",
+            str(folder / "o.png"),
+            "--raw",
+            str(folder / "o.npy"),
+            *flags,
+            *FAST,
+        ]
+    )
     assert code == 1
     assert snapshot(folder) == before
 
@@ -426,21 +633,64 @@ def test_zoom_refuses_an_input_inside_its_frames_folder(work):
     frames = folder / "frames"
     frames.mkdir()
     (frames / "0000.png").write_bytes((folder / "in.png").read_bytes())
-    refused(work, "zoom", frames / "0000.png", "-o", frames, *FAST, "--frames", "1",
-            codes=(1,), words=["inside the frames folder"])
+    refused(
+        work,
+        "zoom",
+        frames / "0000.png",
+        "-o",
+        frames,
+        *FAST,
+        "--frames",
+        "1",
+        codes=(1,),
+        words=["inside the frames folder"],
+    )
 
 
 def test_zoom_refuses_an_earlier_runs_frames_unless_overwrite(work):
     """Before: new frames landed beside old ones, and zoom.json said otherwise."""
     folder, flags = work
     frames = folder / "frames"
-    p = run(folder, "zoom", folder / "in.png", "-o", frames, *FAST, *flags, "--frames", "3",
-            "--octave-n", "1")
+    p = run(
+        folder,
+        "zoom",
+        folder / "in.png",
+        "-o",
+        frames,
+        *FAST,
+        *flags,
+        "--frames",
+        "3",
+        "--octave-n",
+        "1",
+    )
     assert p.returncode == 0, p.stderr
-    refused(work, "zoom", folder / "in.png", "-o", frames, *FAST, "--frames", "1",
-            codes=(1,), words=["earlier zoom", "--overwrite"])
-    p = run(folder, "zoom", folder / "in.png", "-o", frames, *FAST, *flags, "--frames", "1",
-            "--octave-n", "1", "--overwrite")
+    refused(
+        work,
+        "zoom",
+        folder / "in.png",
+        "-o",
+        frames,
+        *FAST,
+        "--frames",
+        "1",
+        codes=(1,),
+        words=["earlier zoom", "--overwrite"],
+    )
+    p = run(
+        folder,
+        "zoom",
+        folder / "in.png",
+        "-o",
+        frames,
+        *FAST,
+        *flags,
+        "--frames",
+        "1",
+        "--octave-n",
+        "1",
+        "--overwrite",
+    )
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in frames.iterdir()) == ["0000.png", "zoom.json"]
     assert json.loads((frames / "zoom.json").read_text())["zoom"]["frames_done"] == 1
@@ -451,9 +701,19 @@ def test_ctrl_c_while_starting_is_one_line(work, attempt):
     """Before: a KeyboardInterrupt traceback from inside an import. The signal is sent as
     soon as numpy is loaded, which happens among the command's own imports."""
     folder = work[0]
-    proc = subprocess.Popen([sys.executable, "-m", "deepdream_caffe.cli", "dream",
-                             str(folder / "in.png"), "-o", str(folder / "o.png")],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.cli",
+            "dream",
+            str(folder / "in.png"),
+            "-o",
+            str(folder / "o.png"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     maps = Path(f"/proc/{proc.pid}/maps")
     deadline = time.time() + 30
     while time.time() < deadline and proc.poll() is None:
@@ -471,8 +731,7 @@ def test_ctrl_c_while_starting_is_one_line(work, attempt):
 
 
 # --- the mirror and the cache --------------------------------------------------------------
-def test_a_wrong_file_in_a_mirror_that_is_also_the_cache_is_never_deleted(tmp_path,
-                                                                        monkeypatch):
+def test_a_wrong_file_in_a_mirror_that_is_also_the_cache_is_never_deleted(tmp_path, monkeypatch):
     """Before: the cache's clean-up deleted it, because the cache's data folder was the
     mirror."""
     data = tmp_path / "data"
@@ -519,8 +778,15 @@ def test_an_unusable_cache_names_the_variable(work, kind, monkeypatch):
     if kind == "file":
         cache.write_bytes(b"")
         env = {"DEEPDREAM_CAFFE_CACHE": str(cache), "DEEPDREAM_CAFFE_MIRROR": ""}
-        line = refused(work, "fetch", "flowers.jpg", env=env, model=False, codes=(1,),
-                       words=["DEEPDREAM_CAFFE_CACHE"])
+        line = refused(
+            work,
+            "fetch",
+            "flowers.jpg",
+            env=env,
+            model=False,
+            codes=(1,),
+            words=["DEEPDREAM_CAFFE_CACHE"],
+        )
         assert "nothing was overwritten" not in line
         return
     (cache / "data").mkdir(parents=True)

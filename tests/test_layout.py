@@ -26,8 +26,11 @@ def imports(path: Path) -> set:
                 continue
             found.add(target)
             for alias in node.names:  # `from . import dream` imports a module
-                if (PACKAGE.parent / (target + "." + alias.name).replace(".", "/")) \
-                        .with_suffix(".py").is_file():
+                if (
+                    (PACKAGE.parent / (target + "." + alias.name).replace(".", "/"))
+                    .with_suffix(".py")
+                    .is_file()
+                ):
                     found.add(f"{target}.{alias.name}")
     found.discard(module_name(path))
     return {m for m in found if m != "deepdream_caffe"}
@@ -36,8 +39,14 @@ def imports(path: Path) -> set:
 GRAPH = {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
 
 
-TOP = {"deepdream_caffe.cli", "deepdream_caffe.flags", "deepdream_caffe.job",
-       "deepdream_caffe.sweep", "deepdream_caffe.reproduce"}
+TOP = {
+    "deepdream_caffe.cli",
+    "deepdream_caffe.parser",
+    "deepdream_caffe.flags",
+    "deepdream_caffe.job",
+    "deepdream_caffe.sweep",
+    "deepdream_caffe.reproduce",
+}
 CORE = {m for m in GRAPH if m not in TOP and not m.startswith("deepdream_caffe.lab")}
 
 

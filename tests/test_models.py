@@ -53,6 +53,7 @@ def tarball(members):
 @pytest.fixture
 def places_from_mirror(tmp_path, monkeypatch):
     """A Places205-shaped record whose archive (made here) sits in a mirror folder."""
+
     def make(members):
         record = models.MODELS["places205_googlenet"]
         data = tarball(members)
@@ -61,17 +62,23 @@ def places_from_mirror(tmp_path, monkeypatch):
         (mirror / record.weights.filename).write_bytes(data)
         monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(mirror))
         monkeypatch.setenv("DEEPDREAM_CAFFE_CACHE", str(tmp_path / "cache"))
-        weights = Asset(record.weights.filename, record.weights.url,
-                        "sha1:" + hashlib.sha1(data).hexdigest())
+        weights = Asset(
+            record.weights.filename, record.weights.url, "sha1:" + hashlib.sha1(data).hexdigest()
+        )
         return dataclasses.replace(record, weights=weights)
+
     return make
 
 
 def test_archive_members_are_extracted_into_the_cache(places_from_mirror, tmp_path):
     places = models.MODELS["places205_googlenet"]
-    record = places_from_mirror({places.archive_definition: b"name: 'x'\n",
-                                 places.archive_weights: b"weights",
-                                 "googlenet_places205/other.txt": b"not wanted"})
+    record = places_from_mirror(
+        {
+            places.archive_definition: b"name: 'x'\n",
+            places.archive_weights: b"weights",
+            "googlenet_places205/other.txt": b"not wanted",
+        }
+    )
     definition, weights = models.model_files(record, progress=False)
     assert definition.read_bytes() == b"name: 'x'\n" and weights.read_bytes() == b"weights"
     assert definition.is_relative_to(tmp_path / "cache")

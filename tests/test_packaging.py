@@ -29,17 +29,32 @@ def test_environment_yml_matches_requirements():
 
 def test_environment_yml_parses_and_has_the_cxx_dependencies():
     import yaml
+
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"][0] == "conda-forge"
     names = {re.split(r"[=<>]", d)[0] for d in env["dependencies"] if isinstance(d, str)}
-    assert {"python", "pip", "cmake", "cxx-compiler", "libboost-devel", "libboost-python-devel",
-            "libprotobuf", "glog", "gflags", "hdf5", "openblas"} <= names
+    assert {
+        "python",
+        "pip",
+        "cmake",
+        "cxx-compiler",
+        "libboost-devel",
+        "libboost-python-devel",
+        "libprotobuf",
+        "glog",
+        "gflags",
+        "hdf5",
+        "openblas",
+    } <= names
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip == [f"{k}=={v}" for k, v in pins((ROOT / "environment.yml").read_text()).items()]
 
 
-CONDA_NEEDS = re.search(r"conda_needs=\((.*?)\)", (ROOT / "scripts/setup.sh").read_text(),
-                        re.S).group(1).split()
+CONDA_NEEDS = (
+    re.search(r"conda_needs=\((.*?)\)", (ROOT / "scripts/setup.sh").read_text(), re.S)
+    .group(1)
+    .split()
+)
 
 
 def stand_in_prefix(tmp_path: Path, skip=()) -> Path:
@@ -57,7 +72,7 @@ def apt_trap(tmp_path: Path) -> tuple[dict, Path]:
     bin_dir, log = tmp_path / "trap-bin", tmp_path / "apt.log"
     bin_dir.mkdir()
     for name in ("apt-get", "sudo"):
-        (bin_dir / name).write_text(f"#!/bin/sh\necho {name} \"$@\" >>{log}\nexit 1\n")
+        (bin_dir / name).write_text(f'#!/bin/sh\necho {name} "$@" >>{log}\nexit 1\n')
         (bin_dir / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV"))}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
@@ -67,8 +82,12 @@ def apt_trap(tmp_path: Path) -> tuple[dict, Path]:
 def test_setup_in_conda_env_names_missing_packages_and_never_uses_apt(tmp_path):
     prefix = stand_in_prefix(tmp_path, skip={"include/glog/logging.h", "bin/protoc"})
     env, log = apt_trap(tmp_path)
-    p = subprocess.run([str(ROOT / "scripts/setup.sh")], env={**env, "CONDA_PREFIX": str(prefix)},
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [str(ROOT / "scripts/setup.sh")],
+        env={**env, "CONDA_PREFIX": str(prefix)},
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "bin/protoc include/glog/logging.h" in lines[0]
@@ -88,16 +107,29 @@ def test_setup_in_conda_env_installs_pycaffe_and_the_project_into_it(tmp_path):
 
     prefix = stand_in_prefix(tmp_path)
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(prefix)], check=True)
-    site = subprocess.run([str(prefix / "bin/python"), "-c",
-                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [
+            str(prefix / "bin/python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ours = str(Path(np.__file__).parents[1])  # this checkout's site-packages
     Path(site, "checkout-packages.pth").write_text(ours + "\n")
     env, log = apt_trap(tmp_path)
     env.update(CONDA_PREFIX=str(prefix), DEEPDREAM_CAFFE_CACHE=str(tmp_path / "cache"))
-    dest = Path(subprocess.run([str(ROOT / "scripts/build-caffe.sh"), "--print-dir"],
-                               env={**env, "PYTHON": str(prefix / "bin/python")},
-                               capture_output=True, text=True, check=True).stdout.strip())
+    dest = Path(
+        subprocess.run(
+            [str(ROOT / "scripts/build-caffe.sh"), "--print-dir"],
+            env={**env, "PYTHON": str(prefix / "bin/python")},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     assert dest.parent == tmp_path / "cache"
     dest.mkdir(parents=True)
     (dest / "install").symlink_to(caffe_build_dir() / "install")
@@ -111,8 +143,9 @@ def test_setup_in_conda_env_installs_pycaffe_and_the_project_into_it(tmp_path):
     assert "apt is not used" in p.stderr
     assert Path(site, "pycaffe.pth").read_text().strip() == str(dest / "install/python")
     assert (prefix / "bin/deepdream-caffe").is_file()
-    info = subprocess.run([str(prefix / "bin/deepdream-caffe"), "info"], env=env,
-                          capture_output=True, text=True)
+    info = subprocess.run(
+        [str(prefix / "bin/deepdream-caffe"), "info"], env=env, capture_output=True, text=True
+    )
     assert info.returncode == 0 and record["cache_key"] in info.stdout
     assert Path(ours, "pycaffe.pth").read_text() == venv_pth  # the checkout's .venv untouched
 
@@ -140,15 +173,17 @@ def test_readme_documents_every_make_target():
 
 def test_ruff_is_clean():
     ruff = Path(__import__("sys").executable).parent / "ruff"
-    p = subprocess.run([str(ruff), "check", "deepdream_caffe", "tests"], cwd=ROOT,
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [str(ruff), "check", "deepdream_caffe", "tests"], cwd=ROOT, capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_pyproject_extras_are_the_requirement_files():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = {name: pins("\n".join(reqs)) for name, reqs in
-              project["optional-dependencies"].items()}
+    extras = {
+        name: pins("\n".join(reqs)) for name, reqs in project["optional-dependencies"].items()
+    }
     assert extras["test"] == pins((ROOT / "requirements-test.txt").read_text())
     assert extras["bench"] == pins((ROOT / "requirements-bench.txt").read_text())
     assert extras["bench"]["torch"].endswith("+cpu")  # never PyPI's multi-GB CUDA build
@@ -172,8 +207,10 @@ def test_scripts_are_shellcheck_clean():
 
 def test_make_lint_checks_format_and_shell_and_caffe_builds_only_caffe():
     def dry(target):
-        return subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            ["make", "-n", target], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+
     lint = dry("lint")
     assert "ruff check" in lint and "ruff format --check" in lint and "shellcheck scripts/" in lint
     caffe = dry("caffe")
@@ -185,8 +222,11 @@ def variables_read():
     found = set()
     sources = [*ROOT.joinpath("deepdream_caffe").rglob("*.py"), ROOT / "examples" / "dream.ipynb"]
     for path in sources:
-        found |= set(re.findall(r"environ(?:\.get|\.setdefault)?[(\[]\\?[\"']([A-Z][A-Za-z0-9_]+)",
-                                path.read_text()))
+        found |= set(
+            re.findall(
+                r"environ(?:\.get|\.setdefault)?[(\[]\\?[\"']([A-Z][A-Za-z0-9_]+)", path.read_text()
+            )
+        )
     for path in [*ROOT.joinpath("scripts").glob("*.sh"), ROOT / ".ci" / "run"]:
         found |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):[-?]", path.read_text()))
     makefile = (ROOT / "Makefile").read_text()
@@ -198,10 +238,17 @@ def variables_read():
 
 def test_readme_documents_every_environment_variable():
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Environment variables"):]
-    table = table[:table.index("\n## ")]
+    table = text[text.index("## Environment variables") :]
+    table = table[: table.index("\n## ")]
     documented = set(re.findall(r"`([A-Z][A-Za-z0-9_]+)`", table))
     read = variables_read()
-    assert {"CUDA_CMAKE_FLAGS", "SETUP_PYTHON", "VENV", "DEEPDREAM_CAFFE_MIRROR",
-            "DEEPDREAM_CAFFE_EXAMPLE_WEIGHTS", "GLOG_minloglevel", "NO_TORCH"} <= read
+    assert {
+        "CUDA_CMAKE_FLAGS",
+        "SETUP_PYTHON",
+        "VENV",
+        "DEEPDREAM_CAFFE_MIRROR",
+        "DEEPDREAM_CAFFE_EXAMPLE_WEIGHTS",
+        "GLOG_minloglevel",
+        "NO_TORCH",
+    } <= read
     assert read <= documented, read - documented

@@ -10,7 +10,7 @@ def notebook_defaults(source, function):
     tree = ast.parse(source.replace("xrange", "range"))
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == function:
-            args = node.args.args[-len(node.args.defaults):]
+            args = node.args.args[-len(node.args.defaults) :]
             pairs = zip(args, node.args.defaults, strict=True)
             return {a.arg: ast.literal_eval(d) for a, d in pairs if not isinstance(d, ast.Name)}
     raise AssertionError(f"{function} not found")
@@ -30,8 +30,10 @@ def test_defaults_match_notebook(notebook_cells):
 
 def test_functions_have_the_notebook_signatures(notebook_cells):
     for function, cell in [(dream.make_step, 6), (dream.deepdream, 8)]:
-        expected = notebook_defaults(notebook_cells[cell].replace("print octave", "#"),
-                                     function.__name__)
-        got = {k: p.default for k, p in inspect.signature(function).parameters.items()
-               if k in expected}
+        expected = notebook_defaults(
+            notebook_cells[cell].replace("print octave", "#"), function.__name__
+        )
+        got = {
+            k: p.default for k, p in inspect.signature(function).parameters.items() if k in expected
+        }
         assert got == expected

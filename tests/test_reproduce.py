@@ -24,25 +24,32 @@ AVX2 = {"sse2", "avx", "avx2", "fma"}
 
 
 # --- the kernel warning, on injected values ---------------------------------------------
-@pytest.mark.parametrize("kernel,flags,fix", [
-    ("Prescott", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
-    ("Katmai", AVX2, "OPENBLAS_CORETYPE=Haswell"),
-    ("Core2", AVX2 | {"avx512f"}, "OPENBLAS_CORETYPE=Haswell"),  # AVX-512 F alone: Haswell
-    ("Unknown", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
-])
+@pytest.mark.parametrize(
+    "kernel,flags,fix",
+    [
+        ("Prescott", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
+        ("Katmai", AVX2, "OPENBLAS_CORETYPE=Haswell"),
+        ("Core2", AVX2 | {"avx512f"}, "OPENBLAS_CORETYPE=Haswell"),  # AVX-512 F alone: Haswell
+        ("Unknown", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
+    ],
+)
 def test_generic_kernel_on_a_fast_cpu_names_the_fix(kernel, flags, fix):
     line = report.kernel_warning(kernel, flags)
     assert kernel in line and fix in line and "\n" not in line
 
 
-@given(kernel=st.sampled_from(sorted(report.AVX_KERNELS)), flags=st.sets(st.sampled_from(
-    sorted(AVX512 | {"sse4_2", "avx512_fp16"}))))
+@given(
+    kernel=st.sampled_from(sorted(report.AVX_KERNELS)),
+    flags=st.sets(st.sampled_from(sorted(AVX512 | {"sse4_2", "avx512_fp16"}))),
+)
 def test_no_warning_for_a_kernel_with_avx(kernel, flags):
     assert report.kernel_warning(kernel, flags) is None
 
 
-@given(kernel=st.text(min_size=1, max_size=20).filter(lambda k: k not in report.AVX_KERNELS),
-       flags=st.sets(st.sampled_from(["sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx"])))
+@given(
+    kernel=st.text(min_size=1, max_size=20).filter(lambda k: k not in report.AVX_KERNELS),
+    flags=st.sets(st.sampled_from(["sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx"])),
+)
 def test_no_warning_on_a_cpu_without_avx2(kernel, flags):
     """A generic kernel is the right one on a CPU without AVX2: nothing to fix."""
     assert report.kernel_warning(kernel, flags) is None
@@ -78,41 +85,58 @@ def test_info_shows_both_blas_kernels_and_the_cli_warns_once(monkeypatch, capsys
 
 # --- naming what differs ----------------------------------------------------------------
 def record(**env):
-    base = {"blas_kernel": "Haswell", "blas_threads": 1, "numpy": "2.4.6", "glibc": "glibc 2.36",
-            "caffe_cmake_flags": ["-DPYTHON_EXECUTABLE=/a/.venv/bin/python", "-DBLAS=Open"]}
-    return {"environment": {**base, **env}, "device": "cpu",
-            "weights": {"sha256": "w"}, "definition": {"sha256": "d"}}
+    base = {
+        "blas_kernel": "Haswell",
+        "blas_threads": 1,
+        "numpy": "2.4.6",
+        "glibc": "glibc 2.36",
+        "caffe_cmake_flags": ["-DPYTHON_EXECUTABLE=/a/.venv/bin/python", "-DBLAS=Open"],
+    }
+    return {
+        "environment": {**base, **env},
+        "device": "cpu",
+        "weights": {"sha256": "w"},
+        "definition": {"sha256": "d"},
+    }
 
 
 def test_differing_factors_are_named_with_both_values():
-    factors = reproduce.differing_factors(record(), record(blas_threads=2, blas_kernel="Prescott",
-                                                          glibc="glibc 2.41"))
-    assert factors == ["BLAS kernel (recorded Haswell, here Prescott: run with "
-                       "OPENBLAS_CORETYPE=Haswell)", "BLAS threads (recorded 1, here 2)",
-                       "glibc (recorded glibc 2.36, here glibc 2.41)"]
+    factors = reproduce.differing_factors(
+        record(), record(blas_threads=2, blas_kernel="Prescott", glibc="glibc 2.41")
+    )
+    assert factors == [
+        "BLAS kernel (recorded Haswell, here Prescott: run with OPENBLAS_CORETYPE=Haswell)",
+        "BLAS threads (recorded 1, here 2)",
+        "glibc (recorded glibc 2.36, here glibc 2.41)",
+    ]
 
 
 def test_the_virtualenv_path_in_the_build_flags_is_no_factor():
     other = record(caffe_cmake_flags=["-DPYTHON_EXECUTABLE=/b/.venv/bin/python", "-DBLAS=Open"])
     assert reproduce.differing_factors(record(), other) == []
     other = record(caffe_cmake_flags=["-DPYTHON_EXECUTABLE=/a/.venv/bin/python", "-DBLAS=MKL"])
-    assert [f.split(" (")[0] for f in reproduce.differing_factors(record(), other)] == \
-        ["Caffe build flags"]
+    assert [f.split(" (")[0] for f in reproduce.differing_factors(record(), other)] == [
+        "Caffe build flags"
+    ]
 
 
 def test_verdict_lines():
     assert reproduce.Verdict(True, "", ()).line == "bit-identical"
-    line = reproduce.Verdict(False, "raw: max |difference| 3", ("BLAS threads (recorded 1, "
-                                                               "here 2)",)).line
+    line = reproduce.Verdict(
+        False, "raw: max |difference| 3", ("BLAS threads (recorded 1, here 2)",)
+    ).line
     assert line.startswith("differs (raw: max |difference| 3)") and "BLAS threads" in line
     assert "every recorded factor matches" in reproduce.Verdict(False, "x", ()).line
 
 
 # --- a sidecar is untrusted input -------------------------------------------------------
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
-                    st.text(max_size=10),
-                    lambda inner: st.lists(inner, max_size=4) |
-                    st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -125,12 +149,32 @@ def test_any_json_that_is_not_a_sidecar_is_one_clear_error(tmp_path_factory, dat
 
 
 @settings(max_examples=80, deadline=None)
-@given(name=st.sampled_from(["iter_n", "octave_n", "jitter", "octave_scale", "step_size", "seed",
-                             "max_size", "jpeg_quality", "threads", "clip", "input", "mean"]),
-       value=JSON)
+@given(
+    name=st.sampled_from(
+        [
+            "iter_n",
+            "octave_n",
+            "jitter",
+            "octave_scale",
+            "step_size",
+            "seed",
+            "max_size",
+            "jpeg_quality",
+            "threads",
+            "clip",
+            "input",
+            "mean",
+        ]
+    ),
+    value=JSON,
+)
 def test_a_broken_job_field_is_refused_or_valid(name, value):
-    sidecar = {"command": "dream", "seed": 1, "job": {"command": "dream", "input": "in.png",
-                                                      "output": "o.png"}, "environment": {}}
+    sidecar = {
+        "command": "dream",
+        "seed": 1,
+        "job": {"command": "dream", "input": "in.png", "output": "o.png"},
+        "environment": {},
+    }
     sidecar["job"][name] = value
     try:
         job = reproduce.rebuild(sidecar, Path("/nowhere"))
@@ -167,8 +211,12 @@ def test_an_old_sidecar_says_to_run_again(tmp_path):
 def run(*args, check=True, env=None):
     import os
 
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                       capture_output=True, text=True, env={**os.environ, **(env or {})})
+    p = subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -180,9 +228,25 @@ def dreamt(tmp_path, sky, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
     definition, weights = nets["bvlc_googlenet"]
     out = tmp_path / "out.jpg"
-    run("dream", tmp_path / "in.png", "-o", out, "--seed", 4, "--threads", 1, "--raw",
-        tmp_path / "raw.npy", "--jpeg-quality", 80, "--model-def", definition,
-        "--weights", weights, *FAST)
+    run(
+        "dream",
+        tmp_path / "in.png",
+        "-o",
+        out,
+        "--seed",
+        4,
+        "--threads",
+        1,
+        "--raw",
+        tmp_path / "raw.npy",
+        "--jpeg-quality",
+        80,
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        *FAST,
+    )
     return tmp_path, out, json.loads((tmp_path / "out.jpg.json").read_text())
 
 
@@ -202,8 +266,12 @@ def test_the_sidecar_records_what_repeats_the_run(dreamt, nets):
     assert side["weights"]["path"] == str(nets["bvlc_googlenet"][1])
     for key in ("glibc", "numpy_blas", "blas_kernel", "caffe_source_sha256", "cpu"):
         assert side["environment"][key], key
-    assert sorted(p.name for p in folder.iterdir()) == ["in.png", "out.jpg", "out.jpg.json",
-                                                       "raw.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "in.png",
+        "out.jpg",
+        "out.jpg.json",
+        "raw.npy",
+    ]
 
 
 @pytest.mark.caffe
@@ -244,8 +312,21 @@ def test_reproduce_refuses_a_changed_input(dreamt):
 def test_reproduce_a_zoom(tmp_path, sky, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
     definition, weights = nets["bvlc_googlenet"]
-    run("zoom", tmp_path / "in.png", "-o", tmp_path / "frames", "--frames", 2, "--seed", 1,
-        "--model-def", definition, "--weights", weights, *FAST)
+    run(
+        "zoom",
+        tmp_path / "in.png",
+        "-o",
+        tmp_path / "frames",
+        "--frames",
+        2,
+        "--seed",
+        1,
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        *FAST,
+    )
     side = json.loads((tmp_path / "frames" / "zoom.json").read_text())
     assert sorted(side["outputs"]) == ["0000.png", "0001.png"] and side["command_line"]
     assert run("reproduce", tmp_path / "frames" / "zoom.json").stdout.startswith("bit-identical")
@@ -256,8 +337,20 @@ def test_reproduce_a_guided_dream(tmp_path, sky, flowers, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
     PIL.Image.fromarray(np.uint8(flowers)).save(tmp_path / "guide.png")
     definition, weights = nets["bvlc_googlenet"]
-    run("guide", tmp_path / "in.png", tmp_path / "guide.png", "-o", tmp_path / "g.png",
-        "--seed", 3, "--model-def", definition, "--weights", weights, *FAST)
+    run(
+        "guide",
+        tmp_path / "in.png",
+        tmp_path / "guide.png",
+        "-o",
+        tmp_path / "g.png",
+        "--seed",
+        3,
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        *FAST,
+    )
     side = json.loads((tmp_path / "g.png.json").read_text())
     assert side["guide"]["path"] == str(tmp_path / "guide.png")
     assert run("reproduce", tmp_path / "g.png.json").stdout.startswith("bit-identical")
@@ -273,8 +366,22 @@ def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
     definition, weights = nets["bvlc_googlenet"]
     raws = {}
     for n in (1, 2):
-        run("dream", tmp_path / "in.png", "-o", tmp_path / f"t{n}.png", "--seed", 0, "--threads",
-            n, "--raw", tmp_path / f"t{n}.npy", "--model-def", definition, "--weights", weights)
+        run(
+            "dream",
+            tmp_path / "in.png",
+            "-o",
+            tmp_path / f"t{n}.png",
+            "--seed",
+            0,
+            "--threads",
+            n,
+            "--raw",
+            tmp_path / f"t{n}.npy",
+            "--model-def",
+            definition,
+            "--weights",
+            weights,
+        )
         raws[n] = np.load(tmp_path / f"t{n}.npy")
         side = json.loads((tmp_path / f"t{n}.png.json").read_text())
         assert side["environment"]["blas_threads"] == n
@@ -285,12 +392,25 @@ def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
 @pytest.mark.caffe
 def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
     definition, weights = nets["bvlc_googlenet"]
-    run("export-golden", "--out", tmp_path / "b", "--model-def", definition, "--weights",
-        weights, "--size", "64x48", "--seed", 0, *FAST)
+    run(
+        "export-golden",
+        "--out",
+        tmp_path / "b",
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        "--size",
+        "64x48",
+        "--seed",
+        0,
+        *FAST,
+    )
     meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
     shared = meta["run"]
-    assert shared["outputs"]["bundle.npz"]["sha256"] == report.file_hash(tmp_path / "b" /
-                                                                         "bundle.npz", "sha256")
+    assert shared["outputs"]["bundle.npz"]["sha256"] == report.file_hash(
+        tmp_path / "b" / "bundle.npz", "sha256"
+    )
     for key in ("command_line", "started_utc", "duration_s", "job", "environment"):
         assert shared[key] is not None, key
     assert shared["weights"]["provenance"].startswith("synthetic")
@@ -299,10 +419,30 @@ def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
 
 @pytest.mark.caffe
 @settings(max_examples=25, deadline=None)
-@given(field=st.sampled_from(["iter_n", "octave_n", "octave_scale", "step_size", "jitter",
-                              "clip", "end", "model", "mean", "channel_swap", "jpeg_quality",
-                              "input", "output", "command", "format", "gpu", "max_size"]),
-       value=JSON)
+@given(
+    field=st.sampled_from(
+        [
+            "iter_n",
+            "octave_n",
+            "octave_scale",
+            "step_size",
+            "jitter",
+            "clip",
+            "end",
+            "model",
+            "mean",
+            "channel_swap",
+            "jpeg_quality",
+            "input",
+            "output",
+            "command",
+            "format",
+            "gpu",
+            "max_size",
+        ]
+    ),
+    value=JSON,
+)
 def test_a_tampered_sidecar_is_repeated_or_refused_in_one_line(dreamt_once, field, value):
     """Whatever a job field holds, reproduce gives a verdict or one DreamError, nothing else."""
     folder, side = dreamt_once
@@ -323,8 +463,22 @@ def dreamt_once(tmp_path_factory, sky, nets):
     folder = tmp_path_factory.mktemp("once")
     PIL.Image.fromarray(np.uint8(sky)).save(folder / "in.png")
     definition, weights = nets["bvlc_googlenet"]
-    run("dream", folder / "in.png", "-o", folder / "out.png", "--seed", 2, "--model-def",
-        definition, "--weights", weights, "--iter-n", "1", "--octave-n", "1")
+    run(
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "out.png",
+        "--seed",
+        2,
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        "--iter-n",
+        "1",
+        "--octave-n",
+        "1",
+    )
     return folder, json.loads((folder / "out.png.json").read_text())
 
 
@@ -339,15 +493,25 @@ def test_weights_provenance(tmp_path, monkeypatch):
     assert report.weights_record(mine, Job(weights=mine))["provenance"].startswith("user")
     synthetic = tmp_path / "net.SYNTHETIC-seed0.caffemodel"
     synthetic.write_bytes(b"x")
-    assert report.weights_record(synthetic, Job(weights=synthetic))["provenance"] \
-        .startswith("synthetic")
+    assert report.weights_record(synthetic, Job(weights=synthetic))["provenance"].startswith(
+        "synthetic"
+    )
     published = models.ModelRecord(
-        "bvlc_googlenet", "stand-in", Asset("mine.caffemodel", "http://example.invalid/m",
-                                            "sha1:" + report.file_hash(mine, "sha1"),
-                                            mine.stat().st_size), 1000, "unrestricted")
+        "bvlc_googlenet",
+        "stand-in",
+        Asset(
+            "mine.caffemodel",
+            "http://example.invalid/m",
+            "sha1:" + report.file_hash(mine, "sha1"),
+            mine.stat().st_size,
+        ),
+        1000,
+        "unrestricted",
+    )
     monkeypatch.setitem(models.MODELS, "bvlc_googlenet", published)
     assert report.weights_record(mine, Job(weights=mine))["provenance"].startswith(
-        "published: bvlc_googlenet, matched by sha1:")
+        "published: bvlc_googlenet, matched by sha1:"
+    )
     record = report.weights_record(mine, Job())  # fetched by models.model_files, verified
     assert record["provenance"].startswith("published: bvlc_googlenet, verified by")
     assert record["path"] == str(mine) and record["sha256"] == report.file_hash(mine, "sha256")

@@ -33,8 +33,13 @@ BLAS1 = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # the sweep's workers use 1
 
 
 def deepdream_caffe(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                          capture_output=True, text=True, env=BLAS1, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=BLAS1,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +49,26 @@ def files(tmp_path_factory, sky, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(d / "sky.png")
     PIL.Image.fromarray(np.uint8(sky[:16, :16])).save(d / "tiny.png")
     definition, weights = nets["bvlc_googlenet"]
-    return {"sky": d / "sky.png", "tiny": d / "tiny.png",
-            "model": ["--model-def", definition, "--weights", weights]}
+    return {
+        "sky": d / "sky.png",
+        "tiny": d / "tiny.png",
+        "model": ["--model-def", definition, "--weights", weights],
+    }
 
 
 def sweep_args(files, out, *inputs, seeds=SEEDS):
-    return ["sweep", *(inputs or (files["sky"], files["tiny"])), "-o", out, *files["model"],
-            "--ends", ",".join(ENDS), "--seeds", ",".join(map(str, seeds)), *FAST]
+    return [
+        "sweep",
+        *(inputs or (files["sky"], files["tiny"])),
+        "-o",
+        out,
+        *files["model"],
+        "--ends",
+        ",".join(ENDS),
+        "--seeds",
+        ",".join(map(str, seeds)),
+        *FAST,
+    ]
 
 
 def manifest(out):
@@ -128,9 +146,27 @@ def test_each_result_is_bit_identical_to_dream(local, files, tmp_path):
     picked = [next(r for r in sky if r["net"] == kind) for kind in ("reused", "loaded")]
     for end, seed in [(r["end"], r["seed"]) for r in picked]:
         single = tmp_path / f"{seed}.png"
-        p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "dream", files["sky"],
-                            "-o", single, *files["model"], "--end", end, "--seed", str(seed),
-                            "--threads", "1", *FAST], capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepdream_caffe.cli",
+                "dream",
+                files["sky"],
+                "-o",
+                single,
+                *files["model"],
+                "--end",
+                end,
+                "--seed",
+                str(seed),
+                "--threads",
+                "1",
+                *FAST,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert p.returncode == 0, p.stderr
         name = f"sky__{end.replace('/', '-')}__seed{seed}__iter2_oct2_scale1.4_step1.5_jit32"
         swept = out / "images" / f"{name}.png"
@@ -175,8 +211,11 @@ def test_a_killed_worker_loses_no_result(local, files, tmp_path):
     out = tmp_path / "sweep"
     with separate_cluster(2, tmp_path / "cluster") as (address, workers):
         seen = {}
-        killer = threading.Thread(target=lambda: seen.update(
-            kill_when_busy(address, workers["w1"], "w1", out / "images", after=1, timeout=300)))
+        killer = threading.Thread(
+            target=lambda: seen.update(
+                kill_when_busy(address, workers["w1"], "w1", out / "images", after=1, timeout=300)
+            )
+        )
         killer.start()
         p = deepdream_caffe(*sweep_args(files, out, files["sky"]), "--scheduler", address)
         killer.join()
@@ -193,11 +232,19 @@ def test_a_killed_worker_loses_no_result(local, files, tmp_path):
 @pytest.mark.slow  # runs a Dask cluster
 def test_ctrl_c_stops_cleanly_and_keeps_finished_results(files, tmp_path):
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "deepdream_caffe.cli",
-           *map(str, sweep_args(files, out, files["sky"], seeds=range(8))),
-           "--iter-n", "6", "--workers", "1"]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=BLAS1,
-                         start_new_session=True)  # its own group: Ctrl-C reaches every process
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepdream_caffe.cli",
+        *map(str, sweep_args(files, out, files["sky"], seeds=range(8))),
+        "--iter-n",
+        "6",
+        "--workers",
+        "1",
+    ]
+    p = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, env=BLAS1, start_new_session=True
+    )  # its own group: Ctrl-C reaches every process
     deadline = time.monotonic() + 120
     while not list((out / "images").glob("*.json")) if (out / "images").is_dir() else True:
         assert time.monotonic() < deadline and p.poll() is None
@@ -233,16 +280,31 @@ def test_the_gallery_loads_every_image_in_headless_chromium(local, tmp_path):
     shutil.copytree(local[0], out)
     page = (out / "index.html").read_text()
     (out / "check.html").write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-             "--virtual-time-budget=5000"]
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
     shot = tmp_path / "gallery.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1400",
-                    (out / "index.html").as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1200,1400", (out / "index.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert image_size(shot) == (1200, 1400)
-    dom = subprocess.run([*flags, "--dump-dom", (out / "check.html").as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [*flags, "--dump-dom", (out / "check.html").as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     seen = json.loads(re.search(r"data-images=\"([^\"]*)\"", dom).group(1).replace("&quot;", '"'))
     done = [r for r in manifest(out).values() if r["status"] == "done"]
     assert sorted(src for src, _ in seen) == sorted(f"thumbs/{r['name']}.jpg" for r in done)
@@ -258,10 +320,14 @@ def test_usage_errors_write_nothing(tmp_path, files, capsys):
     with pytest.raises(SystemExit) as e:  # a repeated value is a usage error
         cli.main([*map(str, sweep_args(files, out)), "--grid", "end,end"])
     assert e.value.code == 2 and "distinct" in capsys.readouterr().err
-    cases = [["--grid", "end"], ["--grid", "end,colour"], ["--grid", "end,seed,jitter"],
-             ["--workers", str(sweep.available_cores() + 1)],
-             ["--scheduler", "tcp://127.0.0.1:9", "--workers", "1"],
-             ["--ends", "inception_3a/output,inception_4x/output"]]
+    cases = [
+        ["--grid", "end"],
+        ["--grid", "end,colour"],
+        ["--grid", "end,seed,jitter"],
+        ["--workers", str(sweep.available_cores() + 1)],
+        ["--scheduler", "tcp://127.0.0.1:9", "--workers", "1"],
+        ["--ends", "inception_3a/output,inception_4x/output"],
+    ]
     for extra in cases:
         assert cli.main([*map(str, sweep_args(files, out)), *extra]) == 1, extra
         err = capsys.readouterr().err.strip().splitlines()
@@ -271,8 +337,12 @@ def test_usage_errors_write_nothing(tmp_path, files, capsys):
 
 def test_ends_all_is_every_dreamable_layer_up_to_the_classifier(nets):
     definition, weights = nets["bvlc_googlenet"]
-    spec = sweep.Sweep(inputs=["a.png"], outdir=None, lists={"end": ["all"]},
-                       base={"model_def": definition, "weights": weights})
+    spec = sweep.Sweep(
+        inputs=["a.png"],
+        outdir=None,
+        lists={"end": ["all"]},
+        base={"model_def": definition, "weights": weights},
+    )
     ends = sweep.resolve_ends(spec)
     assert ends[0] == "conv1/7x7_s2" and ends[-1] == "pool5/7x7_s1"
     assert "inception_4c/output" in ends and "conv2/3x3" in ends and len(ends) == len(set(ends))
@@ -282,8 +352,7 @@ def test_ends_all_is_every_dreamable_layer_up_to_the_classifier(nets):
 @pytest.mark.slow  # waits 10 s for the scheduler
 def test_an_unreachable_scheduler_is_one_line(tmp_path, files, capsys):
     out = tmp_path / "sweep"
-    assert cli.main([*map(str, sweep_args(files, out)), "--scheduler",
-                     "tcp://127.0.0.1:9"]) == 1
+    assert cli.main([*map(str, sweep_args(files, out)), "--scheduler", "tcp://127.0.0.1:9"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("deepdream-caffe: error: cannot reach the Dask scheduler")
     assert not out.exists()
@@ -295,8 +364,10 @@ PARSER = cli.build_parser()
 @settings(max_examples=150, deadline=None)
 @given(st.text(alphabet="0123456789,.-+ eEn", max_size=12))
 def test_list_flags_take_distinct_valid_values_or_exit_2(text):
-    for flag, valid in [("--seeds", lambda v: isinstance(v, int) and v >= 0),
-                        ("--octave-scale", lambda v: np.isfinite(v) and v > 1)]:
+    for flag, valid in [
+        ("--seeds", lambda v: isinstance(v, int) and v >= 0),
+        ("--octave-scale", lambda v: np.isfinite(v) and v > 1),
+    ]:
         try:
             args = PARSER.parse_args(["sweep", "in.png", "-o", "o", flag, text])
         except SystemExit as e:
@@ -307,11 +378,20 @@ def test_list_flags_take_distinct_valid_values_or_exit_2(text):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(1.0001, 4, allow_nan=False), min_size=1, max_size=4, unique=True),
-       st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3, unique=True))
+@given(
+    st.lists(st.floats(1.0001, 4, allow_nan=False), min_size=1, max_size=4, unique=True),
+    st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3, unique=True),
+)
 def test_names_are_stable_unique_and_safe(scales, ends):
-    lists = {"end": ends, "seed": [0, 1], "iter_n": [10], "octave_n": [4],
-             "octave_scale": scales, "step_size": [1.5], "jitter": [32]}
+    lists = {
+        "end": ends,
+        "seed": [0, 1],
+        "iter_n": [10],
+        "octave_n": [4],
+        "octave_scale": scales,
+        "step_size": [1.5],
+        "jitter": [32],
+    }
     names = [t.name for t in sweep.grid_tasks(["a/x.png", "b/x.png"], lists, {})]
     assert names == [t.name for t in sweep.grid_tasks(["a/x.png", "b/x.png"], lists, {})]
     assert len(set(names)) == len(names) == 2 * 2 * len(scales) * len(ends)

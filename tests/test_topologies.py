@@ -83,12 +83,12 @@ def bias_prelu(n, L, P):
 
 
 def deconvolution(n, L, P):
-    n.up = L.Deconvolution(n.data, convolution_param=dict(num_output=4, kernel_size=4,
-                                                          stride=2, pad=1))
+    n.up = L.Deconvolution(
+        n.data, convolution_param=dict(num_output=4, kernel_size=4, stride=2, pad=1)
+    )
     n.down = conv(L, n.up, 6, stride=2)
     n.relu = L.ReLU(n.down, in_place=True)
-    n.end = L.Deconvolution(n.relu, convolution_param=dict(num_output=3, kernel_size=2,
-                                                           stride=2))
+    n.end = L.Deconvolution(n.relu, convolution_param=dict(num_output=3, kernel_size=2, stride=2))
 
 
 def dropout(n, L, P):
@@ -128,9 +128,22 @@ def reshape_inner_product(n, L, P):
     n.end = L.InnerProduct(n.fc, num_output=5)
 
 
-TOPOLOGIES = [pooling_first, two_readers, eltwise_residual, eltwise_on_data, concat_with_data,
-              in_place_on_data, scale_batchnorm, bias_prelu, deconvolution, dropout, power,
-              slice_layers, flatten_inner_product, reshape_inner_product]
+TOPOLOGIES = [
+    pooling_first,
+    two_readers,
+    eltwise_residual,
+    eltwise_on_data,
+    concat_with_data,
+    in_place_on_data,
+    scale_batchnorm,
+    bias_prelu,
+    deconvolution,
+    dropout,
+    power,
+    slice_layers,
+    flatten_inner_product,
+    reshape_inner_product,
+]
 FIXED_SIZE = {flatten_inner_product, reshape_inner_product}  # a fully connected end
 
 # The input declared the old way (``input:`` fields, no Input layer), read first by a pooling.
@@ -183,8 +196,9 @@ def sane_batchnorm(definition, weights):
         net.save(str(weights))
 
 
-@pytest.fixture(scope="module", params=TOPOLOGIES + ["input_fields"],
-                ids=lambda b: getattr(b, "__name__", b))
+@pytest.fixture(
+    scope="module", params=TOPOLOGIES + ["input_fields"], ids=lambda b: getattr(b, "__name__", b)
+)
 def topology(request, tmp_path_factory):
     definition, weights = write_net(tmp_path_factory.mktemp("topology"), request.param)
     size = (SIDE, SIDE) if request.param in FIXED_SIZE else (31, 27)
@@ -221,8 +235,12 @@ def test_bit_identical_to_the_notebook_net(topology):
     assert np.array_equal(ours, expected)
 
     fast, notebook = load(definition, weights), load(definition, weights, notebook_net=True)
-    dreams = [dream.deepdream(net, img, iter_n=3, octave_n=octave_n, end="end",
-                              rng=np.random.RandomState(5)) for net in (fast, notebook)]
+    dreams = [
+        dream.deepdream(
+            net, img, iter_n=3, octave_n=octave_n, end="end", rng=np.random.RandomState(5)
+        )
+        for net in (fast, notebook)
+    ]
     assert np.array_equal(*dreams)
     assert np.abs(dreams[0] - img).max() > 0.5  # and it did dream
 
@@ -233,8 +251,11 @@ def test_no_weight_gradient_is_computed(tmp_path):
         definition, weights = write_net(tmp_path, build)
         fast = load(definition, weights)
         gradient(fast, np.full((SIDE, SIDE, 3), 100, np.float32))
-        learned = {name for name, blobs in fast.params.items()
-                   if any(np.abs(b.diff).max() > 0 for b in blobs)}
+        learned = {
+            name
+            for name, blobs in fast.params.items()
+            if any(np.abs(b.diff).max() > 0 for b in blobs)
+        }
         assert learned == {fastnet.SWITCH}, build.__name__
 
 
@@ -251,8 +272,9 @@ def test_a_net_that_fails_the_check_falls_back_to_the_notebook_net(tmp_path, mon
 
     monkeypatch.setattr(fastnet, "data_gradient_only", without_switch)
     net = load(definition, weights)
-    assert net.dream_setup.startswith(fastnet.NOTEBOOK_UP_TO + " end: the data-gradient-only "
-                                      "net differed"), net.dream_setup
+    assert net.dream_setup.startswith(
+        fastnet.NOTEBOOK_UP_TO + " end: the data-gradient-only net differed"
+    ), net.dream_setup
     assert "16x16 check" in net.dream_setup  # the smallest size its layers take, at least 16
     img = np.random.RandomState(2).uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32)
     expected = gradient(load(definition, weights, notebook_net=True), img)
@@ -295,14 +317,23 @@ def random_net(n, L, P, steps):
     n.end = conv(L, blobs[-1][0], 3, pad=1)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9), st.integers(0, 9)),
-                      min_size=1, max_size=6))
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(OPS), st.integers(0, 9), st.integers(0, 9)),
+        min_size=1,
+        max_size=6,
+    )
+)
 @example(steps=[("conv", 0, 0), ("conv", 0, 0), ("eltwise", 0, 0), ("relu", 3, 0)])  # found
 def test_any_generated_topology_is_bit_identical(tmp_path_factory, steps):
     def build(n, L, P):
         random_net(n, L, P, steps)
+
     build.__name__ = "generated"
     definition, weights = write_net(tmp_path_factory.mktemp("generated"), build)
     img = np.random.RandomState(4).uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32)
@@ -312,8 +343,10 @@ def test_any_generated_topology_is_bit_identical(tmp_path_factory, steps):
         # a Split of `data` then adds their zero diffs, and 0.0 + -0.0 flips the sign of a
         # zero, which the bit-for-bit check sees, so the notebook's net is rightly kept.
         model = read_definition(definition)
-        assert len(prune(model, "end").layer) < len(notebook_reach(model, "end").layer), \
-            (steps, fast.dream_setup)
+        assert len(prune(model, "end").layer) < len(notebook_reach(model, "end").layer), (
+            steps,
+            fast.dream_setup,
+        )
     ours = gradient(fast, img)
     expected = gradient(load(definition, weights, notebook_net=True), img)
     assert ours.tobytes() == expected.tobytes(), steps  # the sign of zero included

@@ -23,8 +23,14 @@ FAST = dict(iter_n=4, octave_n=2)
 def fake_notebook(img_uint8, cell=12):
     buf = io.BytesIO()
     PIL.Image.fromarray(img_uint8).save(buf, "jpeg")
-    cells = [{"cell_type": "markdown"}] * cell + [{"cell_type": "code", "outputs": [
-        {"output_type": "display_data", "jpeg": base64.b64encode(buf.getvalue()).decode()}]}]
+    cells = [{"cell_type": "markdown"}] * cell + [
+        {
+            "cell_type": "code",
+            "outputs": [
+                {"output_type": "display_data", "jpeg": base64.b64encode(buf.getvalue()).decode()}
+            ],
+        }
+    ]
     return {"worksheets": [{"cells": cells}]}
 
 
@@ -38,6 +44,7 @@ def dream_fn(nets, sky):
     def fn(case, seed):
         net = load_net(definition, weights, case.end, IMAGENET_MEAN_BGR)
         return dream.deepdream(net, sky, end=case.end, rng=np.random.RandomState(seed), **FAST)
+
     fn.sky = sky
     return fn
 
@@ -102,8 +109,10 @@ def test_the_margin_is_what_lets_a_genuine_seed_pass(monkeypatch):
     steps): seeds 0, 1, 2 between them, and seed 8 to each of them."""
     between = {"colour": [0.262, 0.234, 0.283], "1-ssim": [0.079, 0.081, 0.088]}
     seed8 = {"colour": [0.345, 0.206, 0.403], "1-ssim": [0.078, 0.077, 0.084]}
-    answers = iter([{m: seed8[m][i] for m in seed8} for i in range(3)] +
-                   [{m: between[m][i] for m in between} for i in range(3)])
+    answers = iter(
+        [{m: seed8[m][i] for m in seed8} for i in range(3)]
+        + [{m: between[m][i] for m in between} for i in range(3)]
+    )
     monkeypatch.setattr(verify, "distance", lambda a, b: next(answers))
     image = np.zeros((8, 8, 3), np.uint8)
     result = verify.judge(image, [image] * 3)
@@ -116,10 +125,25 @@ def test_verify_notebook_skips_with_its_own_status(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "DEEPDREAM_CAFFE_MIRROR": str(tmp_path), "HTTP_PROXY":
-           "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
-    p = subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", "verify-notebook", "--out",
-                        str(tmp_path / "v")], capture_output=True, text=True, env=env)
+    env = {
+        **os.environ,
+        "DEEPDREAM_CAFFE_MIRROR": str(tmp_path),
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+    }
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.cli",
+            "verify-notebook",
+            "--out",
+            str(tmp_path / "v"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode == verify.SKIPPED == 77, p.stderr
     assert "skipped (exit status 77)" in p.stderr and "Traceback" not in p.stderr
 

@@ -30,8 +30,20 @@ def noise(w, h, seed):
 
 def decoded(path):
     """(width, height), fps and the frames of a video, decoded by ffmpeg."""
-    p = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path),
-                        "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+    p = subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-hide_banner",
+            "-i",
+            str(path),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        capture_output=True,
+    )
     assert p.returncode == 0, p.stderr.decode()
     stream = next(ln for ln in p.stderr.decode().splitlines() if "Video:" in ln)
     w, h = map(int, re.search(r", (\d+)x(\d+)[ ,]", stream).groups())
@@ -55,8 +67,9 @@ def test_the_notebooks_own_odd_sized_sky_encodes(tmp_path):
     assert got[0][575].mean() < 0.1 * sky[574].mean()
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(w=st.integers(1, 41), h=st.integers(1, 41), fps=st.sampled_from([0.5, 12, 29.97, 240]))
 def test_any_size_encodes_padded_to_even(tmp_path, w, h, fps):
     folder = tmp_path / f"f{w}x{h}"
@@ -116,8 +129,11 @@ def test_a_frame_rate_ffmpeg_cannot_take_is_refused(fps):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.caffe
@@ -125,9 +141,28 @@ def test_zoom_video_on_an_odd_sized_image(tmp_path, sky, nets):
     definition, weights = nets["bvlc_googlenet"]
     img = tmp_path / "odd.png"
     PIL.Image.fromarray(np.uint8(sky)).resize((129, 73)).save(img)
-    p = cli("zoom", img, "-o", tmp_path / "frames", "--frames", 2, "--seed", 0,
-            "--iter-n", 1, "--octave-n", 2, "--model-def", definition, "--weights", weights,
-            "--video", tmp_path / "zoom.mp4", "--fps", 8)
+    p = cli(
+        "zoom",
+        img,
+        "-o",
+        tmp_path / "frames",
+        "--frames",
+        2,
+        "--seed",
+        0,
+        "--iter-n",
+        1,
+        "--octave-n",
+        2,
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        "--video",
+        tmp_path / "zoom.mp4",
+        "--fps",
+        8,
+    )
     assert p.returncode == 0, p.stderr
     size, fps, frames = decoded(tmp_path / "zoom.mp4")
     assert size == (130, 74) and fps == 8 and len(frames) == 2
@@ -135,14 +170,17 @@ def test_zoom_video_on_an_odd_sized_image(tmp_path, sky, nets):
     assert np.median(np.abs(frames[0][:73, :129].astype(int) - first)) <= 3
 
 
-@pytest.mark.parametrize("flags,code,message", [
-    (["--video", "zoom.gif"], 1, "does not end in"),
-    (["--video", "nowhere/zoom.mp4"], 1, "does not exist"),
-    (["--video", "frames.mp4"], 1, "is a folder"),
-    (["--video", "in.png"], 1, "does not end in"),
-    (["--video", "zoom.mp4", "--fps", "0"], 2, "greater than 0"),
-    (["--video", "zoom.mp4", "--fps", "nan"], 2, "not a finite number"),
-])
+@pytest.mark.parametrize(
+    "flags,code,message",
+    [
+        (["--video", "zoom.gif"], 1, "does not end in"),
+        (["--video", "nowhere/zoom.mp4"], 1, "does not exist"),
+        (["--video", "frames.mp4"], 1, "is a folder"),
+        (["--video", "in.png"], 1, "does not end in"),
+        (["--video", "zoom.mp4", "--fps", "0"], 2, "greater than 0"),
+        (["--video", "zoom.mp4", "--fps", "nan"], 2, "not a finite number"),
+    ],
+)
 def test_a_bad_video_is_refused_before_dreaming(tmp_path, sky, flags, code, message):
     img = tmp_path / "in.png"
     PIL.Image.fromarray(np.uint8(sky)).save(img)

@@ -100,8 +100,9 @@ def load_variant(variant, definition, weights, end):
     from ..net import load_net, prune, read_definition
 
     if variant == "notebook":
-        return load_net(definition, weights, end, IMAGENET_MEAN_BGR, prune_net=False,
-                        notebook_net=True)
+        return load_net(
+            definition, weights, end, IMAGENET_MEAN_BGR, prune_net=False, notebook_net=True
+        )
     net = load_net(definition, weights, end, IMAGENET_MEAN_BGR)
     if variant == "pytorch":
         import torch
@@ -119,14 +120,18 @@ def notebook_deepdream(net):
 
     source = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
     cells = source["worksheets"][0]["cells"]  # by position in the notebook, as its cells
-    ns = dict(np=np, nd=nd, net=net, showarray=lambda *a, **k: None,
-              clear_output=lambda *a, **k: None)
+    ns = dict(
+        np=np, nd=nd, net=net, showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None
+    )
     for i in (3, 6, 8):
         text = "".join(cells[i]["input"])
         if i == 3:
-            text = text[text.index("def preprocess"):]  # skip its model loading
-        lines = [ln for ln in text.replace("xrange", "range").splitlines()
-                 if not ln.strip().startswith("print ")]
+            text = text[text.index("def preprocess") :]  # skip its model loading
+        lines = [
+            ln
+            for ln in text.replace("xrange", "range").splitlines()
+            if not ln.strip().startswith("print ")
+        ]
         exec("\n".join(lines), ns)
     return ns["deepdream"]
 
@@ -150,12 +155,17 @@ def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | No
             fwd, bwd = net.times["forward"], net.times["backward"]
             prev = marks["times"] or (0.0, 0.0)
             total = now - marks["t"]
-            octaves.append({"octave": octave,
-                            "size": list(net.blobs["data"].data.shape[-2:][::-1]),
-                            "total_s": total, "forward_s": fwd - prev[0],
-                            "backward_s": bwd - prev[1],
-                            "numpy_s": total - (fwd - prev[0]) - (bwd - prev[1]),
-                            "macs_per_pass": marks["macs"]})
+            octaves.append(
+                {
+                    "octave": octave,
+                    "size": list(net.blobs["data"].data.shape[-2:][::-1]),
+                    "total_s": total,
+                    "forward_s": fwd - prev[0],
+                    "backward_s": bwd - prev[1],
+                    "numpy_s": total - (fwd - prev[0]) - (bwd - prev[1]),
+                    "macs_per_pass": marks["macs"],
+                }
+            )
             marks["t"], marks["times"] = now, (fwd, bwd)
 
     if variant == "notebook":
@@ -169,22 +179,34 @@ def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | No
             step(*args, **kwargs)
             on_step(counter["n"] // iter_n, counter["n"] % iter_n, net)
             counter["n"] += 1
+
         deepdream.__globals__["make_step"] = counted
         marks["t"] = time.perf_counter()
         result = deepdream(net, img, iter_n=iter_n, octave_n=octave_n)
     else:
         marks["t"] = time.perf_counter()
-        result = dream.deepdream(net, img, iter_n=iter_n, octave_n=octave_n, callback=on_step,
-                                 rng=np.random.RandomState(SEED))
+        result = dream.deepdream(
+            net,
+            img,
+            iter_n=iter_n,
+            octave_n=octave_n,
+            callback=on_step,
+            rng=np.random.RandomState(SEED),
+        )
     dream_s = sum(o["total_s"] for o in octaves)
     if raw_out is not None:
         np.save(raw_out, result)
     macs = [o["macs_per_pass"] for o in octaves]
     flops = None if None in macs else sum(4 * m * iter_n for m in macs)  # 2 per MAC, fwd+bwd
-    return {"variant": variant, "load_s": load_s, "dream_s": dream_s, "octaves": octaves,
-            "gflops": None if flops is None else flops / 1e9,
-            "gflop_per_s": None if flops is None else flops / 1e9 / dream_s,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "variant": variant,
+        "load_s": load_s,
+        "dream_s": dream_s,
+        "octaves": octaves,
+        "gflops": None if flops is None else flops / 1e9,
+        "gflop_per_s": None if flops is None else flops / 1e9 / dream_s,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def torch_available() -> bool:
@@ -196,8 +218,10 @@ def torch_available() -> bool:
 def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
     """Run each variant in its own process; write bench.json and bench.md into ``out``."""
     config = dict(QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
-    cache = Path(os.environ.get("DEEPDREAM_CAFFE_CACHE")
-                 or Path.home() / ".cache" / "deepdream-caffe") / "bench"
+    cache = (
+        Path(os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache" / "deepdream-caffe")
+        / "bench"
+    )
     out.mkdir(parents=True, exist_ok=True)
     synthetic_net_files(cache)  # once, before the timed processes
     for name in ("sky1024px.jpg", "dream.ipynb"):  # a clear error here, not in a child
@@ -210,10 +234,18 @@ def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
             continue
         say(f"bench: {variant} ...")
         raw = out / f"{variant}.npy"
-        cmd = [sys.executable, "-m", "deepdream_caffe.lab.bench", variant, json.dumps(config),
-               str(cache), str(raw)]
-        p = subprocess.run(cmd, capture_output=True, text=True,
-                           env={**os.environ, "GLOG_minloglevel": "2"})
+        cmd = [
+            sys.executable,
+            "-m",
+            "deepdream_caffe.lab.bench",
+            variant,
+            json.dumps(config),
+            str(cache),
+            str(raw),
+        ]
+        p = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"}
+        )
         if p.returncode != 0:
             raise RuntimeError(f"bench variant {variant} failed:\n{p.stderr}")
         results.append(json.loads(p.stdout.splitlines()[-1]))
@@ -222,9 +254,15 @@ def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
         t = by["pytorch"]
         t["gflops"] = by["ours"]["gflops"]
         t["gflop_per_s"] = t["gflops"] / t["dream_s"]
-    record = {"config": config, "seed": SEED, "weights": "synthetic (seeded), bvlc_googlenet",
-              "environment": report.environment(with_caffe=True),
-              "results": results, "skipped": skipped, "comparison": compare(out, results)}
+    record = {
+        "config": config,
+        "seed": SEED,
+        "weights": "synthetic (seeded), bvlc_googlenet",
+        "environment": report.environment(with_caffe=True),
+        "results": results,
+        "skipped": skipped,
+        "comparison": compare(out, results),
+    }
     (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(record))
     return record
@@ -241,8 +279,9 @@ def compare(out: Path, results) -> dict:
         if name != "ours":
             cmp[f"ours_over_{name}"] = ours["dream_s"] / r["dream_s"]
     if "notebook" in by:
-        cmp["bit_identical_to_notebook"] = bool(np.array_equal(
-            np.load(out / "ours.npy"), np.load(out / "notebook.npy")))
+        cmp["bit_identical_to_notebook"] = bool(
+            np.array_equal(np.load(out / "ours.npy"), np.load(out / "notebook.npy"))
+        )
     if "pytorch" in by:
         a, b = np.load(out / "ours.npy"), np.load(out / "pytorch.npy")
         cmp["pytorch_max_abs_diff"] = float(np.abs(a - b).max())
@@ -267,16 +306,26 @@ def markdown(record) -> str:
         b = sum(o["backward_s"] for o in r["octaves"])
         n = sum(o["numpy_s"] for o in r["octaves"])
         g = "" if r["gflop_per_s"] is None else f"{r['gflop_per_s']:.1f}"
-        lines.append(f"| {r['variant']} | {r['dream_s']:.2f} | {f:.2f} | {b:.2f} | {n:.2f} | "
-                     f"{g} | {r['peak_rss_mib']:.0f} |")
+        lines.append(
+            f"| {r['variant']} | {r['dream_s']:.2f} | {f:.2f} | {b:.2f} | {n:.2f} | "
+            f"{g} | {r['peak_rss_mib']:.0f} |"
+        )
     lines += ["", "Per octave (seconds: total / forward / backward / numpy):", ""]
     for r in record["results"]:
-        parts = [f"{o['size'][0]}x{o['size'][1]}: {o['total_s']:.2f} / {o['forward_s']:.2f} / "
-                 f"{o['backward_s']:.2f} / {o['numpy_s']:.2f}" for o in r["octaves"]]
+        parts = [
+            f"{o['size'][0]}x{o['size'][1]}: {o['total_s']:.2f} / {o['forward_s']:.2f} / "
+            f"{o['backward_s']:.2f} / {o['numpy_s']:.2f}"
+            for o in r["octaves"]
+        ]
         lines.append(f"- {r['variant']}: " + "; ".join(parts))
-    lines += ["", "Comparison: " + ", ".join(
-        f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
-        for k, v in record["comparison"].items())]
+    lines += [
+        "",
+        "Comparison: "
+        + ", ".join(
+            f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
+            for k, v in record["comparison"].items()
+        ),
+    ]
     for name, why in record["skipped"].items():
         lines.append(f"Skipped {name}: {why}.")
     return "\n".join(lines) + "\n"
@@ -285,6 +334,7 @@ def markdown(record) -> str:
 if __name__ == "__main__":  # one variant, in a process of its own (see bench())
     variant, config, cache, raw = sys.argv[1:5]
     config = json.loads(config)
-    result = run_variant(variant, tuple(config["size"]), config["iter_n"], config["octave_n"],
-                         Path(cache), Path(raw))
+    result = run_variant(
+        variant, tuple(config["size"]), config["iter_n"], config["octave_n"], Path(cache), Path(raw)
+    )
     print(json.dumps(result))

@@ -32,8 +32,17 @@ FILES = ("bundle.npz", "weights.npz", "net.prototxt")
 STEP_FROM_OUR_GRADIENT = "make_step/from_our_gradient"
 
 # The stages, in the order a dream computes them; each is computed from our previous stage.
-STAGES = ("input_image", "data", "forward", "objective_diff", "data_gradient",
-          "step_gradient", "make_step", "octave_sizes", "deepdream")
+STAGES = (
+    "input_image",
+    "data",
+    "forward",
+    "objective_diff",
+    "data_gradient",
+    "step_gradient",
+    "make_step",
+    "octave_sizes",
+    "deepdream",
+)
 
 # Relative-L2 tolerance per stage; make_step is judged on its update (make_step - data), so
 # that one number serves every stage from the gradient on. Calibrated between Caffe and the
@@ -90,8 +99,13 @@ def blob_records(model, end) -> dict:
     records = {}
     for name in forward_blobs(model, end):
         layer = makers[name]
-        records[name] = {"layer": layer.name, "type": layer.type, "bottom": list(layer.bottom),
-                         "post_relu": name in relu, **layer_params(layer)}
+        records[name] = {
+            "layer": layer.name,
+            "type": layer.type,
+            "bottom": list(layer.bottom),
+            "post_relu": name in relu,
+            **layer_params(layer),
+        }
     return records
 
 
@@ -101,12 +115,21 @@ def layer_params(layer) -> dict:
         return {"local_size": p.local_size, "alpha": p.alpha, "beta": p.beta, "k": p.k}
     if layer.type == "Pooling":
         p = layer.pooling_param
-        return {"pool": "MAX" if p.pool == p.MAX else "AVE", "kernel_size": p.kernel_size,
-                "stride": p.stride, "pad": p.pad}
+        return {
+            "pool": "MAX" if p.pool == p.MAX else "AVE",
+            "kernel_size": p.kernel_size,
+            "stride": p.stride,
+            "pad": p.pad,
+        }
     if layer.type == "Convolution":
         p = layer.convolution_param
-        return {"num_output": p.num_output, "kernel_size": list(p.kernel_size),
-                "stride": list(p.stride) or [1], "pad": list(p.pad) or [0], "group": p.group}
+        return {
+            "num_output": p.num_output,
+            "kernel_size": list(p.kernel_size),
+            "stride": list(p.stride) or [1],
+            "pad": list(p.pad) or [0],
+            "group": p.group,
+        }
     return {}
 
 
@@ -132,14 +155,23 @@ def stages(net, model, img, params, seed, objective=dream.objective_L2) -> dict:
     net.backward(start=end)
     arrays["data_gradient"] = src.diff[0].copy()
     src.data[0] = arrays["data"]
-    dream.make_step(net, step_size=params.step_size, end=end, jitter=params.jitter,
-                    clip=params.clip, objective=objective, rng=FixedJitter())
+    dream.make_step(
+        net,
+        step_size=params.step_size,
+        end=end,
+        jitter=params.jitter,
+        clip=params.clip,
+        objective=objective,
+        rng=FixedJitter(),
+    )
     arrays["step_gradient"] = src.diff[0].copy()  # backward ran on the rolled image
     arrays["make_step"] = src.data[0].copy()
-    arrays["octave_sizes"] = np.float32(octave_sizes(h, w, params.octave_n,
-                                                     params.octave_scale))
-    arrays["deepdream"] = np.float32(dream.deepdream(
-        net, img, rng=np.random.RandomState(seed), objective=objective, **params.as_kwargs()))
+    arrays["octave_sizes"] = np.float32(octave_sizes(h, w, params.octave_n, params.octave_scale))
+    arrays["deepdream"] = np.float32(
+        dream.deepdream(
+            net, img, rng=np.random.RandomState(seed), objective=objective, **params.as_kwargs()
+        )
+    )
     return arrays
 
 
@@ -147,14 +179,14 @@ DESCRIPTIONS = {
     "input_image": "the input, H x W x 3, RGB, 0..255",
     "data": "preprocess(input): 3 x H x W, BGR, mean subtracted (notebook cell 3)",
     "forward/NAME": "blob NAME after forward(end) from 'data', as Caffe holds it: a blob an "
-                    "in-place ReLU follows holds values after it (blobs: post_relu), except "
-                    "the end blob",
+    "in-place ReLU follows holds values after it (blobs: post_relu), except "
+    "the end blob",
     "objective_diff": "the end blob's diff set by objective_L2 (the gradient of 1/2 |end|^2)",
     "data_gradient": "the data blob's diff after backward(start=end)",
     "step_gradient": f"the data blob's diff inside make_step: the gradient at 'data' rolled "
-                     f"by the fixed jitter (ox, oy) = {FIXED_JITTER}, in rolled coordinates",
+    f"by the fixed jitter (ox, oy) = {FIXED_JITTER}, in rolled coordinates",
     "make_step": f"the data blob after one make_step from 'data' with jitter (ox, oy) = "
-                 f"{FIXED_JITTER}; judged on its update, make_step - data",
+    f"{FIXED_JITTER}; judged on its update, make_step - data",
     "octave_sizes": "(H, W) of each octave, smallest first",
     "deepdream": "deepdream(input) with the parameters and seed below; reported, not judged",
 }
@@ -166,25 +198,38 @@ def umask() -> int:
     return current
 
 
-def export(out: Path, net, model, img, params, seed, provenance: dict,
-           objective=dream.objective_L2) -> dict:
+def export(
+    out: Path, net, model, img, params, seed, provenance: dict, objective=dream.objective_L2
+) -> dict:
     """Write the bundle of ``img`` into the folder ``out``, all files or none."""
     from ..imageio import all_or_nothing
     from ..report import file_record
 
     arrays = stages(net, model, img, params, seed, objective)
-    weights = {f"{layer}/{i}": blob.data.copy() for layer, blobs in net.params.items()
-               for i, blob in enumerate(blobs)}
+    weights = {
+        f"{layer}/{i}": blob.data.copy()
+        for layer, blobs in net.params.items()
+        for i, blob in enumerate(blobs)
+    }
     meta = {
         "format": FORMAT,
         "order": list(arrays),
         "arrays": DESCRIPTIONS,
         "blobs": blob_records(model, params.end),
-        "weights": {key: {"layer": key.rpartition("/")[0], "index": int(key.rpartition("/")[2]),
-                          "role": "weights" if key.endswith("/0") else "bias",
-                          "shape": list(w.shape)} for key, w in weights.items()},
-        "params": asdict(params), "seed": seed, "fixed_jitter": list(FIXED_JITTER),
-        "tolerances_relative_l2": TOLERANCES, **provenance,
+        "weights": {
+            key: {
+                "layer": key.rpartition("/")[0],
+                "index": int(key.rpartition("/")[2]),
+                "role": "weights" if key.endswith("/0") else "bias",
+                "shape": list(w.shape),
+            }
+            for key, w in weights.items()
+        },
+        "params": asdict(params),
+        "seed": seed,
+        "fixed_jitter": list(FIXED_JITTER),
+        "tolerances_relative_l2": TOLERANCES,
+        **provenance,
     }
     out.mkdir(parents=True, exist_ok=True)
     with all_or_nothing() as batch:
@@ -194,8 +239,9 @@ def export(out: Path, net, model, img, params, seed, provenance: dict,
         with open(tmp["weights.npz"], "wb") as f:
             np.savez(f, **weights)
         tmp["net.prototxt"].write_text(str(model))
-        meta["files"] = {name: {k: v for k, v in file_record(tmp[name]).items() if k != "path"}
-                         for name in FILES}
+        meta["files"] = {
+            name: {k: v for k, v in file_record(tmp[name]).items() if k != "path"} for name in FILES
+        }
         tmp["bundle.json"].write_text(json.dumps(meta, indent=2) + "\n")
         for path in tmp.values():  # a bundle is for sharing: the umask's usual file mode
             path.chmod(0o666 & ~umask())
@@ -217,13 +263,13 @@ def load_bundle(folder: Path) -> tuple[dict, dict]:
         raise DreamError(f"{path} is not valid JSON ({e})", fix) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise DreamError(f"{path} is bundle format {found!r}; this deepdream-caffe reads "
-                         f"format {FORMAT}", fix)
+        raise DreamError(
+            f"{path} is bundle format {found!r}; this deepdream-caffe reads format {FORMAT}", fix
+        )
     for name, record in meta.get("files", {}).items():
         target = folder / name
         if not target.is_file() or file_hash(target, "sha256") != record.get("sha256"):
-            raise DreamError(f"{target} is missing or does not match its sha256 in {path}",
-                             fix)
+            raise DreamError(f"{target} is missing or does not match its sha256 in {path}", fix)
     arrays = read_npz(folder / "bundle.npz")
     if list(arrays) != meta.get("order"):
         raise DreamError(f"{folder / 'bundle.npz'} does not hold the keys {path} lists", fix)
@@ -241,15 +287,21 @@ def read_npz(path: Path) -> dict:
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise DreamError(f"{path} is not a numpy .npz file ({e})", fix) from None
         if isinstance(loaded, np.ndarray):
-            raise DreamError(f"{path} is a .npy file holding one array; compare needs an "
-                             ".npz holding the bundle's keys", fix)
+            raise DreamError(
+                f"{path} is a .npy file holding one array; compare needs an "
+                ".npz holding the bundle's keys",
+                fix,
+            )
         arrays = {}
         for key in loaded.files:
             try:
                 arrays[key] = loaded[key]
             except ValueError:
-                raise DreamError(f"{path}: array {key!r} holds Python objects, which compare "
-                                 "does not load (no pickle)", fix) from None
+                raise DreamError(
+                    f"{path}: array {key!r} holds Python objects, which compare "
+                    "does not load (no pickle)",
+                    fix,
+                ) from None
             except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
                 raise DreamError(f"{path}: array {key!r} cannot be read ({e})", fix) from None
     if not arrays:
@@ -284,8 +336,11 @@ def measure(ref: np.ndarray, other: np.ndarray, base: np.ndarray | None = None) 
     scale = np.abs(size).max() or 1.0
     norm = np.linalg.norm(size) or 1.0
     max_abs = float(np.abs(diff).max()) if diff.size else 0.0
-    return {"max_abs": max_abs, "relative": max_abs / scale,
-            "relative_l2": float(np.linalg.norm(diff) / norm)}
+    return {
+        "max_abs": max_abs,
+        "relative": max_abs / scale,
+        "relative_l2": float(np.linalg.norm(diff) / norm),
+    }
 
 
 def judge(key, ref, other, meta, ours) -> dict:
@@ -310,9 +365,10 @@ def required_keys(order: list, patterns: list[str]) -> list:
     for pattern in patterns:
         hits = [k for k in order if fnmatch.fnmatchcase(k, pattern) or stage_of(k) == pattern]
         if not hits:
-            raise DreamError(f"--require {pattern!r} names no key of the bundle",
-                             "use keys or stages from bundle.json's order, e.g. "
-                             "data,forward/*,make_step")
+            raise DreamError(
+                f"--require {pattern!r} names no key of the bundle",
+                "use keys or stages from bundle.json's order, e.g. data,forward/*,make_step",
+            )
         wanted += [k for k in hits if k not in wanted]
     return wanted
 
@@ -325,13 +381,13 @@ def compare(bundle_dir: Path, other_path: Path, require=()) -> dict:
     rows = []
     for key in meta["order"]:
         if key not in theirs:
-            rows.append({"array": key, "stage": stage_of(key), "status": "missing",
-                         "notes": []})
+            rows.append({"array": key, "stage": stage_of(key), "status": "missing", "notes": []})
             continue
         rows.append(judge(key, ours[key], theirs[key], meta, ours))
         if key == "make_step" and STEP_FROM_OUR_GRADIENT in theirs:
-            rows.append(judge(STEP_FROM_OUR_GRADIENT, ours[key], theirs[STEP_FROM_OUR_GRADIENT],
-                              meta, ours))
+            rows.append(
+                judge(STEP_FROM_OUR_GRADIENT, ours[key], theirs[STEP_FROM_OUR_GRADIENT], meta, ours)
+            )
     unknown = [k for k in theirs if k not in ours and k != STEP_FROM_OUR_GRADIENT]
     judged = [r for r in rows if r["status"] in ("ok", "FAIL") and r["stage"] != "input_image"]
     failing = [r for r in rows if r["status"] == "FAIL"]
@@ -342,18 +398,30 @@ def compare(bundle_dir: Path, other_path: Path, require=()) -> dict:
         bad = [r for r in mine if r["status"] == "FAIL"]
         done = [r for r in mine if r["status"] in ("ok", "FAIL")]
         stage_table[stage] = {
-            "verdict": "FAIL" if bad else "ok" if done else
-            "reported" if any(r["status"] == "reported" for r in mine) else "missing",
+            "verdict": "FAIL"
+            if bad
+            else "ok"
+            if done
+            else "reported"
+            if any(r["status"] == "reported" for r in mine)
+            else "missing",
             "first_failing": bad[0]["array"] if bad else None,
-            "judged": len(done), "keys": len(mine)}
+            "judged": len(done),
+            "keys": len(mine),
+        }
     hints = diagnosis.diagnose(rows, ours, theirs, meta, unknown)
     return {
-        "bundle": str(bundle_dir), "other": str(other_path), "rows": rows,
-        "stages": stage_table, "hints": hints,
+        "bundle": str(bundle_dir),
+        "other": str(other_path),
+        "rows": rows,
+        "stages": stage_table,
+        "hints": hints,
         "first_failing": failing[0]["array"] if failing else None,
         "first_failing_stage": failing[0]["stage"] if failing else None,
-        "judged": len(judged), "missing": [r["array"] for r in rows if r["status"] == "missing"],
-        "unknown": unknown, "required_missing": missing_required,
+        "judged": len(judged),
+        "missing": [r["array"] for r in rows if r["status"] == "missing"],
+        "unknown": unknown,
+        "required_missing": missing_required,
         "passed": bool(judged) and not failing and not missing_required,
     }
 
@@ -362,54 +430,81 @@ def verdict_line(result: dict) -> tuple[str, str] | None:
     """(problem, fix) for a failed comparison, or None when it passed."""
     other = result["other"]
     if result["first_failing"]:
-        others = [s for s, v in result["stages"].items()
-                  if v["verdict"] == "FAIL" and s != result["first_failing_stage"]]
+        others = [
+            s
+            for s, v in result["stages"].items()
+            if v["verdict"] == "FAIL" and s != result["first_failing_stage"]
+        ]
         also = f"; also failing: {', '.join(others)}" if others else ""
-        return (f"{other} diverges from the bundle: first failing stage "
-                f"{result['first_failing_stage']} (at {result['first_failing']}){also}",
-                "see the diagnosis above")
+        return (
+            f"{other} diverges from the bundle: first failing stage "
+            f"{result['first_failing_stage']} (at {result['first_failing']}){also}",
+            "see the diagnosis above",
+        )
     if not result["judged"]:
         unknown = result["unknown"]
         what = f" ({len(unknown)} unknown key(s): {', '.join(unknown[:5])})" if unknown else ""
-        return (f"{other} holds no array the bundle can judge{what}",
-                "name your arrays as bundle.json's order lists them, e.g. data, "
-                "forward/conv1/7x7_s2, data_gradient (docs/golden-bundle.md)")
+        return (
+            f"{other} holds no array the bundle can judge{what}",
+            "name your arrays as bundle.json's order lists them, e.g. data, "
+            "forward/conv1/7x7_s2, data_gradient (docs/golden-bundle.md)",
+        )
     if result["required_missing"]:
         missing = result["required_missing"]
-        return (f"{other} lacks {len(missing)} required key(s): {', '.join(missing[:5])}",
-                "export them, or drop them from --require")
+        return (
+            f"{other} lacks {len(missing)} required key(s): {', '.join(missing[:5])}",
+            "export them, or drop them from --require",
+        )
     return None
 
 
 def markdown(result: dict) -> str:
     s = result["stages"]
-    lines = [f"# compare: {result['other']} against {result['bundle']}", "",
-             f"Verdict: {'PASS' if result['passed'] else 'FAIL'}; first failing stage: "
-             f"{result['first_failing_stage'] or 'none'}"
-             + (f" (at {result['first_failing']})" if result["first_failing"] else ""), "",
-             f"Keys: {result['judged']} judged, "
-             f"{sum(r['status'] == 'FAIL' for r in result['rows'])} failing, "
-             f"{len(result['missing'])} missing, {len(result['unknown'])} unknown"
-             + (f" ({', '.join(result['unknown'])})" if result["unknown"] else "")
-             + (f"; required but missing: {', '.join(result['required_missing'])}"
-                if result["required_missing"] else ""), "",
-             "| stage | verdict | first failing key | keys judged |", "|---|---|---|---|"]
-    lines += [f"| {name} | {v['verdict']} | {v['first_failing'] or ''} | "
-              f"{v['judged']} of {v['keys']} |" for name, v in s.items()]
+    lines = [
+        f"# compare: {result['other']} against {result['bundle']}",
+        "",
+        f"Verdict: {'PASS' if result['passed'] else 'FAIL'}; first failing stage: "
+        f"{result['first_failing_stage'] or 'none'}"
+        + (f" (at {result['first_failing']})" if result["first_failing"] else ""),
+        "",
+        f"Keys: {result['judged']} judged, "
+        f"{sum(r['status'] == 'FAIL' for r in result['rows'])} failing, "
+        f"{len(result['missing'])} missing, {len(result['unknown'])} unknown"
+        + (f" ({', '.join(result['unknown'])})" if result["unknown"] else "")
+        + (
+            f"; required but missing: {', '.join(result['required_missing'])}"
+            if result["required_missing"]
+            else ""
+        ),
+        "",
+        "| stage | verdict | first failing key | keys judged |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {v['verdict']} | {v['first_failing'] or ''} | {v['judged']} of {v['keys']} |"
+        for name, v in s.items()
+    ]
     if result["hints"]:
         lines += ["", "## Diagnosis", ""] + [f"- {h}" for h in result["hints"]]
-    lines += ["", "## Arrays", "",
-              "| array | status | relative L2 | tolerance | max abs | relative | note |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Arrays",
+        "",
+        "| array | status | relative L2 | tolerance | max abs | relative | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         note = "; ".join(r["notes"])
         if "relative_l2" in r:
-            lines.append(f"| {r['array']} | {r['status']} | {r['relative_l2']:.2e} | "
-                         f"{r['tolerance']} | {r['max_abs']:.3g} | {r['relative']:.2e} | "
-                         f"{note} |")
+            lines.append(
+                f"| {r['array']} | {r['status']} | {r['relative_l2']:.2e} | "
+                f"{r['tolerance']} | {r['max_abs']:.3g} | {r['relative']:.2e} | "
+                f"{note} |"
+            )
         else:
-            lines.append(f"| {r['array']} | {r['status']} | | {r.get('tolerance', '')} | | | "
-                         f"{note} |")
+            lines.append(
+                f"| {r['array']} | {r['status']} | | {r.get('tolerance', '')} | | | {note} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -446,16 +541,30 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
         img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
     run = prepare(job, end, [(img, job.octave_n)])
-    source = {name: {**report.file_record(p), "path": str(Path(p).resolve())}
-              for name, p in [("input", path), ("weights", run.weights),
-                              ("definition", run.definition)]}
-    provenance = {"model": run.model_name, "weights_kind": kind or weights_kind(job),
-                  "source": source, "size": list(img.shape[1::-1]),
-                  "mean_bgr": list(run.mean), "channel_swap": list(run.swap),
-                  "net_setup": run.net.dream_setup,
-                  "environment": report.environment(with_caffe=True)}
-    meta = export(out, run.net, dream_model(run.definition, end), img, run.params, run.seed,
-                  provenance, run.objective())
+    source = {
+        name: {**report.file_record(p), "path": str(Path(p).resolve())}
+        for name, p in [("input", path), ("weights", run.weights), ("definition", run.definition)]
+    }
+    provenance = {
+        "model": run.model_name,
+        "weights_kind": kind or weights_kind(job),
+        "source": source,
+        "size": list(img.shape[1::-1]),
+        "mean_bgr": list(run.mean),
+        "channel_swap": list(run.swap),
+        "net_setup": run.net.dream_setup,
+        "environment": report.environment(with_caffe=True),
+    }
+    meta = export(
+        out,
+        run.net,
+        dream_model(run.definition, end),
+        img,
+        run.params,
+        run.seed,
+        provenance,
+        run.objective(),
+    )
     report.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
     say(f"wrote {', '.join(str(out / f) for f in (*FILES, 'bundle.json'))}")
     return meta

@@ -40,12 +40,17 @@ def comparable(ref, other):
 def diagnose(rows, ours, theirs, meta, unknown) -> list[str]:
     """Hints, most upstream first, for the failing rows of a comparison."""
     status = {r["array"]: r["status"] for r in rows}
-    have = {k: comparable(ours[k.split("/")[0] if k.startswith("make_step") else k], theirs[k])
-            for k in status if status[k] != "missing"}
+    have = {
+        k: comparable(ours[k.split("/")[0] if k.startswith("make_step") else k], theirs[k])
+        for k in status
+        if status[k] != "missing"
+    }
     hints = unknown_keys(unknown, list(ours))
     if status.get("input_image") == "FAIL":
-        hints.append("input_image: yours is not the bundle's input; start from the bundle's "
-                     "input_image rather than reading and resizing the file yourself")
+        hints.append(
+            "input_image: yours is not the bundle's input; start from the bundle's "
+            "input_image rather than reading and resizing the file yourself"
+        )
     if status.get("data") == "FAIL" and have.get("data") is not None:
         hints += data_fit(ours["data"], have["data"], meta["mean_bgr"])
     hints += forward_hints(rows, ours, theirs, have, meta)
@@ -74,9 +79,11 @@ def unknown_keys(unknown, order) -> list[str]:
 
 
 # --- data: preprocessing -----------------------------------------------------------------
-KNOWN_SCALES = {256 / 255: "the image was scaled by 256 instead of 255 (e.g. x / 255 * 256)",
-                1 / 255: "the net got 0..1 values; Caffe's takes 0..255 pixel values",
-                255.0: "0..255 values were multiplied by 255 again"}
+KNOWN_SCALES = {
+    256 / 255: "the image was scaled by 256 instead of 255 (e.g. x / 255 * 256)",
+    1 / 255: "the net got 0..1 values; Caffe's takes 0..255 pixel values",
+    255.0: "0..255 values were multiplied by 255 again",
+}
 
 
 def affine_fit(ours, theirs):
@@ -97,13 +104,17 @@ def affine_fit(ours, theirs):
 def data_fit(ours, theirs, mean) -> list[str]:
     fits = affine_fit(ours, theirs)
     if max(f[3] for f in fits) > 1e-4:
-        return ["data: no per-channel scale, offset or channel order explains the difference; "
-                "check the resizing and that input_image is used as given"]
+        return [
+            "data: no per-channel scale, offset or channel order explains the difference; "
+            "check the resizing and that input_image is used as given"
+        ]
     hints = []
     order = [f[0] for f in fits]
     if order == [2, 1, 0]:
-        hints.append("data: your channels are in reverse order: RGB where Caffe's net takes "
-                     "BGR (the notebook's preprocess reverses them: rollaxis(img, 2)[::-1])")
+        hints.append(
+            "data: your channels are in reverse order: RGB where Caffe's net takes "
+            "BGR (the notebook's preprocess reverses them: rollaxis(img, 2)[::-1])"
+        )
     elif order != list(range(len(order))):
         pairs = ", ".join(f"{c} is our {j}" for c, j in enumerate(order))
         hints.append(f"data: your channels are permuted: your channel {pairs}")
@@ -117,9 +128,11 @@ def data_fit(ours, theirs, mean) -> list[str]:
     ours_mean = [mean[j] for j, _, _, _ in fits]
     pairs = zip(theirs_mean, ours_mean, fits, strict=True)
     if max(abs(m - a * o) for m, o, (_, a, _, _) in pairs) > 1e-3:
-        hints.append("data: your mean differs: you subtract "
-                     f"({', '.join(f'{m:.3f}' for m in theirs_mean)}), the notebook "
-                     f"({', '.join(f'{m:g}' for m in ours_mean)}), per channel in your order")
+        hints.append(
+            "data: your mean differs: you subtract "
+            f"({', '.join(f'{m:.3f}' for m in theirs_mean)}), the notebook "
+            f"({', '.join(f'{m:g}' for m in ours_mean)}), per channel in your order"
+        )
     return hints
 
 
@@ -132,23 +145,29 @@ def forward_hints(rows, ours, theirs, have, meta) -> list[str]:
     for i, key in enumerate(keys):
         if status[key] != "FAIL":
             continue
-        name = key[len("forward/"):]
+        name = key[len("forward/") :]
         info = blobs[name]
         bottoms = ["data" if b == "data" else f"forward/{b}" for b in info["bottom"]]
         inputs_pass = all(status.get(b) == "ok" or b == "data" for b in bottoms)
         if inputs_pass and not located:
             located = True
-            hints.append(f"{key}: the error starts at layer {info['layer']} ({info['type']}): "
-                         f"its inputs pass")
+            hints.append(
+                f"{key}: the error starts at layer {info['layer']} ({info['type']}): "
+                f"its inputs pass"
+            )
             if "data" in bottoms and status.get("data") == "FAIL":
-                hints.append(f"{key}: compute the forward blobs from the bundle's data, not "
-                             "your own, to test your network alone")
+                hints.append(
+                    f"{key}: compute the forward blobs from the bundle's data, not "
+                    "your own, to test your network alone"
+                )
         hints += layer_hints(key, info, ours, theirs[key], have.get(key), tol, bottoms)
         nxt = keys[i + 1] if i + 1 < len(keys) else None
         if nxt and status[nxt] == "ok" and not any("ReLU" in h for h in hints if key in h):
-            hints.append(f"{key} fails but the next blob, {nxt}, passes: the maths is right "
-                         "and this is naming; Caffe's ReLU works in place, so a blob a ReLU "
-                         "follows holds values after it (bundle.json: blobs, post_relu)")
+            hints.append(
+                f"{key} fails but the next blob, {nxt}, passes: the maths is right "
+                "and this is naming; Caffe's ReLU works in place, so a blob a ReLU "
+                "follows holds values after it (bundle.json: blobs, post_relu)"
+            )
     return hints
 
 
@@ -159,26 +178,34 @@ def layer_hints(key, info, ours, their_raw, theirs, tol, bottoms) -> list[str]:
         k, s, p = info["kernel_size"], info["stride"], info["pad"]
         floor = [(d + 2 * p - k) // s + 1 for d in (h, w)]
         if list(their_raw.shape[-2:]) == floor and floor != list(ref.shape[-2:]):
-            return [f"{key}: your pooling rounds the output size down ({floor[1]}x{floor[0]}); "
-                    f"Caffe rounds it up ({ref.shape[-1]}x{ref.shape[-2]}): in PyTorch, "
-                    "ceil_mode=True"]
+            return [
+                f"{key}: your pooling rounds the output size down ({floor[1]}x{floor[0]}); "
+                f"Caffe rounds it up ({ref.shape[-1]}x{ref.shape[-2]}): in PyTorch, "
+                "ceil_mode=True"
+            ]
     if theirs is None:
         return []
     if info["type"] == "LRN" and bottoms[0] != "data":
         x = ours[bottoms[0]]
         n, alpha, beta, k = info["local_size"], info["alpha"], info["beta"], info["k"]
         if relative_l2(lrn(x, n, alpha, beta, k), theirs) <= tol:
-            return [f"{key}: your LRN does not divide alpha by local_size ({n}): Caffe "
-                    "computes x / (k + alpha/n * sum of squares)^beta, as PyTorch's "
-                    "local_response_norm does"]
+            return [
+                f"{key}: your LRN does not divide alpha by local_size ({n}): Caffe "
+                "computes x / (k + alpha/n * sum of squares)^beta, as PyTorch's "
+                "local_response_norm does"
+            ]
     relu_ref = np.maximum(ref, 0)
     if info["post_relu"] and relative_l2(ref, np.maximum(theirs, 0)) <= tol:
-        return [f"{key}: yours holds the values before the ReLU: Caffe's in-place ReLU "
-                f"overwrote this blob; take the ReLU's output (examples/pytorch_export.py: "
-                f"map it as 'module:relu')"]
+        return [
+            f"{key}: yours holds the values before the ReLU: Caffe's in-place ReLU "
+            f"overwrote this blob; take the ReLU's output (examples/pytorch_export.py: "
+            f"map it as 'module:relu')"
+        ]
     if not info["post_relu"] and (ref < 0).any() and relative_l2(relu_ref, theirs) <= tol:
-        return [f"{key}: yours holds the values after a ReLU; Caffe's blob (the end blob) "
-                "holds them before it"]
+        return [
+            f"{key}: yours holds the values after a ReLU; Caffe's blob (the end blob) "
+            "holds them before it"
+        ]
     return []
 
 
@@ -204,12 +231,16 @@ def factor_hint(key, ours, theirs, meta) -> list[str]:
     k, resid = scale_of(ours, theirs)
     if resid > meta["tolerances_relative_l2"][key] or abs(k - 1) < 1e-3:
         if key in ("data_gradient", "step_gradient"):
-            return [f"{key}: no constant factor explains it; if the forward blobs pass, the "
-                    "backward pass differs (max-pool and LRN gradients, the ReLU mask)"]
+            return [
+                f"{key}: no constant factor explains it; if the forward blobs pass, the "
+                "backward pass differs (max-pool and LRN gradients, the ReLU mask)"
+            ]
         return []
     if abs(k - 2) < 1e-3:
-        return [f"{key}: yours is 2 x ours: your objective is |end|^2 without the 1/2; the "
-                "notebook's objective_L2 sets diff = data, the gradient of 1/2 |end|^2"]
+        return [
+            f"{key}: yours is 2 x ours: your objective is |end|^2 without the 1/2; the "
+            "notebook's objective_L2 sets diff = data, the gradient of 1/2 |end|^2"
+        ]
     if abs(k + 1) < 1e-3:
         return [f"{key}: yours is -1 x ours: the sign is flipped (descent, not ascent)"]
     return [f"{key}: yours is {k:.4g} x ours: a constant factor in the objective"]
@@ -237,29 +268,39 @@ def step_hints(ours, have, status, meta) -> list[str]:
     hints = []
     isolated = status.get("make_step/from_our_gradient")
     if isolated == "ok":
-        hints.append("make_step: from our step_gradient your step gives ours, so your step is "
-                     "right and your gradient is what differs")
+        hints.append(
+            "make_step: from our step_gradient your step gives ours, so your step is "
+            "right and your gradient is what differs"
+        )
     elif isolated == "FAIL":
-        hints.append("make_step: your step fails even from our step_gradient: its arithmetic "
-                     "differs (roll and unroll, step_size / mean(|g|), clip)")
+        hints.append(
+            "make_step: your step fails even from our step_gradient: its arithmetic "
+            "differs (roll and unroll, step_size / mean(|g|), clip)"
+        )
     if have.get("make_step") is None:
         return hints
     k, resid = scale_of(update, have["make_step"] - data)
     if resid <= tol and abs(k - 1) > 1e-3:
-        hints.append(f"make_step: your update is {k:.4g} x ours: the notebook's is "
-                     f"step_size / mean(|g|) * g with step_size {meta['params']['step_size']}")
+        hints.append(
+            f"make_step: your update is {k:.4g} x ours: the notebook's is "
+            f"step_size / mean(|g|) * g with step_size {meta['params']['step_size']}"
+        )
     g = have.get("step_gradient")
     if g is not None and np.abs(g).mean() > 0 and status.get("make_step") == "FAIL":
         expected = notebook_step(data, g, meta)
         err = float(np.linalg.norm(have["make_step"] - expected) / np.linalg.norm(update))
         if err <= tol:
-            hints.append("make_step: the notebook's step from your own step_gradient gives "
-                         "your make_step: your step arithmetic is right, and its error comes "
-                         "from the gradient")
+            hints.append(
+                "make_step: the notebook's step from your own step_gradient gives "
+                "your make_step: your step arithmetic is right, and its error comes "
+                "from the gradient"
+            )
         else:
-            hints.append(f"make_step: the notebook's step from your own step_gradient is "
-                         f"{err:.2e} (relative to the update) from your make_step: your step "
-                         "arithmetic differs (roll and unroll, step_size / mean(|g|), clip)")
+            hints.append(
+                f"make_step: the notebook's step from your own step_gradient is "
+                f"{err:.2e} (relative to the update) from your make_step: your step "
+                "arithmetic differs (roll and unroll, step_size / mean(|g|), clip)"
+            )
     return hints
 
 
@@ -268,6 +309,8 @@ def octave_hint(hw, theirs, params) -> list[str]:
     for _ in range(params["octave_n"] - 1):
         sizes.append(tuple(int(s / params["octave_scale"]) for s in sizes[-1]))
     if np.array_equal(np.array(sizes[::-1], np.float64), theirs):
-        return ["octave_sizes: yours are rounded down; scipy.ndimage.zoom rounds "
-                "size / octave_scale to the nearest integer"]
+        return [
+            "octave_sizes: yours are rounded down; scipy.ndimage.zoom rounds "
+            "size / octave_scale to the nearest integer"
+        ]
     return []

@@ -29,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-PINNED_ENV = {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell",
-              "OMP_NUM_THREADS": "1", "GLOG_minloglevel": "2"}
+PINNED_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "OMP_NUM_THREADS": "1",
+    "GLOG_minloglevel": "2",
+}
 SKY_SIZE = (128, 72)  # the sky, shrunk: a 4-octave dream in about a second
 FLOWERS_SIZE = (80, 60)
 SMALL_NET = """name: "small"
@@ -63,8 +67,13 @@ CASES = [
     Case("bvlc_googlenet_l2_4c", "bvlc_googlenet", "inception_4c/output"),
     Case("bvlc_googlenet_prerelu_3b_5x5_reduce", "bvlc_googlenet", "inception_3b/5x5_reduce"),
     Case("bvlc_googlenet_guided_3b", "bvlc_googlenet", "inception_3b/output", guide=True),
-    Case("bvlc_googlenet_zoom_3_frames", "bvlc_googlenet", "inception_4c/output",
-         params=dict(iter_n=5, octave_n=2), zoom_frames=3),
+    Case(
+        "bvlc_googlenet_zoom_3_frames",
+        "bvlc_googlenet",
+        "inception_4c/output",
+        params=dict(iter_n=5, octave_n=2),
+        zoom_frames=3,
+    ),
     Case("places205_googlenet_l2_4c", "places205_googlenet", "inception_4c/output", seed=1),
     Case("small_net_byo_conv2", "small_net", "conv2", seed=2),
 ]
@@ -171,21 +180,29 @@ def notebook_compute(case: Case, images: dict, nets: Path) -> np.ndarray:
     if case.guide:
         ns["guide"] = images["flowers.jpg"]
         exec(cells[25], ns)  # the guide's features, a global as in the notebook
-        exec(cells[27][:cells[27].index("_=deepdream")], ns)  # objective_guide
+        exec(cells[27][: cells[27].index("_=deepdream")], ns)  # objective_guide
         params["objective"] = ns["objective_guide"]
     np.random.seed(case.seed)
     if not case.zoom_frames:
         return deepdream(net, sky, **params)
     ns.update(frame=sky, frame_i=0, saved=[], params=params)
-    exec(_edit(cells[19], ("xrange(100)", f"range({case.zoom_frames})"),
-               ("deepdream(net, frame)", "deepdream(net, frame, **params)"),
-               ('PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
-                "saved.append(frame)")), ns)
+    exec(
+        _edit(
+            cells[19],
+            ("xrange(100)", f"range({case.zoom_frames})"),
+            ("deepdream(net, frame)", "deepdream(net, frame, **params)"),
+            (
+                'PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
+                "saved.append(frame)",
+            ),
+        ),
+        ns,
+    )
     return np.stack(ns["saved"])
 
 
 def agreement(ours: np.ndarray, notebook: np.ndarray) -> str | dict:
-    """"bit-identical", or how the notebook's cells' result differs from ours."""
+    """ "bit-identical", or how the notebook's cells' result differs from ours."""
     if ours.shape == notebook.shape and np.array_equal(ours, notebook):
         return "bit-identical"
     if ours.shape != notebook.shape:
@@ -203,14 +220,22 @@ def manifest(case: Case, nets: Path) -> dict:
     return {
         "case": asdict(case),
         "params": asdict(DreamParams(end=case.end, **case.params)),
-        "input": {"sky1024px.jpg": list(SKY_SIZE),
-                  "flowers.jpg": list(FLOWERS_SIZE) if case.guide else None,
-                  "resize": "PIL bilinear"},
-        "weights": {"recipe": synthetic.RECIPE, "seed": WEIGHT_SEEDS[case.model],
-                    "sha256": sha256(weights), "definition_sha256": sha256(definition)},
+        "input": {
+            "sky1024px.jpg": list(SKY_SIZE),
+            "flowers.jpg": list(FLOWERS_SIZE) if case.guide else None,
+            "resize": "PIL bilinear",
+        },
+        "weights": {
+            "recipe": synthetic.RECIPE,
+            "seed": WEIGHT_SEEDS[case.model],
+            "sha256": sha256(weights),
+            "definition_sha256": sha256(definition),
+        },
         "caffe_source_sha256": env["caffe_source_sha256"],
-        "blas": env["blas"], "blas_kernel": env["blas_kernel"],
-        "blas_threads": env["blas_threads"], "pinned_env": PINNED_ENV,
+        "blas": env["blas"],
+        "blas_kernel": env["blas_kernel"],
+        "blas_threads": env["blas_threads"],
+        "pinned_env": PINNED_ENV,
         "versions": {k: env[k] for k in ("python", "numpy", "scipy", "pillow", "protobuf")},
     }
 
@@ -231,11 +256,9 @@ def write_all(out: Path, nets: Path, with_notebook: bool = False) -> None:
         PIL.Image.fromarray(to_uint8(picture)).save(out / f"{case.name}.png")
         record = manifest(case, nets)
         if with_notebook:
-            record["notebook_agreement"] = agreement(result,
-                                                     notebook_compute(case, images, nets))
+            record["notebook_agreement"] = agreement(result, notebook_compute(case, images, nets))
             print(f"{case.name}: the notebook's cells: {record['notebook_agreement']}")
-        (out / f"{case.name}.json").write_text(
-            json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (out / f"{case.name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def differences(a: np.ndarray, b: np.ndarray, tolerance: float = 0.0) -> dict:
@@ -249,16 +272,21 @@ def differences(a: np.ndarray, b: np.ndarray, tolerance: float = 0.0) -> dict:
     a, b = a.astype(np.float64), b.astype(np.float64)
     bad = ~(np.isfinite(a) & np.isfinite(b))
     d = np.where(bad, np.inf, np.abs(np.where(bad, 0, a) - np.where(bad, 0, b)))
-    return {"max_abs": float(d.max()) if d.size else 0.0,
-            "rms": float(np.sqrt((d ** 2).mean())) if d.size else 0.0,
-            "share_over_tolerance": float((d > tolerance).mean()) if d.size else 0.0,
-            "non_finite": int(bad.sum())}
+    return {
+        "max_abs": float(d.max()) if d.size else 0.0,
+        "rms": float(np.sqrt((d**2).mean())) if d.size else 0.0,
+        "share_over_tolerance": float((d > tolerance).mean()) if d.size else 0.0,
+        "non_finite": int(bad.sum()),
+    }
 
 
 def within(stats: dict, tolerance: float) -> bool:
     """True only for equal shapes, finite values and a max-abs difference within tolerance."""
-    return (stats.get("non_finite", 1) == 0 and "shape" not in stats
-            and stats.get("max_abs", float("nan")) <= tolerance)
+    return (
+        stats.get("non_finite", 1) == 0
+        and "shape" not in stats
+        and stats.get("max_abs", float("nan")) <= tolerance
+    )
 
 
 def update(reference: Path) -> int:
@@ -291,12 +319,18 @@ def main(argv=None) -> int:
         print(main.__doc__, file=sys.stderr)
         return 2
     if not avx2():
-        print("goldens: this CPU has no AVX2, so OpenBLAS's Haswell kernels (with which the "
-              "goldens are made) cannot run here", file=sys.stderr)
+        print(
+            "goldens: this CPU has no AVX2, so OpenBLAS's Haswell kernels (with which the "
+            "goldens are made) cannot run here",
+            file=sys.stderr,
+        )
         return 1
     if not pinned():  # the BLAS reads its settings when it loads: start again with them
-        os.execve(sys.executable, [sys.executable, "-m", "deepdream_caffe.lab.goldens", *argv],
-                  {**os.environ, **PINNED_ENV})
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "deepdream_caffe.lab.goldens", *argv],
+            {**os.environ, **PINNED_ENV},
+        )
     folder = Path(argv[1])
     if argv[0] == "update":
         update(folder)

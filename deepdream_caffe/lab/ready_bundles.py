@@ -43,8 +43,10 @@ def real_weights(name: str, say) -> Path | None:
     try:
         return models.model_files(models.MODELS[name], progress=False)[1]
     except DreamError as e:
-        say(f"bundles: no real-weight bundles for {name}: its published weights are not "
-            f"available here ({e})")
+        say(
+            f"bundles: no real-weight bundles for {name}: its published weights are not "
+            f"available here ({e})"
+        )
         return None
 
 
@@ -55,9 +57,14 @@ def make_bundles(out: Path, say=print) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     folders = []
     for name, seed in SYNTHETIC_SEEDS.items():
-        sets = [("synthetic", synthetic_weights(name, out),
-                 f"synthetic: seeded random weights, seed {seed} ({RECIPE}); not the "
-                 "published weights")]
+        sets = [
+            (
+                "synthetic",
+                synthetic_weights(name, out),
+                f"synthetic: seeded random weights, seed {seed} ({RECIPE}); not the "
+                "published weights",
+            )
+        ]
         real = real_weights(name, say)
         if real is not None:
             sets.append(("real", None, None))  # the verified published weights
@@ -104,24 +111,45 @@ def spread(folders, say=print) -> list[dict]:
                 if "relative_l2" in r:
                     worst[r["stage"]] = max(worst.get(r["stage"], 0.0), r["relative_l2"])
             meta = json.loads((folder / "bundle.json").read_text())
-            rows.append({"model": meta["model"], "size": "x".join(map(str, meta["size"])),
-                         "weights": meta["weights_kind"].split(":")[0], "passed":
-                         result["passed"], **worst})
+            rows.append(
+                {
+                    "model": meta["model"],
+                    "size": "x".join(map(str, meta["size"])),
+                    "weights": meta["weights_kind"].split(":")[0],
+                    "passed": result["passed"],
+                    **worst,
+                }
+            )
             say(f"spread: {folder}: {'PASS' if result['passed'] else 'FAIL'}")
     return rows
 
 
 def spread_markdown(rows) -> str:
-    stages = ["data", "forward", "objective_diff", "data_gradient", "step_gradient",
-              "make_step", "deepdream"]
-    lines = ["| model | weights | size | " + " | ".join(stages) + " |",
-             "|---|---|---|" + "---|" * len(stages)]
+    stages = [
+        "data",
+        "forward",
+        "objective_diff",
+        "data_gradient",
+        "step_gradient",
+        "make_step",
+        "deepdream",
+    ]
+    lines = [
+        "| model | weights | size | " + " | ".join(stages) + " |",
+        "|---|---|---|" + "---|" * len(stages),
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['weights']} | {r['size']} | "
-                     + " | ".join(f"{r.get(s, 0.0):.1e}" for s in stages) + " |")
+        lines.append(
+            f"| {r['model']} | {r['weights']} | {r['size']} | "
+            + " | ".join(f"{r.get(s, 0.0):.1e}" for s in stages)
+            + " |"
+        )
     tol = bundle.TOLERANCES
-    lines.append("| tolerance | | | " + " | ".join(
-        "reported" if tol[s] is None else f"{tol[s]:.0e}" for s in stages) + " |")
+    lines.append(
+        "| tolerance | | | "
+        + " | ".join("reported" if tol[s] is None else f"{tol[s]:.0e}" for s in stages)
+        + " |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -132,8 +160,10 @@ def main(argv=None) -> int:
         try:
             import torch  # noqa: F401
         except ImportError:
-            print("bundles: PyTorch is not installed, so the spread against the PyTorch twin "
-                  "was not measured (make bench installs it)")
+            print(
+                "bundles: PyTorch is not installed, so the spread against the PyTorch twin "
+                "was not measured (make bench installs it)"
+            )
             return 0
         rows = spread(folders)
     except DreamError as e:

@@ -50,13 +50,27 @@ def separate_cluster(n_workers: int, folder: Path, timeout: float = 120):
 
     def start(name, *args):
         log = open(folder / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
-        procs.append((subprocess.Popen([dask_cli, *args], stdout=log, stderr=log,
-                                       start_new_session=True), log))
+        procs.append(
+            (
+                subprocess.Popen([dask_cli, *args], stdout=log, stderr=log, start_new_session=True),
+                log,
+            )
+        )
         return procs[-1][0]
 
     try:
-        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
-              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file))
+        start(
+            "scheduler",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(scheduler_file),
+        )
         deadline = time.monotonic() + timeout
         while not scheduler_file.is_file() or not scheduler_file.read_text().strip():
             if time.monotonic() > deadline or procs[0][0].poll() is not None:
@@ -64,9 +78,21 @@ def separate_cluster(n_workers: int, folder: Path, timeout: float = 120):
             time.sleep(0.2)
         time.sleep(0.2)  # the file is written whole, but give it a moment
         address = json.loads(scheduler_file.read_text())["address"]
-        workers = {f"w{i}": start(f"w{i}", "worker", address, "--nthreads", "1", "--host",
-                                  "127.0.0.1", "--no-dashboard", "--name", f"w{i}")
-                   for i in range(n_workers)}
+        workers = {
+            f"w{i}": start(
+                f"w{i}",
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--name",
+                f"w{i}",
+            )
+            for i in range(n_workers)
+        }
         from distributed import Client
 
         with Client(address, timeout="30s") as client:
@@ -84,8 +110,14 @@ def separate_cluster(n_workers: int, folder: Path, timeout: float = 120):
             log.close()
 
 
-def kill_when_busy(address: str, worker: subprocess.Popen, name: str, results: Path,
-                   after: int = 1, timeout: float = 600) -> dict:
+def kill_when_busy(
+    address: str,
+    worker: subprocess.Popen,
+    name: str,
+    results: Path,
+    after: int = 1,
+    timeout: float = 600,
+) -> dict:
     """Wait until ``after`` results exist and worker ``name`` is running a task; kill it.
 
     Returns what was seen at the moment of the kill (the task it was running).
@@ -122,23 +154,41 @@ def inputs(folder: Path) -> tuple[Path, list]:
 
 
 def run_cli(image, model, out, *extra) -> dict:
-    cmd = [sys.executable, "-m", "deepdream_caffe.cli", "sweep", str(image), "-o", str(out),
-           *model, "--ends", ",".join(ENDS), "--seeds", ",".join(map(str, SEEDS)), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepdream_caffe.cli",
+        "sweep",
+        str(image),
+        "-o",
+        str(out),
+        *model,
+        "--ends",
+        ",".join(ENDS),
+        "--seeds",
+        ",".join(map(str, SEEDS)),
+        *extra,
+    ]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     rows = json.loads((out / "manifest.json").read_text())["tasks"]
     done = [r for r in rows if r["status"] == "done"]
-    return {"command": " ".join(cmd[3:]), "exit": p.returncode, "wall_s": round(wall, 1),
-            "tasks": len(rows), "done": len(done),
-            "tasks_per_hour": round(len(done) / wall * 3600),
-            "mean_task_s": mean(r["seconds"] for r in done),
-            # CPU seconds per task: what a worker needs with a core to itself
-            "mean_task_cpu_s": mean(r.get("cpu_seconds") for r in done),
-            "stderr_tail": p.stderr.strip().splitlines()[-1:],
-            # other work on the machine: 1-minute load average at the start and the end
-            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
+    return {
+        "command": " ".join(cmd[3:]),
+        "exit": p.returncode,
+        "wall_s": round(wall, 1),
+        "tasks": len(rows),
+        "done": len(done),
+        "tasks_per_hour": round(len(done) / wall * 3600),
+        "mean_task_s": mean(r["seconds"] for r in done),
+        # CPU seconds per task: what a worker needs with a core to itself
+        "mean_task_cpu_s": mean(r.get("cpu_seconds") for r in done),
+        "stderr_tail": p.stderr.strip().splitlines()[-1:],
+        # other work on the machine: 1-minute load average at the start and the end
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+    }
 
 
 def mean(values):
@@ -149,16 +199,20 @@ def mean(values):
 def same_bytes(a: Path, b: Path) -> tuple[int, list]:
     """How many results of ``a`` have a byte-identical twin in ``b``; the names that do not."""
     names = sorted(p.name for p in (a / "images").glob("*.png"))
-    differ = [n for n in names
-              if (a / "images" / n).read_bytes() != (b / "images" / n).read_bytes()]
+    differ = [
+        n for n in names if (a / "images" / n).read_bytes() != (b / "images" / n).read_bytes()
+    ]
     return len(names), differ
 
 
 def killed_worker_run(image, model, out: Path, reference: Path) -> dict:
     with separate_cluster(2, out.with_name(out.name + "-cluster")) as (address, workers):
         seen = {}
-        killer = threading.Thread(target=lambda: seen.update(kill_when_busy(
-            address, workers["w1"], "w1", out / "images", after=len(SEEDS))))
+        killer = threading.Thread(
+            target=lambda: seen.update(
+                kill_when_busy(address, workers["w1"], "w1", out / "images", after=len(SEEDS))
+            )
+        )
         killer.start()
         result = run_cli(image, model, out, "--scheduler", address)
         killer.join()
@@ -168,8 +222,13 @@ def killed_worker_run(image, model, out: Path, reference: Path) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=Path("out/bench-sweep"),
-                        help="folder for sweeps.json and sweeps.md")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("out/bench-sweep"),
+        help="folder for sweeps.json and sweeps.md",
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     record = {"size": SIZE, "ends": ENDS, "seeds": SEEDS, "cores": sweep.available_cores()}
@@ -177,8 +236,9 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         image, model = inputs(tmp)
         for workers in (1, 2):
-            record[f"workers_{workers}"] = run_cli(image, model, tmp / f"w{workers}",
-                                                   "--workers", str(workers))
+            record[f"workers_{workers}"] = run_cli(
+                image, model, tmp / f"w{workers}", "--workers", str(workers)
+            )
             print(json.dumps(record[f"workers_{workers}"]), file=sys.stderr)
         one, two = record["workers_1"]["tasks_per_hour"], record["workers_2"]["tasks_per_hour"]
         record["scaling_efficiency"] = round(two / (2 * one), 3)
@@ -190,19 +250,29 @@ def main(argv=None) -> None:
 
 def markdown(r: dict) -> str:
     k = r["killed_worker"]
-    lines = [f"36-task sweep at {r['size'][0]}x{r['size'][1]}, {r['cores']} cores", "",
-             "| workers | wall s | tasks/hour | mean task s | mean task CPU s | "
-             "load average (start, end) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"36-task sweep at {r['size'][0]}x{r['size'][1]}, {r['cores']} cores",
+        "",
+        "| workers | wall s | tasks/hour | mean task s | mean task CPU s | "
+        "load average (start, end) |",
+        "|---|---|---|---|---|---|",
+    ]
     for w in (1, 2):
         x = r[f"workers_{w}"]
-        lines.append(f"| {w} | {x['wall_s']} | {x['tasks_per_hour']} | {x['mean_task_s']} | "
-                     f"{x['mean_task_cpu_s']} | {x['load_average'][0]}, "
-                     f"{x['load_average'][1]} |")
-    lines += ["", f"scaling efficiency (2 workers): {r['scaling_efficiency']:.0%}", "",
-              f"killed worker: {k.get('killed')} killed while running {k.get('running')} after "
-              f"{k.get('results_before')} results; the sweep finished with exit {k['exit']}, "
-              f"{k['done']}/{k['tasks']} done in {k['wall_s']} s, {k['results']} results, "
-              f"{len(k['differ_from_local_run'])} differing from the local run"]
+        lines.append(
+            f"| {w} | {x['wall_s']} | {x['tasks_per_hour']} | {x['mean_task_s']} | "
+            f"{x['mean_task_cpu_s']} | {x['load_average'][0]}, "
+            f"{x['load_average'][1]} |"
+        )
+    lines += [
+        "",
+        f"scaling efficiency (2 workers): {r['scaling_efficiency']:.0%}",
+        "",
+        f"killed worker: {k.get('killed')} killed while running {k.get('running')} after "
+        f"{k.get('results_before')} results; the sweep finished with exit {k['exit']}, "
+        f"{k['done']}/{k['tasks']} done in {k['wall_s']} s, {k['results']} results, "
+        f"{len(k['differ_from_local_run'])} differing from the local run",
+    ]
     return "\n".join(lines) + "\n"
 
 

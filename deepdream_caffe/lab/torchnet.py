@@ -46,9 +46,15 @@ def _layer_module(layer, blobs):
     if kind == "Convolution":
         p = layer.convolution_param
         w = blobs[0]
-        conv = nn.Conv2d(w.shape[1] * p.group, w.shape[0], w.shape[2:],
-                         stride=_first(p.stride, 1), padding=_first(p.pad, 0), groups=p.group,
-                         bias=len(blobs) > 1)
+        conv = nn.Conv2d(
+            w.shape[1] * p.group,
+            w.shape[0],
+            w.shape[2:],
+            stride=_first(p.stride, 1),
+            padding=_first(p.pad, 0),
+            groups=p.group,
+            bias=len(blobs) > 1,
+        )
         _load(conv, blobs)
         return conv
     if kind == "InnerProduct":

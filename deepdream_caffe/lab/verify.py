@@ -88,8 +88,11 @@ def judge(notebook: np.ndarray, ours: list) -> dict:
     for metric in ("1-ssim", "colour"):
         ours_to_nb = [d[metric] for d in to_notebook]
         spread = [d[metric] for d in between]
-        verdict[metric] = {"to_notebook": ours_to_nb, "between_seeds": spread,
-                           "within_spread": bool(np.mean(ours_to_nb) <= MARGIN * max(spread))}
+        verdict[metric] = {
+            "to_notebook": ours_to_nb,
+            "between_seeds": spread,
+            "within_spread": bool(np.mean(ours_to_nb) <= MARGIN * max(spread)),
+        }
     return {"verdict": verdict, "holds": all(v["within_spread"] for v in verdict.values())}
 
 
@@ -107,19 +110,32 @@ def run_case(case: NotebookCase, dream_fn, notebook: dict, seeds, out: Path) -> 
 
 
 def report(results: list, out: Path, note: str = "") -> str:
-    lines = ["# Our dreams against dream.ipynb's own images", "", note, "",
-             "Each image: the notebook's output, then ours with each seed (through the same "
-             "JPEG encoding). The claim holds for a metric when our mean distance to the "
-             f"notebook is at most {MARGIN} times the largest distance between two of our "
-             "seeds (the margin's calibration: deepdream_caffe/lab/verify.py).", ""]
+    lines = [
+        "# Our dreams against dream.ipynb's own images",
+        "",
+        note,
+        "",
+        "Each image: the notebook's output, then ours with each seed (through the same "
+        "JPEG encoding). The claim holds for a metric when our mean distance to the "
+        f"notebook is at most {MARGIN} times the largest distance between two of our "
+        "seeds (the margin's calibration: deepdream_caffe/lab/verify.py).",
+        "",
+    ]
     for r in results:
-        lines += [f"## Cell {r['cell']}: {r['title']}", "", f"![cell {r['cell']}]({r['image']})",
-                  "", "| metric | ours to notebook | between our seeds | within spread |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## Cell {r['cell']}: {r['title']}",
+            "",
+            f"![cell {r['cell']}]({r['image']})",
+            "",
+            "| metric | ours to notebook | between our seeds | within spread |",
+            "|---|---|---|---|",
+        ]
         for metric, v in r["verdict"].items():
-            lines.append(f"| {metric} | {', '.join(f'{x:.3f}' for x in v['to_notebook'])} | "
-                         f"{', '.join(f'{x:.3f}' for x in v['between_seeds'])} | "
-                         f"{'yes' if v['within_spread'] else 'NO'} |")
+            lines.append(
+                f"| {metric} | {', '.join(f'{x:.3f}' for x in v['to_notebook'])} | "
+                f"{', '.join(f'{x:.3f}' for x in v['between_seeds'])} | "
+                f"{'yes' if v['within_spread'] else 'NO'} |"
+            )
         lines.append("")
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
@@ -142,12 +158,16 @@ def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
     try:
         definition, weights = models.model_files(models.get_model("bvlc_googlenet"))
     except DreamError as e:
-        say(f"verify-notebook: skipped (exit status {SKIPPED}): it needs the real "
-            f"bvlc_googlenet weights, and they are not available here ({e})")
+        say(
+            f"verify-notebook: skipped (exit status {SKIPPED}): it needs the real "
+            f"bvlc_googlenet weights, and they are not available here ({e})"
+        )
         return None
     notebook = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
-    sky, flowers = (load_image(assets.fetch(assets.NOTEBOOK_ASSETS[n]))
-                    for n in ("sky1024px.jpg", "flowers.jpg"))
+    sky, flowers = (
+        load_image(assets.fetch(assets.NOTEBOOK_ASSETS[n]))
+        for n in ("sky1024px.jpg", "flowers.jpg")
+    )
 
     def dream_fn(case, seed):
         net = load_net(definition, weights, case.end, models.IMAGENET_MEAN_BGR)
@@ -157,12 +177,14 @@ def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
             return deque(frames, maxlen=1)[0][1]  # the last one
         extra = {}
         if case.guide:
-            extra["objective"] = dream.objective_guide(
-                dream.guide_features(net, flowers, case.end))
+            extra["objective"] = dream.objective_guide(dream.guide_features(net, flowers, case.end))
         return dream.deepdream(net, sky, end=case.end, rng=rng, **extra)
 
     out.mkdir(parents=True, exist_ok=True)
-    results = [run_case(case, dream_fn, notebook, range(seeds), out)
-               for case in CASES if case.cell in cells]
+    results = [
+        run_case(case, dream_fn, notebook, range(seeds), out)
+        for case in CASES
+        if case.cell in cells
+    ]
     print(report(results, out, note=f"Weights: {weights}."), end="")
     return results

@@ -1,0 +1,413 @@
+"""Every subcommand and flag of ``deepdream-caffe``: the argparse parser the CLI dispatches on.
+
+The argument types and shared pieces are in :mod:`deepdream_caffe.flags`; each default comes
+from :mod:`deepdream_caffe.params` (the notebook's) or the job's range table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import assets, models
+from .flags import (
+    HelpFormatter,
+    Parser,
+    add_general,
+    add_output,
+    add_sweep_arguments,
+    channel_order,
+    number,
+    refuse,
+    size_wxh,
+    triple,
+    version,
+)
+from .params import DEFAULTS, GUIDE_END, ZOOM_FRAMES, ZOOM_SCALE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = HelpFormatter
+    parser = Parser(
+        prog="deepdream-caffe",
+        formatter_class=fmt,
+        description="DeepDream exactly as google/deepdream dream.ipynb ran it, on BVLC Caffe.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    add_general(parser, default=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    arch = argparse.ArgumentParser(add_help=False)
+    model = argparse.ArgumentParser(add_help=False)
+    # layers takes the architecture only (arch); the dreams take all of `model`
+    for g in (arch.add_argument_group("model"), model.add_argument_group("model")):
+        g.add_argument(
+            "--model",
+            choices=sorted(models.MODELS),
+            default="bvlc_googlenet",
+            help="a known model (weights downloaded and verified)",
+        )
+        g.add_argument(
+            "--model-def",
+            type=Path,
+            metavar="PROTOTXT",
+            help="your own net definition (dreams need --weights with it)",
+        )
+        g.add_argument(
+            "--allow-python-layers",
+            action="store_true",
+            help="accept Python layers in the definition: Caffe imports the module "
+            "each names and runs its code (refused by default)",
+        )
+    g.add_argument(
+        "--weights",
+        type=Path,
+        metavar="CAFFEMODEL",
+        help="weights for --model-def, or local weights for --model",
+    )
+    g.add_argument(
+        "--mean",
+        type=triple(float, "mean"),
+        metavar="B,G,R",
+        help="mean subtracted from the input, blue,green,red whatever the "
+        "--channel-swap (default: the model's; the notebook's 104,116,122 "
+        "for --model-def)",
+    )
+    g.add_argument(
+        "--places-mean",
+        action="store_true",
+        help="with --model places205_googlenet: use its own training mean instead "
+        "of the ImageNet mean the notebook used",
+    )
+    g.add_argument(
+        "--channel-swap",
+        type=channel_order,
+        metavar="2,1,0",
+        default=None,
+        help="the net's input channels as indices into R,G,B: 2,1,0 for BGR nets "
+        "(the notebook's [::-1]), 0,1,2 for nets trained on RGB (default: the "
+        "model's; 2,1,0 for --model-def)",
+    )
+    g.add_argument(
+        "--gpu", type=number(int, "gpu"), metavar="N", help="run on GPU N (default: CPU)"
+    )
+    g.add_argument(
+        "--notebook-net",
+        action="store_true",
+        help="load the net exactly as the notebook did (the whole definition, "
+        "force_backward: every weight gradient computed); the default prunes it "
+        "to --end and skips the weight gradients, checked bit-identical first",
+    )
+
+    common = argparse.ArgumentParser(add_help=False, parents=[model])
+    d = common.add_argument_group("dream")
+    d.add_argument(
+        "--iter-n",
+        type=number(int, "iter_n"),
+        default=DEFAULTS.iter_n,
+        help="gradient steps per octave",
+    )
+    d.add_argument(
+        "--octave-n",
+        type=number(int, "octave_n"),
+        default=DEFAULTS.octave_n,
+        help="number of octaves (scales)",
+    )
+    d.add_argument(
+        "--octave-scale",
+        type=number(float, "octave_scale"),
+        default=DEFAULTS.octave_scale,
+        help="size ratio between octaves",
+    )
+    d.add_argument(
+        "--step-size",
+        type=number(float, "step_size"),
+        default=DEFAULTS.step_size,
+        help="normalised step size",
+    )
+    d.add_argument(
+        "--jitter",
+        type=number(int, "jitter"),
+        default=DEFAULTS.jitter,
+        help="largest random shift in pixels",
+    )
+    d.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        help="do not clip pixels to 0..255 after each step (default: clip)",
+    )
+    d.add_argument(
+        "--seed",
+        type=number(int, "seed"),
+        help="jitter seed, 0..2**32-1: the notebook's jitter after "
+        "np.random.seed(SEED); the same bits also need the same Caffe build, "
+        "BLAS kernel and threads, numpy and scipy (docs/determinism.md) "
+        "(default: a random seed, printed and recorded)",
+    )
+    d.add_argument(
+        "--threads",
+        type=number(int, "threads"),
+        metavar="N",
+        help="OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
+        "(default: OpenBLAS's own choice, recorded)",
+    )
+    d.add_argument(
+        "--max-size",
+        type=number(int, "max_size"),
+        metavar="PIXELS",
+        help="scale the input down first so that its longer side "
+        "is at most PIXELS (a deviation from the notebook; default: no scaling)",
+    )
+    d.add_argument(
+        "--jpeg-quality",
+        type=number(int, "jpeg_quality"),
+        default=95,
+        help="quality for .jpg outputs, 1..95",
+    )
+
+    one = argparse.ArgumentParser(add_help=False, parents=[common])
+    one.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output image (.png lossless, .jpg); a .json sidecar goes beside it",
+    )
+    one.add_argument(
+        "--raw",
+        type=Path,
+        metavar="OUT.npy",
+        help="also save the float32 result before the uint8 cast",
+    )
+    one.add_argument(
+        "--save-steps",
+        type=Path,
+        metavar="DIR",
+        help="save the image after every step, as the notebook displayed it",
+    )
+
+    p = sub.add_parser(
+        "dream", parents=[one], formatter_class=fmt, help="dream on an image (notebook cell 12)"
+    )
+    p.add_argument("input", type=Path, help="input image")
+    p.add_argument(
+        "--end", default=None, help=f"layer to amplify (default: the model's, {DEFAULTS.end})"
+    )
+
+    p = sub.add_parser(
+        "guide",
+        parents=[one],
+        formatter_class=fmt,
+        help="dream guided by another image (notebook cells 25-27)",
+    )
+    p.add_argument("input", type=Path, help="input image")
+    p.add_argument("guide", type=Path, help="guide image")
+    p.add_argument("--end", default=GUIDE_END, help="layer to match")
+
+    p = sub.add_parser(
+        "zoom",
+        parents=[common],
+        formatter_class=fmt,
+        help="dream, zoom in, repeat (notebook cell 19)",
+    )
+    p.add_argument("input", type=Path, help="first frame")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FRAMES_DIR",
+        help="folder for frames/NNNN.png",
+    )
+    p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
+    p.add_argument(
+        "--frames", type=number(int, "frames"), default=ZOOM_FRAMES, help="number of frames"
+    )
+    p.add_argument(
+        "--scale", type=number(float, "scale"), default=ZOOM_SCALE, help="zoom per frame"
+    )
+    p.add_argument("--format", choices=["png", "jpg"], default="png", help="frame format")
+    p.add_argument(
+        "--video",
+        type=Path,
+        metavar="OUT.mp4",
+        help="also encode the frames (H.264, odd sizes padded to even by one black "
+        "row or column; .mp4, .mkv or .mov)",
+    )
+    p.add_argument(
+        "--fps", type=number(float, "fps"), default=25.0, help="frames per second of --video"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the frames of an earlier zoom in FRAMES_DIR (without it, a "
+        "folder holding them is refused)",
+    )
+
+    p = sub.add_parser(
+        "sweep",
+        parents=[model],
+        formatter_class=fmt,
+        help="dream every combination of parameter lists, on a Dask cluster",
+    )
+    add_sweep_arguments(p)
+
+    p = sub.add_parser(
+        "layers", parents=[arch], formatter_class=fmt, help="list the layers usable as --end"
+    )
+    p.add_argument(
+        "--size",
+        type=size_wxh,
+        default="1024x575",
+        metavar="WxH",
+        help="input size for the blob shapes",
+    )
+    refuse(
+        p,
+        ["--weights", "--mean", "--places-mean", "--channel-swap", "--gpu", "--notebook-net"],
+        "it reads only the net definition",
+    )
+
+    p = sub.add_parser(
+        "fetch", formatter_class=fmt, help="download and verify files; print their paths"
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        metavar="WHAT",
+        choices=["models", "assets", "all", *models.MODELS, *assets.NOTEBOOK_ASSETS],
+        help="models, assets, all, or one model or notebook file by name",
+    )
+
+    p = sub.add_parser(
+        "info", formatter_class=fmt, help="versions, the Caffe build record, BLAS threads, GPU"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser(
+        "export-golden",
+        parents=[common],
+        formatter_class=fmt,
+        help="write every intermediate of one dream, for other implementations",
+    )
+    p.add_argument(
+        "input",
+        type=Path,
+        nargs="?",
+        help="input image (default: the notebook's sky1024px.jpg at 256x144)",
+    )
+    out = p.add_mutually_exclusive_group(required=True)  # --out: the old spelling, hidden
+    out.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="folder for bundle.npz, weights.npz, net.prototxt and bundle.json",
+    )
+    out.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--size",
+        type=size_wxh,
+        metavar="WxH",
+        help="resize the input first (bilinear) (default: the notebook's sky at "
+        "256x144, your input as it is)",
+    )
+    p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
+
+    p = sub.add_parser(
+        "compare",
+        formatter_class=fmt,
+        help="judge another implementation's arrays against a golden bundle, "
+        "stage by stage; exit 1 when anything fails or nothing is judged",
+    )
+    p.add_argument("bundle", type=Path, metavar="DIR", help="a folder from export-golden")
+    p.add_argument("other", type=Path, metavar="OTHER.npz", help="the same arrays, from yours")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.md",
+        help="also write the report there (default: stdout only)",
+    )
+    p.add_argument(
+        "--require",
+        type=lambda t: [k for k in t.split(",") if k],
+        default=[],
+        metavar="KEYS",
+        help="comma-separated keys, stages or patterns (forward/*) that OTHER.npz must hold",
+    )
+
+    p = sub.add_parser(
+        "verify-notebook",
+        formatter_class=fmt,
+        help="compare our dreams with the images dream.ipynb shows (needs the "
+        "real bvlc_googlenet weights; without them it skips with exit "
+        "status 77)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=number(int, "seeds"),
+        default=3,
+        help="seeds per case (the spread needs at least two)",
+    )
+    p.add_argument(
+        "--cells",
+        type=int,
+        nargs="+",
+        default=[12, 14, 21, 27],
+        choices=[12, 14, 21, 27],
+        help="notebook cells to reproduce (21, the 30th zoom frame, takes 30 dreams per seed)",
+    )
+    add_output(
+        p,
+        Path("out/verify-notebook"),
+        "folder for report.md, report.json and the side-by-side images",
+    )
+
+    p = sub.add_parser(
+        "reproduce",
+        formatter_class=fmt,
+        help="run a sidecar's job again and compare bit for bit; exit 0 if "
+        "bit-identical, 1 if not (naming the factors that differ)",
+    )
+    p.add_argument(
+        "sidecar",
+        type=Path,
+        metavar="OUT.png.json",
+        help="the sidecar of a dream, guide or zoom (FRAMES_DIR/zoom.json)",
+    )
+
+    p = sub.add_parser(
+        "bench", formatter_class=fmt, help="time the notebook's default dream against its baselines"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small image and few steps: every code path in seconds",
+    )
+    add_output(
+        p, Path("out/bench"), "folder for bench.json, bench.md and each variant's float32 result"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["ours", "notebook", "pytorch"],
+        default=["ours", "notebook", "pytorch"],
+        help="what to time",
+    )
+    for p in sub.choices.values():  # before or after the subcommand
+        add_general(p, default=argparse.SUPPRESS)
+    return parser
+
+
+def check_combinations(parser, args):
+    """Flags that are valid alone but not together: usage errors."""
+    if getattr(args, "places_mean", False) and (
+        args.model_def or args.model != "places205_googlenet"
+    ):
+        parser.exit(
+            2,
+            f"{parser.prog} {args.command}: error: --places-mean needs --model "
+            "places205_googlenet (for other nets give a mean with --mean B,G,R)\n",
+        )
