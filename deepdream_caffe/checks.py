@@ -87,12 +87,14 @@ def check_sizes(
                     ) from None
                 side = smallest_side(model)
                 need = [_input_for(side, octave_n, octave_scale)] * 2
+                octaves = f"{octave_n} octaves of {octave_scale}" if octave_n > 1 else "1 octave"
+                fewer = ", or fewer --octave-n" if octave_n > 1 else ""
                 raise DreamError(
                     f"the image ({width}x{height}) is too small for --end {end} with "
-                    f"{octave_n} octaves of {octave_scale}: its smallest octave is {w}x{h}, and "
+                    f"{octaves}: its smallest octave is {w}x{h}, and "
                     f"layer {e.layer} needs an input of at least {side}x{side}",
-                    f"give an image of at least {need[0]}x{need[1]} pixels, or fewer "
-                    f"--octave-n, or a shallower --end",
+                    f"give an image of at least {need[0]}x{need[1]} pixels{fewer}, or a "
+                    "shallower --end",
                 ) from None
             for layer in _layers(model):
                 if layer.type == "InnerProduct":
