@@ -208,7 +208,7 @@ def test_scripts_are_shellcheck_clean():
 def test_make_lint_checks_format_and_shell_and_caffe_builds_only_caffe():
     def dry(target):
         return subprocess.run(
-            ["make", "-n", target], cwd=ROOT, capture_output=True, text=True
+            ["make", "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True
         ).stdout
 
     lint = dry("lint")
