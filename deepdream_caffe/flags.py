@@ -11,6 +11,16 @@ from pathlib import Path
 
 from .job import RANGES, range_problem
 
+# The dream's number parameters, in the notebook's order: name (the flag with - for _, and the
+# range checked), type, and dream's help
+DREAM_NUMBERS = (
+    ("iter_n", int, "gradient steps per octave"),
+    ("octave_n", int, "number of octaves (scales)"),
+    ("octave_scale", float, "size ratio between octaves"),
+    ("step_size", float, "normalised step size"),
+    ("jitter", int, "largest random shift in pixels"),
+)
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` once: not when the help already names its default, not for
@@ -193,13 +203,7 @@ def add_sweep_arguments(p):
         metavar="0,1,...",
         help="jitter seeds",
     )
-    for name, kind in [
-        ("iter_n", int),
-        ("octave_n", int),
-        ("octave_scale", float),
-        ("step_size", float),
-        ("jitter", int),
-    ]:
+    for name, kind, _ in DREAM_NUMBERS:
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=comma_list(number(kind, name)),
@@ -216,18 +220,13 @@ def add_sweep_arguments(p):
         metavar="tcp://HOST:8786",
         help="an existing Dask scheduler (default: a local cluster)",
     )
-    p.add_argument(
-        "--workers",
-        type=number(int, "threads"),
-        help="local worker processes (default: cores / --threads-per-worker)",
-    )
-    p.add_argument(
-        "--threads-per-worker",
-        type=number(int, "threads"),
-        default=1,
-        metavar="K",
-        help="BLAS threads of each local worker",
-    )
+    for flag, default, metavar, text in (  # both thread counts, in the range of --threads
+        ("--workers", None, None, "local worker processes (default: cores / --threads-per-worker)"),
+        ("--threads-per-worker", 1, "K", "BLAS threads of each local worker"),
+    ):
+        p.add_argument(
+            flag, type=number(int, "threads"), default=default, metavar=metavar, help=text
+        )
     p.add_argument(
         "--grid",
         type=comma_list(str),

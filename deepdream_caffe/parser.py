@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import assets, models
 from .flags import (
+    DREAM_NUMBERS,
     HelpFormatter,
     Parser,
     add_general,
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     add_general(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, **kwargs):  # a subcommand, its help formatted as the top level's
+        return sub.add_parser(name, formatter_class=fmt, **kwargs)
 
     arch = argparse.ArgumentParser(add_help=False)
     model = argparse.ArgumentParser(add_help=False)
@@ -101,70 +105,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False, parents=[model])
     d = common.add_argument_group("dream")
-    d.add_argument(
-        "--iter-n",
-        type=number(int, "iter_n"),
-        default=DEFAULTS.iter_n,
-        help="gradient steps per octave",
-    )
-    d.add_argument(
-        "--octave-n",
-        type=number(int, "octave_n"),
-        default=DEFAULTS.octave_n,
-        help="number of octaves (scales)",
-    )
-    d.add_argument(
-        "--octave-scale",
-        type=number(float, "octave_scale"),
-        default=DEFAULTS.octave_scale,
-        help="size ratio between octaves",
-    )
-    d.add_argument(
-        "--step-size",
-        type=number(float, "step_size"),
-        default=DEFAULTS.step_size,
-        help="normalised step size",
-    )
-    d.add_argument(
-        "--jitter",
-        type=number(int, "jitter"),
-        default=DEFAULTS.jitter,
-        help="largest random shift in pixels",
-    )
+    for name, kind, text in DREAM_NUMBERS:
+        d.add_argument(
+            "--" + name.replace("_", "-"),
+            type=number(kind, name),
+            default=getattr(DEFAULTS, name),
+            help=text,
+        )
     d.add_argument(
         "--no-clip",
         dest="clip",
         action="store_false",
         help="do not clip pixels to 0..255 after each step (default: clip)",
     )
-    d.add_argument(
-        "--seed",
-        type=number(int, "seed"),
-        help="jitter seed, 0..2**32-1: the notebook's jitter after "
-        "np.random.seed(SEED); the same bits also need the same Caffe build, "
-        "BLAS kernel and threads, numpy and scipy (docs/determinism.md) "
-        "(default: a random seed, printed and recorded)",
-    )
-    d.add_argument(
-        "--threads",
-        type=number(int, "threads"),
-        metavar="N",
-        help="OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
-        "(default: OpenBLAS's own choice, recorded)",
-    )
-    d.add_argument(
-        "--max-size",
-        type=number(int, "max_size"),
-        metavar="PIXELS",
-        help="scale the input down first so that its longer side "
-        "is at most PIXELS (a deviation from the notebook; default: no scaling)",
-    )
-    d.add_argument(
-        "--jpeg-quality",
-        type=number(int, "jpeg_quality"),
-        default=95,
-        help="quality for .jpg outputs, 1..95",
-    )
+    for name, metavar, default, text in (  # the integers a dream takes beside its parameters
+        (
+            "seed",
+            None,
+            None,
+            "jitter seed, 0..2**32-1: the notebook's jitter after "
+            "np.random.seed(SEED); the same bits also need the same Caffe build, "
+            "BLAS kernel and threads, numpy and scipy (docs/determinism.md) "
+            "(default: a random seed, printed and recorded)",
+        ),
+        (
+            "threads",
+            "N",
+            None,
+            "OpenBLAS threads (Caffe's and numpy's); the count changes the bits "
+            "(default: OpenBLAS's own choice, recorded)",
+        ),
+        (
+            "max_size",
+            "PIXELS",
+            None,
+            "scale the input down first so that its longer side "
+            "is at most PIXELS (a deviation from the notebook; default: no scaling)",
+        ),
+        ("jpeg_quality", None, 95, "quality for .jpg outputs, 1..95"),
+    ):
+        d.add_argument(
+            "--" + name.replace("_", "-"),
+            type=number(int, name),
+            metavar=metavar,
+            default=default,
+            help=text,
+        )
 
     one = argparse.ArgumentParser(add_help=False, parents=[common])
     one.add_argument(
@@ -174,41 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output image (.png lossless, .jpg); a .json sidecar goes beside it",
     )
-    one.add_argument(
-        "--raw",
-        type=Path,
-        metavar="OUT.npy",
-        help="also save the float32 result before the uint8 cast",
-    )
-    one.add_argument(
-        "--save-steps",
-        type=Path,
-        metavar="DIR",
-        help="save the image after every step, as the notebook displayed it",
-    )
+    for flag, metavar, text in (
+        ("--raw", "OUT.npy", "also save the float32 result before the uint8 cast"),
+        ("--save-steps", "DIR", "save the image after every step, as the notebook displayed it"),
+    ):
+        one.add_argument(flag, type=Path, metavar=metavar, help=text)
 
-    p = sub.add_parser(
-        "dream", parents=[one], formatter_class=fmt, help="dream on an image (notebook cell 12)"
-    )
+    p = command("dream", parents=[one], help="dream on an image (notebook cell 12)")
     p.add_argument("input", type=Path, help="input image")
     p.add_argument(
         "--end", default=None, help=f"layer to amplify (default: the model's, {DEFAULTS.end})"
     )
 
-    p = sub.add_parser(
+    p = command(
         "guide",
         parents=[one],
-        formatter_class=fmt,
         help="dream guided by another image (notebook cells 25-27)",
     )
     p.add_argument("input", type=Path, help="input image")
     p.add_argument("guide", type=Path, help="guide image")
     p.add_argument("--end", default=GUIDE_END, help="layer to match")
 
-    p = sub.add_parser(
+    p = command(
         "zoom",
         parents=[common],
-        formatter_class=fmt,
         help="dream, zoom in, repeat (notebook cell 19)",
     )
     p.add_argument("input", type=Path, help="first frame")
@@ -245,17 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
         "folder holding them is refused)",
     )
 
-    p = sub.add_parser(
+    p = command(
         "sweep",
         parents=[model],
-        formatter_class=fmt,
         help="dream every combination of parameter lists, on a Dask cluster",
     )
     add_sweep_arguments(p)
 
-    p = sub.add_parser(
-        "layers", parents=[arch], formatter_class=fmt, help="list the layers usable as --end"
-    )
+    p = command("layers", parents=[arch], help="list the layers usable as --end")
     p.add_argument(
         "--size",
         type=size_wxh,
@@ -269,9 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it reads only the net definition",
     )
 
-    p = sub.add_parser(
-        "fetch", formatter_class=fmt, help="download and verify files; print their paths"
-    )
+    p = command("fetch", help="download and verify files; print their paths")
     p.add_argument(
         "what",
         nargs="?",
@@ -281,15 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="models, assets, all, or one model or notebook file by name",
     )
 
-    p = sub.add_parser(
-        "info", formatter_class=fmt, help="versions, the Caffe build record, BLAS threads, GPU"
-    )
+    p = command("info", help="versions, the Caffe build record, BLAS threads, GPU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser(
+    p = command(
         "export-golden",
         parents=[common],
-        formatter_class=fmt,
         help="write every intermediate of one dream, for other implementations",
     )
     p.add_argument(
@@ -316,9 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
 
-    p = sub.add_parser(
+    p = command(
         "compare",
-        formatter_class=fmt,
         help="judge another implementation's arrays against a golden bundle, "
         "stage by stage; exit 1 when anything fails or nothing is judged",
     )
@@ -338,9 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated keys, stages or patterns (forward/*) that OTHER.npz must hold",
     )
 
-    p = sub.add_parser(
+    p = command(
         "verify-notebook",
-        formatter_class=fmt,
         help="compare our dreams with the images dream.ipynb shows (needs the "
         "real bvlc_googlenet weights; without them it skips with exit "
         "status 77)",
@@ -365,9 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         "folder for report.md, report.json and the side-by-side images",
     )
 
-    p = sub.add_parser(
+    p = command(
         "reproduce",
-        formatter_class=fmt,
         help="run a sidecar's job again and compare bit for bit; exit 0 if "
         "bit-identical, 1 if not (naming the factors that differ)",
     )
@@ -378,9 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sidecar of a dream, guide or zoom (FRAMES_DIR/zoom.json)",
     )
 
-    p = sub.add_parser(
-        "bench", formatter_class=fmt, help="time the notebook's default dream against its baselines"
-    )
+    p = command("bench", help="time the notebook's default dream against its baselines")
     p.add_argument(
         "--quick",
         action="store_true",

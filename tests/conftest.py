@@ -27,6 +27,18 @@ def mirror(tmp_path_factory):
     return os.environ["DEEPDREAM_CAFFE_MIRROR"]
 
 
+def slow_examples(n):
+    """Hypothesis settings for ``n`` examples of a test that runs the CLI or a net: no deadline,
+    and neither slowness nor a function-scoped fixture is a health-check failure."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 def notebook_file(name):
     from deepdream_caffe import assets
 

@@ -23,9 +23,24 @@ pytestmark = pytest.mark.caffe
 FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "1"]
 
 
+def command(*args):
+    """The command line that runs the CLI on ``args`` in a process of its own."""
+    return [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)]
+
+
+def start(*args):
+    """The CLI on ``args``, started in a process of its own; its stderr piped, as text."""
+    return subprocess.Popen(command(*args), stderr=subprocess.PIPE, text=True)
+
+
+def dream_argv(folder, *rest):
+    """``dream`` from the folder's in.png to its o.png, then ``rest``."""
+    return ["dream", folder / "in.png", "-o", folder / "o.png", *rest]
+
+
 def run(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
+        command(*args),
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -52,6 +67,11 @@ def work(tmp_path, sky, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
     definition, weights = nets["bvlc_googlenet"]
     return tmp_path, ["--model-def", definition, "--weights", weights]
+
+
+def fails_to_dream(folder, model, *rest, words):
+    """``dream`` from in.png to o.png with the model flags ``model``, then ``rest``: refused."""
+    fails((folder, model), *dream_argv(folder, *rest), words=words)
 
 
 def fails(work, *args, words=(), env=None):
@@ -211,6 +231,10 @@ def test_max_size_scales_down(work):
         (["--jitter", "x"], "not an integer"),
         (["--octave-scale", "nan"], "not a finite number"),
         (["--mean", "1,2"], "three values"),
+        (["--octave-scale", "1"], "greater than 1"),
+        (["--iter-n", "0"], "at least 1"),
+        (["--jitter", "-1"], "must not be negative"),
+        (["--step-size", "abc"], "not a float"),
     ],
 )
 def test_bad_flags_are_usage_errors(work, flags, message):
@@ -300,14 +324,7 @@ def test_truncated_weights(work):
     folder, model = work
     cut = folder / "cut.caffemodel"
     cut.write_bytes(model[3].read_bytes()[:100000])
-    fails(
-        (folder, model[:2] + ["--weights", cut]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        words=["corrupt or truncated"],
-    )
+    fails_to_dream(folder, model[:2] + ["--weights", cut], words=["corrupt or truncated"])
 
 
 def test_weights_of_another_net(work):
@@ -324,20 +341,10 @@ def test_weights_of_another_net(work):
         "kernel_size: 3 } }\n"
     )
     caffe.Net(str(small), caffe.TEST).save(str(other))
-    fails(
-        (folder, model[:2] + ["--weights", other]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        words=["does not fit", "conv1/7x7_s2"],
-    )
-    fails(
-        (folder, model[:2] + ["--weights", other]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
+    fails_to_dream(folder, model[:2] + ["--weights", other], words=["does not fit", "conv1/7x7_s2"])
+    fails_to_dream(
+        folder,
+        model[:2] + ["--weights", other],
         "--end",
         "inception_3a/output",
         words=["conv1/7x7_s2"],
@@ -348,28 +355,17 @@ def test_prototxt_syntax_error_and_missing_files(work):
     folder, model = work
     bad = folder / "bad.prototxt"
     bad.write_text("layer { name: 'x' type: ")
-    fails(
-        (folder, ["--model-def", bad, "--weights", model[3]]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        words=["not a valid Caffe prototxt"],
+    fails_to_dream(
+        folder, ["--model-def", bad, "--weights", model[3]], words=["not a valid Caffe prototxt"]
     )
-    fails(
-        (folder, ["--model-def", folder / "no.prototxt", "--weights", model[3]]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
+    fails_to_dream(
+        folder,
+        ["--model-def", folder / "no.prototxt", "--weights", model[3]],
         words=["does not exist"],
     )
-    fails(
-        (folder, [model[0], model[1], "--weights", folder / "no.caffemodel"]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
+    fails_to_dream(
+        folder,
+        [model[0], model[1], "--weights", folder / "no.caffemodel"],
         words=["does not exist"],
     )
 
@@ -397,31 +393,13 @@ def test_definitions_caffe_would_abort_on(work, text, words):
     folder, model = work
     bad = folder / "bad.prototxt"
     bad.write_text(text)
-    fails(
-        (folder, ["--model-def", bad, "--weights", model[3]]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        "--end",
-        "c",
-        words=words,
-    )
+    fails_to_dream(folder, ["--model-def", bad, "--weights", model[3]], "--end", "c", words=words)
 
 
 def test_debug_shows_the_traceback(work):
     folder, model = work
     p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.cli",
-            "--debug",
-            "dream",
-            str(folder / "nope.png"),
-            "-o",
-            str(folder / "o.png"),
-        ],
+        command("--debug", "dream", str(folder / "nope.png"), "-o", str(folder / "o.png")),
         capture_output=True,
         text=True,
     )
@@ -476,16 +454,7 @@ def test_output_folder_missing_or_a_folder_or_no_extension(work):
     (folder / "sub").mkdir()
     fails(work, "dream", folder / "in.png", "-o", folder / "sub", words=["is a folder"])
     fails(work, "dream", folder / "in.png", "-o", folder / "o.txt", words=["does not end in"])
-    fails(
-        work,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        "--raw",
-        folder / "r.png",
-        words=[".npy"],
-    )
+    fails(work, *dream_argv(folder, "--raw", folder / "r.png"), words=[".npy"])
 
 
 def test_output_folder_not_writable(work, monkeypatch, capsys):
@@ -512,18 +481,7 @@ def test_disk_full_leaves_nothing(work, monkeypatch, capsys):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(PIL.Image.Image, "save", full)
-    code = cli.main(
-        [
-            "dream",
-            str(folder / "in.png"),
-            "-o",
-            str(folder / "o.png"),
-            "--raw",
-            str(folder / "o.npy"),
-            *map(str, model),
-            *FAST,
-        ]
-    )
+    code = cli.main(list(map(str, dream_argv(folder, "--raw", folder / "o.npy", *model, *FAST))))
     err = capsys.readouterr().err
     assert code == 1 and "No space left" in err and "Traceback" not in err
     assert snapshot(folder) == before  # not the image, not its sidecar, not --raw
@@ -532,24 +490,7 @@ def test_disk_full_leaves_nothing(work, monkeypatch, capsys):
 def test_ctrl_c_leaves_no_partial_output(work):
     folder, model = work
     steps = folder / "steps"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.cli",
-            "dream",
-            str(folder / "in.png"),
-            "-o",
-            str(folder / "o.png"),
-            *map(str, model),
-            "--iter-n",
-            "200",
-            "--save-steps",
-            str(steps),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(*dream_argv(folder, *model, "--iter-n", "200", "--save-steps", steps))
     deadline = time.time() + 60
     while not (steps.is_dir() and any(steps.iterdir())) and time.time() < deadline:
         time.sleep(0.1)
@@ -566,25 +507,18 @@ def test_interrupted_zoom_keeps_finished_frames(work, signum, word):
     """Ctrl-C and SIGTERM alike (SIGTERM used to kill it silently, with no zoom.json)."""
     folder, model = work
     frames = folder / "frames"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.cli",
-            "zoom",
-            str(folder / "in.png"),
-            "-o",
-            str(frames),
-            *map(str, model),
-            "--iter-n",
-            "1",
-            "--octave-n",
-            "1",
-            "--frames",
-            "1000",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start(
+        "zoom",
+        folder / "in.png",
+        "-o",
+        frames,
+        *model,
+        "--iter-n",
+        "1",
+        "--octave-n",
+        "1",
+        "--frames",
+        "1000",
     )
     deadline = time.time() + 60
     while len(list(frames.glob("*.png"))) < 2 and time.time() < deadline:

@@ -57,6 +57,15 @@ def cli(*args, tmp, extra_env=None):
     return done
 
 
+# a seeded dream of one step in one octave
+QUICK = ("--seed", "0", "--iter-n", "1", "--octave-n", "1")
+
+
+def dream_args(image, model_def, *rest):
+    """The arguments of ``dream IMAGE -o out.png --model-def MODEL_DEF`` followed by ``rest``."""
+    return ["dream", image, "-o", "out.png", "--model-def", model_def, *rest]
+
+
 def refused(done, *words):
     """Exit 1, one line, naming ``words``."""
     lines = done.stderr.strip().splitlines()
@@ -153,6 +162,14 @@ AXIS_BODIES = {
 }
 
 
+def kernel_fields(draw, k, split_when):
+    """``kernel_h: k`` and a drawn ``kernel_w`` when the drawn boolean is ``split_when``, else
+    ``kernel_size: k``."""
+    if draw(st.booleans()) == split_when:
+        return f"kernel_h: {k} kernel_w: {draw(SMALL)}"
+    return f"kernel_size: {k}"
+
+
 @st.composite
 def layer_body(draw, kind):
     """Parameters for ``kind``: mostly plausible, sometimes wrong."""
@@ -162,9 +179,7 @@ def layer_body(draw, kind):
     p = draw(SMALL)
     maybe = lambda text: text if draw(st.booleans()) else ""  # noqa: E731
     if kind in ("Convolution", "Deconvolution"):
-        kernel = (
-            f"kernel_h: {k} kernel_w: {draw(SMALL)}" if draw(st.booleans()) else f"kernel_size: {k}"
-        )
+        kernel = kernel_fields(draw, k, split_when=True)
         return (
             f"convolution_param {{ num_output: {n} {kernel} {maybe(f'stride: {s}')} "
             f"{maybe(f'pad: {p}')} {maybe(f'dilation: {draw(st.integers(1, 3))}')} "
@@ -173,9 +188,7 @@ def layer_body(draw, kind):
             f'weight_filler {{ type: "{draw(FILLERS)}" }} }}'
         )
     if kind == "Pooling":
-        size = (
-            f"kernel_size: {k}" if draw(st.booleans()) else f"kernel_h: {k} kernel_w: {draw(SMALL)}"
-        )
+        size = kernel_fields(draw, k, split_when=False)
         return (
             f"pooling_param {{ pool: {draw(st.sampled_from(['MAX', 'AVE', 'STOCHASTIC']))} "
             f"{size if not draw(st.integers(0, 5)) == 0 else 'global_pooling: true'} "
@@ -308,21 +321,14 @@ def test_generated_definitions_through_the_cli(text, tmp_path_factory, sky_png):
     if code == 0:
         end = [line.split()[0] for line in done.stdout.splitlines()[1:]]
         done = cli(
-            "dream",
-            sky_png,
-            "-o",
-            "out.png",
-            "--model-def",
-            "net.prototxt",
-            "--weights",
-            "w.caffemodel",
-            "--iter-n",
-            "1",
-            "--octave-n",
-            "1",
-            "--seed",
-            "0",
-            *(["--end", end[-1]] if end else []),
+            *dream_args(
+                sky_png,
+                "net.prototxt",
+                "--weights",
+                "w.caffemodel",
+                *QUICK,
+                *(["--end", end[-1]] if end else []),
+            ),
             tmp=tmp,
         )
         if done.returncode:
@@ -463,22 +469,7 @@ def test_batchnorm_net_weights_are_checked(tmp_path, sky_png):
     write_synthetic_weights(
         write(tmp_path, net_text(bn8), "net8.prototxt"), tmp_path / "bad.caffemodel"
     )
-    args = [
-        "dream",
-        sky_png,
-        "-o",
-        "out.png",
-        "--model-def",
-        "net.prototxt",
-        "--seed",
-        "0",
-        "--iter-n",
-        "1",
-        "--octave-n",
-        "1",
-        "--end",
-        "conv2",
-    ]
+    args = dream_args(sky_png, "net.prototxt", *QUICK, "--end", "conv2")
     refused(cli(*args, "--weights", "bad.caffemodel", tmp=tmp_path), "does not fit")
     done = cli(*args, "--weights", "good.caffemodel", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -488,16 +479,7 @@ def test_h5_weights_are_refused(tmp, tiny, sky_png):
     (tiny[1].parent / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     refused(
         cli(
-            "dream",
-            sky_png,
-            "-o",
-            "out.png",
-            "--model-def",
-            tiny[0],
-            "--weights",
-            "w.h5",
-            "--end",
-            "conv2",
+            *dream_args(sky_png, tiny[0], "--weights", "w.h5", "--end", "conv2"),
             tmp=tmp,
         ),
         "HDF5",
@@ -527,16 +509,7 @@ def test_one_channel_net_lists_layers_and_refuses_to_dream(tmp_path, sky_png):
     assert "4x22x30" in done.stdout  # conv1: 32x24 - 2
     refused(
         cli(
-            "dream",
-            sky_png,
-            "-o",
-            "out.png",
-            "--model-def",
-            "net.prototxt",
-            "--weights",
-            "w.caffemodel",
-            "--end",
-            "conv2",
+            *dream_args(sky_png, "net.prototxt", "--weights", "w.caffemodel", "--end", "conv2"),
             tmp=tmp_path,
         ),
         "1-channel",
@@ -628,24 +601,7 @@ def test_python_layers_are_refused_unless_allowed(tmp_path, tiny, sky_png):
     )
     write(tmp_path, text)
     env = {"PYTHONPATH": str(tmp_path)}
-    args = [
-        "dream",
-        sky_png,
-        "-o",
-        "out.png",
-        "--model-def",
-        "net.prototxt",
-        "--weights",
-        tiny[1],
-        "--end",
-        "py",
-        "--seed",
-        "0",
-        "--iter-n",
-        "1",
-        "--octave-n",
-        "1",
-    ]
+    args = dream_args(sky_png, "net.prototxt", "--weights", tiny[1], "--end", "py", *QUICK)
     for command in (["layers", "--model-def", "net.prototxt"], args):
         refused(
             cli(*command, tmp=tmp_path, extra_env=env),
@@ -693,22 +649,7 @@ def test_definitions_caffe_aborts_on_are_one_line(body, words, tmp_path):
 
 def test_no_temporary_definition_is_written(tiny, tmp_path, sky_png):
     done = cli(
-        "dream",
-        sky_png,
-        "-o",
-        "out.png",
-        "--model-def",
-        tiny[0],
-        "--weights",
-        tiny[1],
-        "--end",
-        "conv2",
-        "--seed",
-        "0",
-        "--iter-n",
-        "1",
-        "--octave-n",
-        "1",
+        *dream_args(sky_png, tiny[0], "--weights", tiny[1], "--end", "conv2", *QUICK),
         tmp=tmp_path,
     )  # cli() asserts the private temp folder stays empty
     assert done.returncode == 0, done.stderr

@@ -20,18 +20,17 @@ def notebook_namespace(cells, net=None, **names):
     """Execute the notebook's definitions (cells 3, 6, 8) as Python 3, display stubbed out."""
     import caffe
 
-    ns = dict(
-        np=np,
-        nd=nd,
-        PIL=PIL,
-        caffe=caffe,
-        net=net,
-        showarray=lambda *a, **k: None,
-        clear_output=lambda *a, **k: None,
-        **names,
-    )
     cell3 = cells[3][cells[3].index("def preprocess") :]  # skip its model loading
-    for source in (cell3, cells[6], cells[8]):
+    return run_cells((cell3, cells[6], cells[8]), PIL=PIL, caffe=caffe, net=net, **names)
+
+
+def run_cells(sources, **names):
+    """Execute notebook cells as Python 3 in one namespace (np, nd, ``names``, display stubbed
+    out); return the namespace."""
+    ns = dict(
+        np=np, nd=nd, showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None, **names
+    )
+    for source in sources:
         exec(py3(source), ns)
     return ns
 

@@ -124,9 +124,8 @@ def test_notebook_net_is_the_notebooks_own(
     must keep the shapes they were built with: the notebook never reshaped them.
     """
     import PIL.Image
-    import scipy.ndimage as nd
     from google.protobuf import text_format
-    from test_dream import SEED, py3
+    from test_dream import SEED, run_cells
 
     import caffe
 
@@ -154,16 +153,9 @@ def test_notebook_net_is_the_notebooks_own(
         assert "model_path + " + name in cell3
         cell3 = cell3.replace("model_path + " + name, repr(str(path)))
     monkeypatch.chdir(tmp_path)  # cell 3 writes tmp.prototxt here
-    ns = dict(
-        np=np,
-        nd=nd,
-        caffe=caffe,
-        text_format=text_format,
-        showarray=lambda *a, **k: None,
-        clear_output=lambda *a, **k: None,
+    ns = run_cells(
+        (cell3, notebook_cells[6], notebook_cells[8]), caffe=caffe, text_format=text_format
     )
-    for source in (cell3, notebook_cells[6], notebook_cells[8]):
-        exec(py3(source), ns)
     net = ns["net"]
     assert "loss1/fc" in net._layer_names and "loss2/classifier" in net._layer_names
     aux = {name: net.blobs[name].data.shape for name in net.blobs if name.startswith("loss")}

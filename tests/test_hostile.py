@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import slow_examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import assets, cli, imageio, job
@@ -111,6 +112,16 @@ def work(tmp_path, sky, nets):
     return tmp_path, ["--model-def", str(definition), "--weights", str(weights)]
 
 
+def argv(command, image, out, *rest):
+    """``COMMAND IMAGE -o OUT`` then ``rest``."""
+    return [command, image, "-o", out, *rest]
+
+
+def dream_argv(folder, *rest, out="o.png"):
+    """``dream`` from the folder's in.png to its ``out``, then ``rest``."""
+    return argv("dream", folder / "in.png", folder / out, *rest)
+
+
 def run(folder, *args, env=None, umask=None):
     env = {**os.environ, "TMPDIR": str(folder / "tmp"), **(env or {})}
     return subprocess.run(
@@ -191,11 +202,7 @@ def test_any_typed_mean_is_three_values_in_0_255_or_one_usage_line(parts):
     assert len(args.mean) == 3 and all(np.isfinite(m) and 0 <= m <= 255 for m in args.mean)
 
 
-@settings(
-    max_examples=12,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@slow_examples(12)
 @given(
     flag=st.sampled_from(
         [
@@ -249,18 +256,7 @@ def test_hostile_numbers_through_the_command(work, flag, value):
 def test_non_finite_mean_is_refused_before_caffe(work, mean):
     """Before: 'gradient not finite', then glibc's 'free(): invalid next size', exit 134."""
     folder = work[0]
-    refused(
-        work,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        *FAST,
-        "--mean",
-        mean,
-        codes=(2,),
-        words=["--mean"],
-    )
+    refused(work, *dream_argv(folder, *FAST, "--mean", mean), codes=(2,), words=["--mean"])
 
 
 @pytest.mark.parametrize("command", ["dream", "zoom"])
@@ -271,15 +267,7 @@ def test_no_clip_with_a_huge_step_stops_before_the_heap_breaks(work, command):
     extra = ["--frames", "2"] if command == "zoom" else []
     refused(
         work,
-        command,
-        folder / "in.png",
-        "-o",
-        out,
-        *FAST,
-        *extra,
-        "--no-clip",
-        "--step-size",
-        "1e30",
+        *argv(command, folder / "in.png", out, *FAST, *extra, "--no-clip", "--step-size", "1e30"),
         codes=(1,),
         words=["float range", "--step-size"],
     )
@@ -289,14 +277,7 @@ def test_a_huge_clipped_step_runs_without_warnings(work):
     folder, flags = work
     p = run(
         folder,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        *FAST,
-        *flags,
-        "--step-size",
-        "1e38",
+        *dream_argv(folder, *FAST, *flags, "--step-size", "1e38"),
     )
     # the one other line a run may print: OpenBLAS's slow generic kernel, on a machine where
     # OPENBLAS_CORETYPE is not set (report.kernel_warning)
@@ -316,11 +297,7 @@ def test_weights_holding_nan_are_refused(work, tmp_path_factory):
     net.save(str(bad))
     refused(
         (folder, [flags[0], flags[1], "--weights", bad]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        *FAST,
+        *dream_argv(folder, *FAST),
         codes=(1,),
         words=["conv2/3x3", "NaN"],
     )
@@ -367,46 +344,20 @@ def test_max_pool_inputs_of_googlenet(nets):
 def test_seed_outside_randomstate_range(work, seed):
     """Before: a numpy ValueError traceback for 4294967296."""
     folder = work[0]
-    refused(
-        work,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        f"--seed={seed}",
-        codes=(2,),
-        words=["--seed"],
-    )
+    refused(work, *dream_argv(folder, f"--seed={seed}"), codes=(2,), words=["--seed"])
 
 
 @pytest.mark.parametrize("value", ["2**64", "1e20", "18446744073709551616"])
 def test_huge_integers_get_a_message_not_invalid_parse_value(work, value):
     folder = work[0]
-    line = refused(
-        work,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        f"--jitter={value}",
-        codes=(2,),
-        words=["--jitter"],
-    )
+    line = refused(work, *dream_argv(folder, f"--jitter={value}"), codes=(2,), words=["--jitter"])
     assert "is not an integer" in line or "must be at most" in line
 
 
 def test_jpeg_quality_is_held_to_the_help(work):
     folder = work[0]
     refused(
-        work,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.jpg",
-        "--jpeg-quality",
-        "200",
-        codes=(2,),
-        words=["1..95"],
+        work, *dream_argv(folder, "--jpeg-quality", "200", out="o.jpg"), codes=(2,), words=["1..95"]
     )
 
 
@@ -415,14 +366,7 @@ def test_octave_count_beyond_the_image(work):
     folder = work[0]
     refused(
         work,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        "--seed",
-        "1",
-        "--octave-n",
-        "1000000000",
+        *dream_argv(folder, "--seed", "1", "--octave-n", "1000000000"),
         codes=(1,),
         words=["--octave-n"],
     )
@@ -547,11 +491,7 @@ def test_a_huge_weights_file_is_refused_before_it_is_read(work):
         f.truncate(3 * 2**30)
     refused(
         (folder, [flags[0], flags[1], "--weights", huge]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        *FAST,
+        *dream_argv(folder, *FAST),
         codes=(1,),
         words=["MiB"],
     )
@@ -563,14 +503,7 @@ def test_outputs_respect_the_umask(work):
     folder, flags = work
     p = run(
         folder,
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / "o.png",
-        "--raw",
-        folder / "o.npy",
-        *FAST,
-        *flags,
+        *dream_argv(folder, "--raw", folder / "o.npy", *FAST, *flags),
         umask=0o027,
     )
     assert p.returncode == 0, p.stderr
@@ -585,10 +518,7 @@ def test_an_output_name_too_long_is_refused_before_anything_else(work):
     name = "o" * 240 + ".png"
     refused(
         (folder, [flags[0], flags[1], "--weights", folder / "missing.caffemodel"]),
-        "dream",
-        folder / "in.png",
-        "-o",
-        folder / name,
+        *dream_argv(folder, out=name),
         codes=(1,),
         words=["too long", "shorter name"],
     )
@@ -611,16 +541,15 @@ def test_a_failed_commit_leaves_every_earlier_output(work, monkeypatch, failing)
 
     monkeypatch.setattr(os, "replace", replace)
     code = cli.main(
-        [
+        argv(
             "dream",
             str(folder / "in.png"),
-            "-o",
             str(folder / "o.png"),
             "--raw",
             str(folder / "o.npy"),
             *flags,
             *FAST,
-        ]
+        )
     )
     assert code == 1
     assert snapshot(folder) == before
@@ -635,13 +564,7 @@ def test_zoom_refuses_an_input_inside_its_frames_folder(work):
     (frames / "0000.png").write_bytes((folder / "in.png").read_bytes())
     refused(
         work,
-        "zoom",
-        frames / "0000.png",
-        "-o",
-        frames,
-        *FAST,
-        "--frames",
-        "1",
+        *argv("zoom", frames / "0000.png", frames, *FAST, "--frames", "1"),
         codes=(1,),
         words=["inside the frames folder"],
     )
@@ -653,43 +576,29 @@ def test_zoom_refuses_an_earlier_runs_frames_unless_overwrite(work):
     frames = folder / "frames"
     p = run(
         folder,
-        "zoom",
-        folder / "in.png",
-        "-o",
-        frames,
-        *FAST,
-        *flags,
-        "--frames",
-        "3",
-        "--octave-n",
-        "1",
+        *argv("zoom", folder / "in.png", frames, *FAST, *flags, "--frames", "3", "--octave-n", "1"),
     )
     assert p.returncode == 0, p.stderr
     refused(
         work,
-        "zoom",
-        folder / "in.png",
-        "-o",
-        frames,
-        *FAST,
-        "--frames",
-        "1",
+        *argv("zoom", folder / "in.png", frames, *FAST, "--frames", "1"),
         codes=(1,),
         words=["earlier zoom", "--overwrite"],
     )
     p = run(
         folder,
-        "zoom",
-        folder / "in.png",
-        "-o",
-        frames,
-        *FAST,
-        *flags,
-        "--frames",
-        "1",
-        "--octave-n",
-        "1",
-        "--overwrite",
+        *argv(
+            "zoom",
+            folder / "in.png",
+            frames,
+            *FAST,
+            *flags,
+            "--frames",
+            "1",
+            "--octave-n",
+            "1",
+            "--overwrite",
+        ),
     )
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in frames.iterdir()) == ["0000.png", "zoom.json"]
@@ -706,10 +615,7 @@ def test_ctrl_c_while_starting_is_one_line(work, attempt):
             sys.executable,
             "-m",
             "deepdream_caffe.cli",
-            "dream",
-            str(folder / "in.png"),
-            "-o",
-            str(folder / "o.png"),
+            *argv("dream", str(folder / "in.png"), str(folder / "o.png")),
         ],
         stderr=subprocess.PIPE,
         text=True,

@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from deepdream_caffe import report, reproduce
 from deepdream_caffe.errors import DreamError
+from deepdream_caffe.flags import DREAM_NUMBERS
 
 FAST = ["--iter-n", "2", "--octave-n", "2"]
+NUMBERS = [name for name, _, _ in DREAM_NUMBERS]  # iter_n ... jitter, as the job names them
 AVX512 = {"sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"}
 AVX2 = {"sse2", "avx", "avx2", "fma"}
 
@@ -151,20 +153,7 @@ def test_any_json_that_is_not_a_sidecar_is_one_clear_error(tmp_path_factory, dat
 @settings(max_examples=80, deadline=None)
 @given(
     name=st.sampled_from(
-        [
-            "iter_n",
-            "octave_n",
-            "jitter",
-            "octave_scale",
-            "step_size",
-            "seed",
-            "max_size",
-            "jpeg_quality",
-            "threads",
-            "clip",
-            "input",
-            "mean",
-        ]
+        [*NUMBERS, "seed", "max_size", "jpeg_quality", "threads", "clip", "input", "mean"]
     ),
     value=JSON,
 )
@@ -208,6 +197,12 @@ def test_an_old_sidecar_says_to_run_again(tmp_path):
 
 
 # --- end to end, as users run it ---------------------------------------------------------
+def synthetic(nets):
+    """The flags of the synthetic bvlc_googlenet."""
+    definition, weights = nets["bvlc_googlenet"]
+    return ["--model-def", definition, "--weights", weights]
+
+
 def run(*args, check=True, env=None):
     import os
 
@@ -226,7 +221,6 @@ def run(*args, check=True, env=None):
 def dreamt(tmp_path, sky, nets):
     """A seeded dream with --threads 1, --raw and a JPEG output, as a user would run it."""
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
-    definition, weights = nets["bvlc_googlenet"]
     out = tmp_path / "out.jpg"
     run(
         "dream",
@@ -241,10 +235,7 @@ def dreamt(tmp_path, sky, nets):
         tmp_path / "raw.npy",
         "--jpeg-quality",
         80,
-        "--model-def",
-        definition,
-        "--weights",
-        weights,
+        *synthetic(nets),
         *FAST,
     )
     return tmp_path, out, json.loads((tmp_path / "out.jpg.json").read_text())
@@ -311,7 +302,6 @@ def test_reproduce_refuses_a_changed_input(dreamt):
 @pytest.mark.caffe
 def test_reproduce_a_zoom(tmp_path, sky, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
-    definition, weights = nets["bvlc_googlenet"]
     run(
         "zoom",
         tmp_path / "in.png",
@@ -321,10 +311,7 @@ def test_reproduce_a_zoom(tmp_path, sky, nets):
         2,
         "--seed",
         1,
-        "--model-def",
-        definition,
-        "--weights",
-        weights,
+        *synthetic(nets),
         *FAST,
     )
     side = json.loads((tmp_path / "frames" / "zoom.json").read_text())
@@ -336,7 +323,6 @@ def test_reproduce_a_zoom(tmp_path, sky, nets):
 def test_reproduce_a_guided_dream(tmp_path, sky, flowers, nets):
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
     PIL.Image.fromarray(np.uint8(flowers)).save(tmp_path / "guide.png")
-    definition, weights = nets["bvlc_googlenet"]
     run(
         "guide",
         tmp_path / "in.png",
@@ -345,10 +331,7 @@ def test_reproduce_a_guided_dream(tmp_path, sky, flowers, nets):
         tmp_path / "g.png",
         "--seed",
         3,
-        "--model-def",
-        definition,
-        "--weights",
-        weights,
+        *synthetic(nets),
         *FAST,
     )
     side = json.loads((tmp_path / "g.png.json").read_text())
@@ -363,7 +346,6 @@ def test_reproduce_a_guided_dream(tmp_path, sky, flowers, nets):
 def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
     """Why --threads exists: one OpenBLAS thread and two give different dreams."""
     PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
-    definition, weights = nets["bvlc_googlenet"]
     raws = {}
     for n in (1, 2):
         run(
@@ -377,10 +359,7 @@ def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
             n,
             "--raw",
             tmp_path / f"t{n}.npy",
-            "--model-def",
-            definition,
-            "--weights",
-            weights,
+            *synthetic(nets),
         )
         raws[n] = np.load(tmp_path / f"t{n}.npy")
         side = json.loads((tmp_path / f"t{n}.png.json").read_text())
@@ -391,15 +370,11 @@ def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
 
 @pytest.mark.caffe
 def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
-    definition, weights = nets["bvlc_googlenet"]
     run(
         "export-golden",
         "--out",
         tmp_path / "b",
-        "--model-def",
-        definition,
-        "--weights",
-        weights,
+        *synthetic(nets),
         "--size",
         "64x48",
         "--seed",
@@ -422,11 +397,7 @@ def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
 @given(
     field=st.sampled_from(
         [
-            "iter_n",
-            "octave_n",
-            "octave_scale",
-            "step_size",
-            "jitter",
+            *NUMBERS,
             "clip",
             "end",
             "model",
@@ -462,7 +433,6 @@ def test_a_tampered_sidecar_is_repeated_or_refused_in_one_line(dreamt_once, fiel
 def dreamt_once(tmp_path_factory, sky, nets):
     folder = tmp_path_factory.mktemp("once")
     PIL.Image.fromarray(np.uint8(sky)).save(folder / "in.png")
-    definition, weights = nets["bvlc_googlenet"]
     run(
         "dream",
         folder / "in.png",
@@ -470,10 +440,7 @@ def dreamt_once(tmp_path_factory, sky, nets):
         folder / "out.png",
         "--seed",
         2,
-        "--model-def",
-        definition,
-        "--weights",
-        weights,
+        *synthetic(nets),
         "--iter-n",
         "1",
         "--octave-n",

@@ -8,7 +8,8 @@ net (force_backward, unpruned) on the same weights.
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from conftest import slow_examples
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from deepdream_caffe import dream, fastnet
@@ -317,11 +318,7 @@ def random_net(n, L, P, steps):
     n.end = conv(L, blobs[-1][0], 3, pad=1)
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@slow_examples(30)
 @given(
     steps=st.lists(
         st.tuples(st.sampled_from(OPS), st.integers(0, 9), st.integers(0, 9)),

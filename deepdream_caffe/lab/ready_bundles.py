@@ -125,15 +125,8 @@ def spread(folders, say=print) -> list[dict]:
 
 
 def spread_markdown(rows) -> str:
-    stages = [
-        "data",
-        "forward",
-        "objective_diff",
-        "data_gradient",
-        "step_gradient",
-        "make_step",
-        "deepdream",
-    ]
+    # every stage but the two that must be equal (tolerance 0): they have no spread
+    stages = [s for s in bundle.STAGES if s not in ("input_image", "octave_sizes")]
     lines = [
         "| model | weights | size | " + " | ".join(stages) + " |",
         "|---|---|---|" + "---|" * len(stages),
