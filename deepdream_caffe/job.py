@@ -11,6 +11,7 @@ runs the same code and gives the same bits.
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import re
@@ -487,6 +488,10 @@ def run_zoom(job: Job, say=None):
                 bar.update(1)
     finally:
         bar.close()
+        # a signal between a frame's temporary file and the block that removes it: remove it
+        prefix, suffix = imageio.temporary_name(job.output / f"{done:04d}.{job.format}")
+        for stray in job.output.glob(f"{glob.escape(prefix)}*{suffix}"):
+            stray.unlink(missing_ok=True)
         if done:  # frames already written are kept, and the sidecar says how many there are
             frames = {
                 f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}" for i in range(done)
