@@ -186,6 +186,8 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
     """Refuse an output that cannot be written or would overwrite an input; checks the names
     of its temporary files and its sidecar too, before any dreaming."""
     if not path.parent.is_dir():
+        if path.parent.exists():
+            raise DreamError(f"{path.parent} is not a folder", "choose an output in a folder")
         raise DreamError(f"output folder {path.parent} does not exist", "create it first")
     if not os.access(path.parent, os.W_OK):
         raise DreamError(

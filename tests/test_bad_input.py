@@ -453,6 +453,14 @@ def test_output_folder_missing_or_a_folder_or_no_extension(work):
     fails(work, "dream", folder / "in.png", "-o", folder / "no" / "o.png", words=["does not exist"])
     (folder / "sub").mkdir()
     fails(work, "dream", folder / "in.png", "-o", folder / "sub", words=["is a folder"])
+    fails(
+        work,
+        "dream",
+        folder / "in.png",
+        "-o",
+        folder / "in.png" / "o.png",
+        words=["is not a folder"],
+    )  # a file where a folder should be
     fails(work, "dream", folder / "in.png", "-o", folder / "o.txt", words=["does not end in"])
     fails(work, *dream_argv(folder, "--raw", folder / "r.png"), words=[".npy"])
 
