@@ -146,8 +146,9 @@ class Blobs(dict):
 
 
 class Transformer:
-    def __init__(self, mean):
+    def __init__(self, mean, channel_swap=(2, 1, 0)):
         self.mean = {"data": np.float32(mean)[:, None, None]}
+        self.channel_swap = {"data": tuple(channel_swap)}  # read by dream.preprocess
 
 
 class TorchNet:
