@@ -66,3 +66,24 @@ def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
     # (pooling rounding, LRN scaling) gives 1e-2 or more
     assert rel_l2(a_caffe, a_torch) < 1e-4
     assert rel_l2(g_caffe, g_torch) < 1e-3
+
+
+def test_kernel_bench_runs_each_kernel_it_names_and_groups_by_bits(tmp_path):
+    from deepdream_caffe.lab import kernelbench
+
+    record = kernelbench.kernelbench(
+        tmp_path, quick=True, kernels=["Haswell", "Prescott"], threads=[1], say=lambda *a: None
+    )
+    results = record["results"]
+    # the kernel OpenBLAS reports running, not merely the one asked for
+    assert [r["blas_kernel"] for r in results] == ["Haswell", "Prescott"]
+    assert [r["blas_threads"] for r in results] == [1, 1]
+    for r in results:
+        same = [s["group"] == r["group"] for s in results]
+        assert same == [s["sha256"] == r["sha256"] for s in results]
+        again = np.load(tmp_path / f"{r['name']}.npy")
+        assert np.isfinite(again).all() and again.shape == (144, 256, 3)
+    assert results[0]["vs_first"] == {"max_abs": 0.0, "rms": 0.0}
+    saved = json.loads((tmp_path / "kernels.json").read_text())
+    assert saved["results"] == results
+    assert (tmp_path / "kernels.md").read_text().count("| Haswell | 1 | Haswell |") == 1

@@ -86,6 +86,12 @@ def synthetic_net_files(cache: Path) -> tuple[Path, Path]:
     return definition, weights
 
 
+def bench_cache() -> Path:
+    """Where the synthetic weights are kept between runs."""
+    root = os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache" / "deepdream-caffe"
+    return Path(root) / "bench"
+
+
 def bench_image(size) -> np.ndarray:
     import PIL.Image
 
@@ -218,10 +224,7 @@ def torch_available() -> bool:
 def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
     """Run each variant in its own process; write bench.json and bench.md into ``out``."""
     config = dict(QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
-    cache = (
-        Path(os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache" / "deepdream-caffe")
-        / "bench"
-    )
+    cache = bench_cache()
     out.mkdir(parents=True, exist_ok=True)
     synthetic_net_files(cache)  # once, before the timed processes
     for name in ("sky1024px.jpg", "dream.ipynb"):  # a clear error here, not in a child

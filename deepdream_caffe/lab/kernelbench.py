@@ -1,0 +1,138 @@
+"""OpenBLAS kernels and thread counts: the default dream timed under each, results compared.
+
+``python -m deepdream_caffe.lab.kernelbench -o out/bench-kernels`` (``make bench`` runs it)
+runs bench's ``ours`` variant (the notebook's default dream, synthetic seeded bvlc_googlenet
+weights) once per configuration, each in a process of its own with ``OPENBLAS_CORETYPE`` and
+``OPENBLAS_NUM_THREADS`` set for that process only. The kernel each process reports is the
+one OpenBLAS really ran (``openblas_get_corename``), not the one asked for. Results are grouped
+by identical bits (sha256 of the float32 result). Writes ``kernels.json`` and ``kernels.md``.
+Numbers only: no test asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import report
+from . import bench
+
+# "" is OpenBLAS's own choice (the variable removed); the others are the kernels an x86-64 CPU
+# with AVX-512 can run: the generic fallback, AVX2 and AVX-512.
+KERNELS = ("", "Prescott", "Haswell", "SkylakeX")
+THREADS = (1, 2)
+MODULE = "deepdream_caffe.lab.kernelbench"  # each configuration runs as `python -m MODULE`
+
+
+def child(config: dict, cache: Path, raw: Path) -> dict:
+    """One configuration, in this process: bench's record plus the kernel that really ran."""
+    result = bench.run_variant(
+        "ours", tuple(config["size"]), config["iter_n"], config["octave_n"], cache, raw
+    )
+    info = report.blas_info()
+    result["blas_kernel"] = info.get("blas_kernel")
+    result["blas_threads"] = info.get("blas_threads")
+    return result
+
+
+def run_one(kernel: str, threads: int, config: dict, cache: Path, out: Path) -> dict:
+    name = f"{kernel or 'default'}-{threads}t"
+    raw = out / f"{name}.npy"
+    env = {**os.environ, "GLOG_minloglevel": "2", "OPENBLAS_NUM_THREADS": str(threads)}
+    env.pop("OPENBLAS_CORETYPE", None)
+    if kernel:
+        env["OPENBLAS_CORETYPE"] = kernel
+    cmd = [sys.executable, "-m", MODULE, "--child", json.dumps(config), str(cache), str(raw)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise RuntimeError(f"kernel bench {name} failed:\n{p.stderr}")
+    result = json.loads(p.stdout.splitlines()[-1])
+    result.update(name=name, asked_kernel=kernel or "(unset)", asked_threads=threads)
+    result["sha256"] = hashlib.sha256(np.load(raw).tobytes()).hexdigest()
+    return result
+
+
+def kernelbench(out: Path, quick=False, kernels=KERNELS, threads=THREADS, say=print) -> dict:
+    config = dict(bench.QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
+    cache = bench.bench_cache()
+    out.mkdir(parents=True, exist_ok=True)
+    bench.synthetic_net_files(cache)
+    bench.assets.fetch(bench.assets.NOTEBOOK_ASSETS["sky1024px.jpg"])  # a clear error, here
+    results = []
+    for kernel in kernels:
+        for n in threads:
+            say(f"kernelbench: OPENBLAS_CORETYPE={kernel or '(unset)'}, {n} thread(s) ...")
+            results.append(run_one(kernel, n, config, cache, out))
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        groups.setdefault(r["sha256"], []).append(r["name"])
+    reference = results[0]
+    ref = np.load(out / f"{reference['name']}.npy")
+    for r in results:
+        r["group"] = list(groups).index(r["sha256"]) + 1
+        diff = np.abs(np.load(out / f"{r['name']}.npy") - ref)
+        r["vs_first"] = {"max_abs": float(diff.max()), "rms": float(np.sqrt((diff**2).mean()))}
+    record = {
+        "config": config,
+        "seed": bench.SEED,
+        "weights": "synthetic (seeded), bvlc_googlenet",
+        "cpu": report.cpu_model(),
+        "environment": report.environment(with_caffe=True),
+        "results": results,
+    }
+    (out / "kernels.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "kernels.md").write_text(markdown(record))
+    return record
+
+
+def markdown(record) -> str:
+    c = record["config"]
+    first = record["results"][0]["name"]
+    lines = [
+        f"# OpenBLAS kernels: {c['size'][0]}x{c['size'][1]}, {c['octave_n']} octaves x "
+        f"{c['iter_n']} iterations, inception_4c/output, seed {record['seed']}",
+        "",
+        f"CPU: {record['cpu']}; BLAS: {record['environment'].get('blas')}.",
+        "Same group = bit-identical results.",
+        "",
+        "| OPENBLAS_CORETYPE | threads | kernel run | dream s | forward s | backward s | "
+        f"group | vs {first}: max abs / RMS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["results"]:
+        f = sum(o["forward_s"] for o in r["octaves"])
+        b = sum(o["backward_s"] for o in r["octaves"])
+        v = r["vs_first"]
+        lines.append(
+            f"| {r['asked_kernel']} | {r['asked_threads']} | {r['blas_kernel']} | "
+            f"{r['dream_s']:.2f} | {f:.2f} | {b:.2f} | {r['group']} | "
+            f"{v['max_abs']:.1f} / {v['rms']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deepdream_caffe.lab.kernelbench")
+    p.add_argument("-o", "--out", type=Path, default=Path("out/bench-kernels"))
+    p.add_argument("--quick", action="store_true", help="256x144, 2 octaves x 2 steps")
+    p.add_argument("--kernels", nargs="+", default=list(KERNELS), help="'' for OpenBLAS's own")
+    p.add_argument("--threads", nargs="+", type=int, default=list(THREADS))
+    args = p.parse_args(argv)
+    record = kernelbench(args.out, args.quick, args.kernels, args.threads)
+    print((args.out / "kernels.md").read_text(), end="")
+    return 0 if record["results"] else 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        config, cache, raw = sys.argv[2:5]
+        print(json.dumps(child(json.loads(config), Path(cache), Path(raw))))
+    else:
+        sys.exit(main())
