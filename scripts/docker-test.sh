@@ -4,9 +4,10 @@
 #   2. a dream with seeded synthetic bvlc_googlenet weights is bit-identical to the same dream on
 #      the host (raw float32 result and PNG), with the same OpenBLAS kernel and threads on both
 #      sides (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS passed explicitly; the sidecars must agree);
-#   3. with no network and no weights in /data, a dream fails with exit 1 and one line naming
+#   3. a 2-task sweep (the image's Dask) and a 2-frame zoom video (its ffmpeg) finish;
+#   4. with no network and no weights in /data, a dream fails with exit 1 and one line naming
 #      DEEPDREAM_CAFFE_MIRROR, and writes nothing;
-#   4. what the container writes to /out is owned by, and readable by, the user who ran this.
+#   5. what the container writes to /out is owned by, and readable by, the user who ran this.
 # Needs a reachable Docker engine (make docker-test runs this under scripts/docker-daemon.sh)
 # and `make setup` (the host side of the comparison).
 set -euo pipefail
@@ -56,7 +57,8 @@ shutil.copy(caffe_source_dir() / "models/bvlc_googlenet/deploy.prototxt", deploy
 write_synthetic_weights(deploy, data / "bvlc_googlenet-synthetic-seed0.caffemodel", seed=0)
 EOF
 cp "$work/data/in.png" "$work/nodata/in.png"
-args=(--model-def deploy.prototxt --weights bvlc_googlenet-synthetic-seed0.caffemodel --seed 0)
+model=(--model-def deploy.prototxt --weights bvlc_googlenet-synthetic-seed0.caffemodel)
+args=("${model[@]}" --seed 0)
 say "dream on the host (OPENBLAS_CORETYPE=$coretype, $threads thread)"
 (cd "$work/data" && OPENBLAS_CORETYPE=$coretype OPENBLAS_NUM_THREADS=$threads \
   "$here/.venv/bin/deepdream-caffe" dream in.png -o "$work/host/dream.png" \
@@ -85,7 +87,24 @@ cmp "$work/host/dream.npy" "$work/docker/dream.npy" || fail "the raw results dif
 cmp "$work/host/dream.png" "$work/docker/dream.png" || fail "the PNGs differ between host and container"
 say "bit-identical: raw float32 result and PNG ($(sha256sum <"$work/docker/dream.npy" | cut -c1-16))"
 
-# 3. weights that cannot be had: one line, exit 1, nothing written
+# 3. a sweep on the image's Dask (2 tasks on a local cluster) and a video with its ffmpeg
+say "a 2-task sweep and a 2-frame zoom video in the container"
+quick=(--iter-n 1 --octave-n 1)
+run -v "$work/data:/data:ro" -v "$work/docker:/out" -w /data "$image" \
+  sweep in.png -o /out/sweep --seeds 0,1 --workers 1 "${quick[@]}" "${model[@]}" \
+  >"$work/sweep.log" 2>&1 || fail "the sweep failed in the container: $(tail -n 3 "$work/sweep.log")"
+"$py" - "$work/docker/sweep/manifest.json" <<'EOF2' || fail "the sweep did not finish its 2 tasks"
+import json, sys
+tasks = json.load(open(sys.argv[1]))["tasks"]
+sys.exit(0 if [t["status"] for t in tasks] == ["done", "done"] else 1)
+EOF2
+run -v "$work/data:/data:ro" -v "$work/docker:/out" -w /data "$image" \
+  zoom in.png -o /out/frames --frames 2 --video /out/zoom.mp4 "${quick[@]}" "${args[@]}" \
+  >"$work/zoom.log" 2>&1 || fail "zoom --video failed in the container: $(tail -n 3 "$work/zoom.log")"
+[ -s "$work/docker/zoom.mp4" ] || fail "zoom --video wrote no video"
+say "sweep: 2 of 2 tasks done; zoom.mp4: $(stat -c %s "$work/docker/zoom.mp4") bytes"
+
+# 4. weights that cannot be had: one line, exit 1, nothing written
 set +e
 run -v "$work/nodata:/data:ro" -v "$work/offline:/out" "$image" dream /data/in.png -o /out/x.png \
   >"$work/offline.stdout" 2>"$work/offline.stderr"
@@ -97,10 +116,10 @@ grep -q DEEPDREAM_CAFFE_MIRROR "$work/offline.stderr" || fail "unreachable weigh
 [ -z "$(ls -A "$work/offline")" ] || fail "unreachable weights: something was written: $(ls -A "$work/offline")"
 say "unreachable weights: $(cat "$work/offline.stderr")"
 
-# 4. ownership and modes of what the container wrote
-for f in "$work"/docker/*; do
+# 5. ownership and modes of what the container wrote
+while IFS= read -r -d '' f; do
   [ "$(stat -c %u:%g "$f")" = "$me" ] || fail "$f is owned by $(stat -c %u:%g "$f"), not $me"
   [ $(( 0$(stat -c %a "$f") & 0400 )) != 0 ] || fail "$f is not readable by its owner"
-done
-say "outputs owned by $me: $(cd "$work/docker" && stat -c '%n %U:%G %A' -- * | paste -sd' ')"
+done < <(find "$work/docker" -mindepth 1 -print0)
+say "outputs owned by $me: $(cd "$work/docker" && stat -c '%n %U:%G %A' -- * | paste -sd' ') (and all within)"
 say "passed"
