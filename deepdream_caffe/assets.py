@@ -89,14 +89,36 @@ def matches(path: Path, asset: Asset) -> bool:
 
 
 def fetch(asset: Asset, progress: bool = True) -> Path:
-    """Return the path of a verified copy of ``asset``: mirror, then cache, then download."""
+    """Return the path of a verified copy of ``asset``: mirror, then cache, then download.
+
+    A mirror copy with another checksum is never used (nor changed): it is named in the error
+    when no good copy can be had, and in a warning when one can.
+    """
+    rejected = []
     for folder in mirror_dirs():
         candidate = folder / asset.filename
         if candidate.is_file():
             if matches(candidate, asset):
                 return candidate
-            log.warning("ignoring %s: its checksum is not %s", candidate, asset.hash)
+            rejected.append(candidate)
+    try:
+        path = _cached_or_downloaded(asset, progress)
+    except DreamError as e:
+        if rejected:
+            e.problem += f"; {_rejected(rejected, asset)}"
+            copies = " and ".join(map(str, rejected))
+            e.fix = f"replace {copies} with the published file, or {e.fix}"
+        raise
+    if rejected:
+        log.warning("%s", _rejected(rejected, asset))
+    return path
 
+
+def _rejected(copies: list[Path], asset: Asset) -> str:
+    return f"ignored {', '.join(map(str, copies))}: its checksum is not {asset.hash}"
+
+
+def _cached_or_downloaded(asset: Asset, progress: bool) -> Path:
     target = cache_dir() / asset.filename
     if target.is_file() and not matches(target, asset):
         if is_mirror(target.parent):

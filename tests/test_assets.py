@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import logging
 import threading
 
 import pytest
@@ -101,6 +102,31 @@ def test_corrupt_mirror_copy_is_never_used(server, tmp_path, cache, monkeypatch)
     path = assets.fetch(asset(server + "/good"), progress=False)
     assert path == cache / "file.bin" and path.read_bytes() == PAYLOAD
     assert (mirror / "file.bin").read_bytes() != PAYLOAD  # the user's file is left alone
+
+
+def test_corrupt_mirror_copy_and_no_network_is_one_error_naming_both(tmp_path, cache, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "file.bin").write_bytes(b"not it")
+    monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(mirror))
+    with assert_nothing_logged(), pytest.raises(DreamError) as e:
+        assets.fetch(asset("http://127.0.0.1:9/file.bin"), progress=False)
+    message = str(e.value)
+    assert "cannot download" in message and "\n" not in message
+    assert f"ignored {mirror / 'file.bin'}" in message and "replace" in message
+    assert (mirror / "file.bin").read_bytes() == b"not it"
+
+
+class assert_nothing_logged:  # noqa: N801 (a context manager, used like a function)
+    def __enter__(self):
+        self.records = []
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append
+        logging.getLogger().addHandler(self.handler)
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self.handler)
+        assert [r.getMessage() for r in self.records] == []
 
 
 def test_corrupt_cached_copy_is_replaced(server, cache):
