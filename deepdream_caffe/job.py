@@ -259,10 +259,10 @@ class Run:
         )
 
 
-def check_plan(job, end, sizes):
+def check_plan(job, end, sizes, names=None):
     """Resolve the model and check sizes, octaves, memory and the weights file's size, all
     before Caffe or the pixels are loaded. ``sizes``: (H, W, octave_n) of every image that
-    goes through the net. Returns (model pruned to end, definition, weights, mean, swap,
+    goes through the net; ``names``, when given, name them in errors. Returns (model pruned to end, definition, weights, mean, swap,
     model name)."""
     from .net import dream_model, notebook_reach, read_definition
 
@@ -272,25 +272,34 @@ def check_plan(job, end, sizes):
     if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
         model = notebook_reach(read_definition(definition, job.allow_python_layers), end)
     octaves = []
-    for h, w, octave_n in sizes:
-        check_octave_count(h, w, octave_n, job.octave_scale)
+    for (h, w, octave_n), name in zip(sizes, names or [None] * len(sizes), strict=True):
         try:
-            octaves.append(checks.check_sizes(model, end, h, w, octave_n, job.octave_scale))
+            octaves.append(check_image_plan(job, model, end, h, w, octave_n))
         except DreamError as e:
-            if not job.notebook_net:
+            if name is None:
                 raise
-            raise DreamError(
-                f"{e.problem} (with --notebook-net, as in the notebook, every "
-                f"layer before {end} runs)",
-                "leave out --notebook-net (the "
-                "default runs only the layers the end layer needs), or " + e.fix,
-            ) from None
+            raise DreamError(f"{name}: {e.problem}", e.fix) from None
     check_memory(model, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
     if Path(weights).is_file():
         checks.check_weights_size(
             read_definition(definition, job.allow_python_layers), Path(weights)
         )
     return model, definition, weights, mean, swap, model_name
+
+
+def check_image_plan(job, model, end, h, w, octave_n) -> list:
+    """One image's octaves: their number and every size the net must take."""
+    check_octave_count(h, w, octave_n, job.octave_scale)
+    try:
+        return checks.check_sizes(model, end, h, w, octave_n, job.octave_scale)
+    except DreamError as e:
+        if not job.notebook_net:
+            raise
+        raise DreamError(
+            f"{e.problem} (with --notebook-net, as in the notebook, every layer before {end} runs)",
+            "leave out --notebook-net (the "
+            "default runs only the layers the end layer needs), or " + e.fix,
+        ) from None
 
 
 def check_octave_count(h, w, octave_n, octave_scale) -> None:
@@ -400,7 +409,7 @@ def check_images(job, end, octave_ns, *paths) -> None:
                 f"decoding {p} would take more memory than is available ({free / 2**30:.1f} GiB)",
                 "give a smaller image",
             )
-    check_plan(job, end, sizes)
+    check_plan(job, end, sizes, names=[str(p) for p in paths] if len(paths) > 1 else None)
 
 
 def run_dream(job: Job, say=None):

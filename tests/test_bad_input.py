@@ -152,6 +152,16 @@ def test_too_small_names_the_smallest_size(work):
     assert "at least" in p.stderr and "--octave-n" in p.stderr
 
 
+@pytest.mark.parametrize("small", ["input", "guide"])
+def test_too_small_names_which_of_input_and_guide(work, small):
+    PIL.Image.new("RGB", (4, 4), "gray").save(work[0] / "tiny.png")  # too small for both
+    images = {"input": "in.png", "guide": "in.png", small: "tiny.png"}
+    first, second = (work[0] / images[k] for k in ("input", "guide"))
+    fails(
+        work, "guide", first, second, "-o", work[0] / "o.png", words=["tiny.png: the image (4x4)"]
+    )
+
+
 def test_fully_connected_end_needs_the_definition_size(work):
     PIL.Image.new("RGB", (300, 300), "gray").save(work[0] / "square.png")
     fails(
