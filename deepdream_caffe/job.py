@@ -262,8 +262,8 @@ class Run:
 def check_plan(job, end, sizes, names=None):
     """Resolve the model and check sizes, octaves, memory and the weights file's size, all
     before Caffe or the pixels are loaded. ``sizes``: (H, W, octave_n) of every image that
-    goes through the net; ``names``, when given, name them in errors. Returns (model pruned to end, definition, weights, mean, swap,
-    model name)."""
+    goes through the net; ``names``, when given, name them in errors. Returns (model pruned
+    to end, definition, weights, mean, swap, model name)."""
     from .net import dream_model, notebook_reach, read_definition
 
     check_numbers(job)
