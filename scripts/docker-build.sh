@@ -60,6 +60,8 @@ printf '%s\n' "$record" | sed 's/^/[docker-build]   /' >&2
 printf '%s\n' "$record" | grep -qE "^caffe_variant +$variant\$" || die "$tag holds no $variant build of Caffe"
 # vfs keeps every layer whole: drop the untagged images earlier builds of this tag left.
 docker image prune -f --filter label=org.opencontainers.image.title=deepdream-caffe >/dev/null
-# and build cache no build has used for three days (CI's data root would otherwise only grow);
-# best effort: dockerd 20.10 sometimes fails to prune ("lease not found") and that is harmless.
-docker builder prune -f --filter unused-for=72h >/dev/null 2>&1 || say "(build cache not pruned)"
+# and the least recently used build cache beyond 20 GB (CI's data root would otherwise only
+# grow). Not --filter unused-for: dockerd 20.10 counts a record never reused as unused for
+# ever, so it pruned the build just made and every next build was cold. Best effort: dockerd
+# 20.10 sometimes fails to prune ("lease not found") and that is harmless.
+docker builder prune -f --keep-storage 20GB >/dev/null 2>&1 || say "(build cache not pruned)"

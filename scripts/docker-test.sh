@@ -122,4 +122,13 @@ while IFS= read -r -d '' f; do
   [ $(( 0$(stat -c %a "$f") & 0400 )) != 0 ] || fail "$f is not readable by its owner"
 done < <(find "$work/docker" -mindepth 1 -print0)
 say "outputs owned by $me: $(cd "$work/docker" && stat -c '%n %U:%G %A' -- * | paste -sd' ') (and all within)"
+if [ "$(id -u)" = 0 ]; then  # root proves little: also an arbitrary uid with no home in the image
+  other=4321:4321
+  mkdir -p "$work/other" && chown "$other" "$work/other"
+  docker run --rm --network none --user "$other" -v "$work/data:/data:ro" -v "$work/other:/out" \
+    -w /data "$image" dream in.png -o /out/dream.png "${quick[@]}" "${args[@]}" >/dev/null 2>&1 ||
+    fail "a dream as uid $other failed in the container"
+  [ "$(stat -c %u:%g "$work/other/dream.png")" = "$other" ] || fail "uid $other does not own its result"
+  say "a dream as uid $other (no account in the image): owned by $other"
+fi
 say "passed"

@@ -511,6 +511,21 @@ def test_outputs_respect_the_umask(work):
         assert (folder / name).stat().st_mode & 0o777 == 0o640, name
 
 
+def test_synthetic_weights_respect_the_umask(tmp_path):
+    """Before: 0600 (mkstemp's mode), unreadable to a container run as another uid."""
+    code = (
+        "import sys; from deepdream_caffe.build import caffe_source_dir as s; "
+        "from deepdream_caffe.lab.synthetic import write_synthetic_weights as w; "
+        "w(s() / 'models/bvlc_googlenet/deploy.prototxt', sys.argv[1])"
+    )
+    out = tmp_path / "w.caffemodel"
+    subprocess.run(
+        [sys.executable, "-c", code, str(out)], check=True, preexec_fn=lambda: os.umask(0o022)
+    )
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["w.caffemodel"]
+
+
 def test_an_output_name_too_long_is_refused_before_anything_else(work):
     """Before: the whole dream ran, then the temporary name failed. The weights here do not
     exist, so a check made only after loading would name them instead."""

@@ -8,8 +8,6 @@ they are written only where a caller asks, and the files say what they are in th
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ RECIPE = "He normal (std sqrt(2/fan_in)) weights, uniform(-0.1, 0.1) biases, Ran
 
 def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
     """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it."""
+    from ..imageio import atomic_path
     from ..net import check_buildable, definition_file, import_caffe, read_definition
 
     caffe = import_caffe()
@@ -42,10 +41,8 @@ def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
         for bias in params[1:]:
             bias.data[...] = rng.uniform(-0.1, 0.1, bias.data.shape)
     out_path = Path(out_path)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".caffemodel")
-    os.close(fd)
-    net.save(tmp)
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:  # a new file's usual mode, not mkstemp's 0600
+        net.save(str(tmp))
     return out_path
 
 
