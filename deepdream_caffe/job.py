@@ -400,7 +400,7 @@ def read_inputs(job, *paths):
 
 def check_images(job, end, octave_ns, *paths) -> None:
     """Decide from the files' headers, before decoding a pixel: sizes, octaves, memory."""
-    pairs = zip(paths, octave_ns, strict=False)  # a dream without a guide has one path
+    pairs = list(zip(paths, octave_ns, strict=False))  # a dream without a guide has one path
     sizes = [(*imageio.image_size(p, job.max_size), n) for p, n in pairs]
     free = checks.available_bytes()
     for p in paths:
@@ -409,7 +409,8 @@ def check_images(job, end, octave_ns, *paths) -> None:
                 f"decoding {p} would take more memory than is available ({free / 2**30:.1f} GiB)",
                 "give a smaller image",
             )
-    check_plan(job, end, sizes, names=[str(p) for p in paths] if len(paths) > 1 else None)
+    names = [str(p) for p, _ in pairs] if len(pairs) > 1 else None  # input or guide?
+    check_plan(job, end, sizes, names)
 
 
 def run_dream(job: Job, say=None):
