@@ -298,7 +298,8 @@ def markdown(record) -> str:
         f"# deepdream-caffe bench: {c['size'][0]}x{c['size'][1]}, {c['octave_n']} octaves x "
         f"{c['iter_n']} iterations, inception_4c/output",
         "",
-        f"BLAS: {env.get('blas')} ({env.get('blas_threads')} threads); "
+        f"BLAS: {env.get('blas')} ({env.get('blas_kernel')} kernels, "
+        f"{env.get('blas_threads')} threads); "
         f"weights: {record['weights']}; seed {record['seed']}.",
         "",
         "| variant | dream s | forward s | backward s | numpy s | GFLOP/s | peak RSS MiB |",
