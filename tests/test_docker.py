@@ -281,3 +281,77 @@ def test_signal_stops_the_command_and_the_daemon(fake_docker):
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 143
     assert not alive(pid) and not (root / "run/dockerd.pid").exists()
+
+
+# docker-build.sh against a client that records its calls. The engine's storage driver, the
+# free disk and the data root's size are the fake's environment (FAKE_DRIVER, FAKE_FREE_KB,
+# FAKE_ROOT_KB), so the disk policy is checked without a daemon or a full disk.
+FAKE_BUILD_CLIENT = """#!/bin/sh
+echo "docker $*" >>"$FAKE_LOG"
+case "$1 $2 $3" in
+  "info -f {{.Driver}}") echo "$FAKE_DRIVER" ;;
+  "info -f {{.DockerRootDir}}") echo "$FAKE_ROOT" ;;
+  "buildx version "*) exit 1 ;;
+  "version --format "*) echo 20.10.24 ;;
+  "image inspect -f") echo 882000000 ;;
+  "run --rm --network") echo "caffe_variant        cpu" ;;
+esac
+exit 0
+"""
+FAKE_DF = """#!/bin/sh
+printf 'Filesystem 1024-blocks Used Available Capacity Mounted\\nfake 1 1 %s 1%% /\\n' "$FAKE_FREE_KB"
+"""
+FAKE_DU = """#!/bin/sh
+printf '%s\\t%s\\n' "$FAKE_ROOT_KB" "$3"
+"""
+GB = 1 << 20  # in KB
+
+
+def docker_build(tmp_path, driver="vfs", free_gb=100, root_gb=10, keep_gb=None):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("docker", FAKE_BUILD_CLIENT), ("df", FAKE_DF), ("du", FAKE_DU)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=str(log))
+    env.update(FAKE_DRIVER=driver, FAKE_ROOT=str(tmp_path), FAKE_FREE_KB=str(free_gb * GB))
+    env.update(FAKE_ROOT_KB=str(root_gb * GB))
+    env.pop("DEEPDREAM_DOCKER_KEEP_GB", None)
+    if keep_gb is not None:
+        env["DEEPDREAM_DOCKER_KEEP_GB"] = str(keep_gb)
+    p = subprocess.run(
+        [str(ROOT / "scripts/docker-build.sh"), "cpu"], env=env, capture_output=True, text=True
+    )
+    calls = log.read_text().splitlines() if log.exists() else []
+    return p, [c for c in calls if " prune" in c], any(" build " in c for c in calls)
+
+
+def test_vfs_build_cache_is_kept_while_the_data_root_is_small(tmp_path):
+    p, prunes, built = docker_build(tmp_path, root_gb=12)
+    assert p.returncode == 0, p.stderr
+    assert built and not any("builder prune" in c for c in prunes)
+
+
+def test_vfs_build_cache_goes_when_the_data_root_outgrows_the_limit(tmp_path):
+    p, prunes, built = docker_build(tmp_path, root_gb=75)
+    assert p.returncode == 0, p.stderr
+    assert "docker builder prune -af" in prunes
+    assert "75 GB (over DEEPDREAM_DOCKER_KEEP_GB=30)" in p.stderr
+    p, prunes, _ = docker_build(tmp_path, root_gb=12, keep_gb=8)
+    assert "docker builder prune -af" in prunes
+
+
+def test_overlay_build_cache_is_kept_by_dockers_own_count(tmp_path):
+    p, prunes, built = docker_build(tmp_path, driver="overlay2", root_gb=500, free_gb=1)
+    assert p.returncode == 0, p.stderr
+    assert built and "docker builder prune -f --keep-storage 20GB" in prunes
+
+
+def test_a_cold_vfs_build_without_room_stops_before_building(tmp_path):
+    p, prunes, built = docker_build(tmp_path, free_gb=3)
+    assert p.returncode == 1 and not built
+    assert "docker builder prune -af" in prunes  # tried to make room first
+    (line,) = p.stderr.strip().splitlines()[-1:]
+    assert "only 3 GB free" in line and "free disk space" in line
