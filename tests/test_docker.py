@@ -299,7 +299,8 @@ esac
 exit 0
 """
 FAKE_DF = """#!/bin/sh
-printf 'Filesystem 1024-blocks Used Available Capacity Mounted\\nfake 1 1 %s 1%% /\\n' "$FAKE_FREE_KB"
+echo "Filesystem 1024-blocks Used Available Capacity Mounted"
+echo "fake 1 1 $FAKE_FREE_KB 1% /"
 """
 FAKE_DU = """#!/bin/sh
 printf '%s\\t%s\\n' "$FAKE_ROOT_KB" "$3"
