@@ -45,7 +45,7 @@ bench: setup  ## time the default dream (ours, notebook, PyTorch), BLAS kernels,
 	  $(PY) -m pip install -q --disable-pip-version-check $$index -r requirements-bench.txt || \
 	  echo "make bench: the CPU build of torch could not be installed; timing without PyTorch"; }
 	$(VENV)/bin/deepdream-caffe bench -o $(OUT)/bench $(BENCH_ARGS)
-	$(PY) -m deepdream_caffe.lab.kernelbench -o $(OUT)/bench-kernels
+	$(PY) -m deepdream_caffe.lab.kernelbench -o $(OUT)/bench-kernels $(filter --quick,$(BENCH_ARGS))
 	$(PY) -m deepdream_caffe.lab.sweepbench -o $(OUT)/bench-sweep
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests

@@ -104,6 +104,7 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
     try:
         path = _cached_or_downloaded(asset, progress)
     except DreamError as e:
+        rejected = [c for c in rejected if str(c) not in e.problem]  # not named twice
         if rejected:
             e.problem += f"; {_rejected(rejected, asset)}"
             copies = " and ".join(map(str, rejected))
@@ -115,7 +116,7 @@ def fetch(asset: Asset, progress: bool = True) -> Path:
 
 
 def _rejected(copies: list[Path], asset: Asset) -> str:
-    return f"ignored {', '.join(map(str, copies))}: its checksum is not {asset.hash}"
+    return f"ignored {', '.join(map(str, copies))}: not the published file ({asset.hash})"
 
 
 def _cached_or_downloaded(asset: Asset, progress: bool) -> Path:

@@ -39,41 +39,49 @@ pip_cert() {  # the CA bundle the machine's pip uses, if any
   [ -n "$cert" ] && [ -f "$cert" ] && echo "$cert"
 }
 
-# The build cache makes the next build of the same Caffe quick, but it must not fill the disk.
-# Overlay drivers store layers as differences and docker's own count is right: keep the least
-# recently used 20 GB. The vfs driver (the private daemon's) stores every layer as a whole
-# copy of its file system, so a cache docker counts as 8.6 GB took 75 GB of disk here and
-# filled it: there, the data root's real size is what counts, and beyond
-# DEEPDREAM_DOCKER_KEEP_GB (default 30) the whole cache goes and the next build starts cold.
+# The build cache makes the next build of the same Caffe quick; it must not fill the disk.
+# Overlay drivers store layers as differences and docker's own count is right: the least
+# recently used cache beyond 20 GB goes. The vfs driver (the private daemon's) stores every
+# layer whole, so docker's count means little (a cache it counted as 8.6 GB took 75 GB here
+# and filled the disk): there a build leaves DEEPDREAM_DOCKER_FREE_GB (default 30) free on the
+# data root's disk, dropping the whole cache when it would not, and the next build is cold.
 # Not --filter unused-for: dockerd 20.10 counts a record never reused as unused for ever, so
 # it pruned the build just made. Pruning is best effort: dockerd 20.10 sometimes fails it
 # ("lease not found") and that is harmless.
+keep_free=${DEEPDREAM_DOCKER_FREE_GB:-30}
+[[ $keep_free =~ ^[0-9]+$ ]] || die "DEEPDREAM_DOCKER_FREE_GB=$(printf %q "$keep_free"): give a whole number of GB"
+
 vfs_root() {  # the data root, when the engine stores layers with vfs
   [ "$(docker info -f '{{.Driver}}' 2>/dev/null)" = vfs ] && docker info -f '{{.DockerRootDir}}'
 }
-free_gb() { df -Pk "$1" | awk 'NR==2 {printf "%d", $4/1048576}'; }
-
-room_for_build() {  # a cold build on vfs takes up to this much disk (measured here, rounded up)
-  local need dir
-  need=$([ "$variant" = cuda ] && echo 45 || echo 15)
-  dir=$(vfs_root) && [ "$(free_gb "$dir")" -lt "$need" ] || return 0
-  say "$(free_gb "$dir") GB free on the disk of $dir, a cold $variant build on vfs takes up to $need GB: build cache dropped"
-  docker builder prune -af >/dev/null 2>&1 || true
-  [ "$(free_gb "$dir")" -ge "$need" ] ||
-    die "only $(free_gb "$dir") GB free on the disk of $dir, a cold $variant build on vfs takes up to $need GB: free disk space (docker image rm, or remove $dir while no daemon uses it)"
+free_gb() {  # free GB on the disk of a folder; nothing when df cannot tell
+  df -Pk "$1" 2>/dev/null | awk 'NR==2 {printf "%d", $4/1048576}' || true
+}
+cache_records() {
+  docker system df --format '{{.Type}} {{.TotalCount}}' | awk '/^Build Cache/ {print $3}'
 }
 
-keep_cache() {
-  local keep=${DEEPDREAM_DOCKER_KEEP_GB:-30} dir gb
-  if dir=$(vfs_root) && gb=$(du -sxk "$dir" 2>/dev/null | awk '{printf "%d", $1/1048576}'); then
-    [ "$gb" -gt "$keep" ] || return 0
-    say "the vfs data root holds $gb GB (over DEEPDREAM_DOCKER_KEEP_GB=$keep): build cache dropped"
+room_for_build() {  # a cold build on vfs peaks at this much disk (measured here, rounded up)
+  local need dir free
+  need=$([ "$variant" = cuda ] && echo 45 || echo 15)
+  dir=$(vfs_root) && free=$(free_gb "$dir") && [ -n "$free" ] && [ "$free" -lt "$need" ] || return 0
+  [ "$(cache_records)" = 0 ] || return 0  # some of the cache may be reused: let it try
+  die "only $free GB free on the disk of $dir, and a cold $variant build on vfs takes up to $need GB: free disk space (docker image rm ...) and build again"
+}
+
+keep_cache() {  # unknown free space on vfs counts as too little
+  local dir free
+  if dir=$(vfs_root); then
+    free=$(free_gb "$dir")
+    [ -z "$free" ] || [ "$free" -lt "$keep_free" ] || return 0
+    say "${free:-unknown} GB left free on the disk of $dir (under DEEPDREAM_DOCKER_FREE_GB=$keep_free): the build cache is dropped, the next build is cold"
     docker builder prune -af >/dev/null 2>&1 || say "(build cache not pruned)"
   else
     docker builder prune -f --keep-storage 20GB >/dev/null 2>&1 || say "(build cache not pruned)"
   fi
 }
 
+room_for_build
 flags=(--network host -f "$here/docker/Dockerfile.$variant" -t "$tag")
 # CUDA_ARCH_BIN / CUDA_ARCH_PTX (e.g. "90"): fewer GPU architectures, a faster CUDA build.
 for arg in CUDA_ARCH_BIN CUDA_ARCH_PTX; do
@@ -83,7 +91,6 @@ if cert=$(pip_cert); then
   flags+=(--secret "id=pip_cert,src=$cert")
   say "pip CA bundle $cert passed as the build secret pip_cert"
 fi
-room_for_build
 t0=$(date +%s)
 say "building $tag (docker/Dockerfile.$variant)"
 # shellcheck disable=SC2046  # build_cmd is a command line on purpose

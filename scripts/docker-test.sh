@@ -126,8 +126,8 @@ if [ "$(id -u)" = 0 ]; then  # root proves little: also an arbitrary uid with no
   other=4321:4321
   mkdir -p "$work/other" && chown "$other" "$work/other"
   docker run --rm --network none --user "$other" -v "$work/data:/data:ro" -v "$work/other:/out" \
-    -w /data "$image" dream in.png -o /out/dream.png "${quick[@]}" "${args[@]}" >/dev/null 2>&1 ||
-    fail "a dream as uid $other failed in the container"
+    -w /data "$image" dream in.png -o /out/dream.png "${quick[@]}" "${args[@]}" >"$work/other.log" 2>&1 ||
+    fail "a dream as uid $other failed in the container: $(tail -n 3 "$work/other.log")"
   [ "$(stat -c %u:%g "$work/other/dream.png")" = "$other" ] || fail "uid $other does not own its result"
   say "a dream as uid $other (no account in the image): owned by $other"
 fi

@@ -283,14 +283,15 @@ def test_signal_stops_the_command_and_the_daemon(fake_docker):
     assert not alive(pid) and not (root / "run/dockerd.pid").exists()
 
 
-# docker-build.sh against a client that records its calls. The engine's storage driver, the
-# free disk and the data root's size are the fake's environment (FAKE_DRIVER, FAKE_FREE_KB,
-# FAKE_ROOT_KB), so the disk policy is checked without a daemon or a full disk.
+# docker-build.sh against a client that records its calls. The engine's storage driver, its
+# build cache records and the free disk are the fake's environment (FAKE_DRIVER, FAKE_RECORDS,
+# FAKE_FREE_KB), so the disk policy is checked without a daemon or a full disk.
 FAKE_BUILD_CLIENT = """#!/bin/sh
 echo "docker $*" >>"$FAKE_LOG"
 case "$1 $2 $3" in
   "info -f {{.Driver}}") echo "$FAKE_DRIVER" ;;
   "info -f {{.DockerRootDir}}") echo "$FAKE_ROOT" ;;
+  "system df --format") printf 'Images 2\nBuild Cache %s\n' "$FAKE_RECORDS" ;;
   "buildx version "*) exit 1 ;;
   "version --format "*) echo 20.10.24 ;;
   "image inspect -f") echo 882000000 ;;
@@ -299,60 +300,69 @@ esac
 exit 0
 """
 FAKE_DF = """#!/bin/sh
+[ -n "$FAKE_FREE_KB" ] || { echo "df: cannot read" >&2; exit 1; }
 echo "Filesystem 1024-blocks Used Available Capacity Mounted"
 echo "fake 1 1 $FAKE_FREE_KB 1% /"
 """
-FAKE_DU = """#!/bin/sh
-printf '%s\\t%s\\n' "$FAKE_ROOT_KB" "$3"
-"""
-GB = 1 << 20  # in KB
 
 
-def docker_build(tmp_path, driver="vfs", free_gb=100, root_gb=10, keep_gb=None):
+def docker_build(tmp_path, driver="vfs", free_gb=100, records=20, **env_more):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for name, text in (("docker", FAKE_BUILD_CLIENT), ("df", FAKE_DF), ("du", FAKE_DU)):
+    for name, text in (("docker", FAKE_BUILD_CLIENT), ("df", FAKE_DF)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "calls.log"
     log.unlink(missing_ok=True)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=str(log))
-    env.update(FAKE_DRIVER=driver, FAKE_ROOT=str(tmp_path), FAKE_FREE_KB=str(free_gb * GB))
-    env.update(FAKE_ROOT_KB=str(root_gb * GB))
-    env.pop("DEEPDREAM_DOCKER_KEEP_GB", None)
-    if keep_gb is not None:
-        env["DEEPDREAM_DOCKER_KEEP_GB"] = str(keep_gb)
+    env.update(FAKE_DRIVER=driver, FAKE_ROOT=str(tmp_path), FAKE_RECORDS=str(records))
+    env.update(FAKE_FREE_KB="" if free_gb is None else str(free_gb << 20), **env_more)
+    env.setdefault("DEEPDREAM_DOCKER_FREE_GB", "30")
     p = subprocess.run(
         [str(ROOT / "scripts/docker-build.sh"), "cpu"], env=env, capture_output=True, text=True
     )
     calls = log.read_text().splitlines() if log.exists() else []
-    return p, [c for c in calls if " prune" in c], any(" build " in c for c in calls)
+    return p, [c for c in calls if "builder prune" in c], any(" build " in c for c in calls)
 
 
-def test_vfs_build_cache_is_kept_while_the_data_root_is_small(tmp_path):
-    p, prunes, built = docker_build(tmp_path, root_gb=12)
+def test_vfs_build_cache_is_kept_while_the_disk_has_room(tmp_path):
+    p, prunes, built = docker_build(tmp_path, free_gb=60)
     assert p.returncode == 0, p.stderr
-    assert built and not any("builder prune" in c for c in prunes)
+    assert built and prunes == []
 
 
-def test_vfs_build_cache_goes_when_the_data_root_outgrows_the_limit(tmp_path):
-    p, prunes, built = docker_build(tmp_path, root_gb=75)
+@pytest.mark.parametrize("free_gb, keep", [(12, "30"), (60, "100")])
+def test_vfs_build_cache_goes_when_the_disk_runs_short(tmp_path, free_gb, keep):
+    p, prunes, built = docker_build(tmp_path, free_gb=free_gb, DEEPDREAM_DOCKER_FREE_GB=keep)
     assert p.returncode == 0, p.stderr
-    assert "docker builder prune -af" in prunes
-    assert "75 GB (over DEEPDREAM_DOCKER_KEEP_GB=30)" in p.stderr
-    p, prunes, _ = docker_build(tmp_path, root_gb=12, keep_gb=8)
-    assert "docker builder prune -af" in prunes
+    assert built and prunes == ["docker builder prune -af"]
+    assert f"{free_gb} GB left free" in p.stderr and f"DEEPDREAM_DOCKER_FREE_GB={keep}" in p.stderr
+
+
+def test_vfs_disk_that_cannot_be_measured_counts_as_full(tmp_path):
+    p, prunes, built = docker_build(tmp_path, free_gb=None)  # df fails
+    assert p.returncode == 0, p.stderr
+    assert built and prunes == ["docker builder prune -af"]
 
 
 def test_overlay_build_cache_is_kept_by_dockers_own_count(tmp_path):
-    p, prunes, built = docker_build(tmp_path, driver="overlay2", root_gb=500, free_gb=1)
+    p, prunes, built = docker_build(tmp_path, driver="overlay2", free_gb=1, records=0)
     assert p.returncode == 0, p.stderr
-    assert built and "docker builder prune -f --keep-storage 20GB" in prunes
+    assert built and prunes == ["docker builder prune -f --keep-storage 20GB"]
 
 
 def test_a_cold_vfs_build_without_room_stops_before_building(tmp_path):
-    p, prunes, built = docker_build(tmp_path, free_gb=3)
-    assert p.returncode == 1 and not built
-    assert "docker builder prune -af" in prunes  # tried to make room first
-    (line,) = p.stderr.strip().splitlines()[-1:]
+    p, prunes, built = docker_build(tmp_path, free_gb=3, records=0)
+    assert p.returncode == 1 and not built and prunes == []
+    (line,) = p.stderr.strip().splitlines()
     assert "only 3 GB free" in line and "free disk space" in line
+    p, _, built = docker_build(tmp_path, free_gb=3, records=20)  # a warm one may need little
+    assert p.returncode == 0 and built
+
+
+@pytest.mark.parametrize("bad", ["30G", "-1", "1e3", "nan", "30 ", "0x10", "3\n0"])
+def test_a_bad_free_gb_setting_is_one_line(tmp_path, bad):
+    p, _, built = docker_build(tmp_path, DEEPDREAM_DOCKER_FREE_GB=bad)
+    assert p.returncode == 1 and not built
+    (line,) = p.stderr.strip().splitlines()
+    assert "DEEPDREAM_DOCKER_FREE_GB" in line and "whole number" in line
