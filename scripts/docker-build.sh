@@ -63,7 +63,7 @@ cache_records() {
 
 room_for_build() {  # a cold build on vfs peaks at this much disk (measured here, rounded up)
   local need dir free
-  need=$([ "$variant" = cuda ] && echo 45 || echo 15)
+  need=$([ "$variant" = cuda ] && echo 35 || echo 15)
   dir=$(vfs_root) && free=$(free_gb "$dir") && [ -n "$free" ] && [ "$free" -lt "$need" ] || return 0
   [ "$(cache_records)" = 0 ] || return 0  # some of the cache may be reused: let it try
   die "only $free GB free on the disk of $dir, and a cold $variant build on vfs takes up to $need GB: free disk space (docker image rm ...) and build again"
