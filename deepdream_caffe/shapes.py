@@ -676,7 +676,7 @@ def param_shapes(model, shapes: dict | None = None) -> dict:
 def check_params(model, shapes: dict) -> None:
     """Param specs, shared parameters and fillers, as Caffe checks them when it builds."""
     params = param_shapes(model, shapes)
-    owners = {}
+    owners, mults = {}, {}
     for layer in model.layer:
         blobs = params.get(layer.name, [])
         _need(
@@ -684,9 +684,16 @@ def check_params(model, shapes: dict) -> None:
             layer,
             f"it has {len(blobs)} parameter blobs but {len(layer.param)} param specs",
         )
+        if layer.type == "BatchNorm":  # its statistics are not learned: Caffe checks lr_mult 0
+            _need(
+                all(spec.lr_mult == 0 for spec in layer.param),
+                layer,
+                "a BatchNorm param spec needs lr_mult: 0 (its statistics are not learned)",
+            )
         for spec, shape in zip(layer.param, blobs, strict=False):
             if not spec.name:
                 continue
+            _check_shared_mults(layer, spec, mults.setdefault(spec.name, {}))
             first = owners.setdefault(spec.name, (layer.name, shape))
             same = (
                 first[1] == shape
@@ -700,6 +707,20 @@ def check_params(model, shapes: dict) -> None:
                 f"but the shapes differ ({shape} and {first[1]})",
             )
         _check_fillers(layer, blobs)
+
+
+def _check_shared_mults(layer, spec, seen: dict):
+    """A shared param's lr_mult and decay_mult: the first given value binds the later ones."""
+    for field in ("lr_mult", "decay_mult"):
+        if not spec.HasField(field):
+            continue
+        value = seen.setdefault(field, getattr(spec, field))
+        _need(
+            value == getattr(spec, field),
+            layer,
+            f"shared param {spec.name!r} has {field} {getattr(spec, field):g} here "
+            f"but {value:g} where it was first given",
+        )
 
 
 def _check_fillers(layer, blobs):

@@ -49,6 +49,12 @@ def notebook_file(name):
 
 
 @pytest.fixture(scope="session")
+def notebook_images():
+    """For tests whose code fetches the notebook's images itself: skipped when unavailable."""
+    return [notebook_file(name) for name in ("sky1024px.jpg", "flowers.jpg")]
+
+
+@pytest.fixture(scope="session")
 def sky():
     img = PIL.Image.open(notebook_file("sky1024px.jpg"))
     return np.float32(img.resize(TEST_SIZE, PIL.Image.BILINEAR))

@@ -14,7 +14,7 @@ from deepdream_caffe.lab import bench
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 
 
-def test_quick_bench_writes_its_report_and_ours_equals_the_notebook(tmp_path):
+def test_quick_bench_writes_its_report_and_ours_equals_the_notebook(tmp_path, notebook_images):
     variants = ["ours", "notebook"] + (["pytorch"] if bench.torch_available() else [])
     record = bench.bench(tmp_path, quick=True, variants=variants, say=lambda *a: None)
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -69,7 +69,7 @@ def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
     assert rel_l2(g_caffe, g_torch) < 1e-3
 
 
-def test_kernel_bench_runs_each_kernel_it_names_and_groups_by_bits(tmp_path):
+def test_kernel_bench_runs_each_kernel_it_names_and_groups_by_bits(tmp_path, notebook_images):
     from deepdream_caffe.lab import kernelbench
 
     record = kernelbench.kernelbench(
@@ -89,7 +89,7 @@ def test_kernel_bench_runs_each_kernel_it_names_and_groups_by_bits(tmp_path):
 
 
 def test_kernel_bench_skips_what_the_cpu_cannot_run_and_goes_on_after_a_failure(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, notebook_images
 ):
     from deepdream_caffe.lab import kernelbench
 

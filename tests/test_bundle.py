@@ -510,7 +510,7 @@ def test_pytorch_port_mapped_naively_and_without_the_half(exported, tmp_path):
 
 
 @pytest.mark.slow
-def test_ready_made_bundles_say_their_weights_are_synthetic(tmp_path, monkeypatch):
+def test_ready_made_bundles_say_their_weights_are_synthetic(tmp_path, monkeypatch, notebook_images):
     from deepdream_caffe.lab import ready_bundles
 
     monkeypatch.setattr(ready_bundles, "SIZES", ((128, 72),))

@@ -627,6 +627,20 @@ def test_cli_help_documents_allow_python_layers():
 
 
 # --- numbers and blobs Caffe would abort on ----------------------------------------------
+def shared_convs(first, second):
+    """Two convolutions on conv1 sharing their weights, each with its own param spec."""
+    return "\n".join(
+        layer(
+            name,
+            "Convolution",
+            ["conv1"],
+            [name],
+            f'param {{ name: "w" {spec} }} convolution_param {{ num_output: 4 kernel_size: 1 }}',
+        )
+        for name, spec in (("a", first), ("b", second))
+    )
+
+
 @pytest.mark.parametrize(
     "body, words",
     [
@@ -645,6 +659,38 @@ def test_cli_help_documents_allow_python_layers():
 def test_definitions_caffe_aborts_on_are_one_line(body, words, tmp_path):
     write(tmp_path, net_text([conv("conv1", "data"), body]))
     refused(cli("layers", "--model-def", "net.prototxt", tmp=tmp_path), words)
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (layer("bn", "BatchNorm", ["conv1"], ["bn"], "param { }"), "lr_mult: 0"),
+        (layer("bn", "BatchNorm", ["conv1"], ["conv1"], "param { name: 's' }"), "lr_mult: 0"),
+        (shared_convs("lr_mult: 1", "lr_mult: 2"), "lr_mult 2 here but 1"),
+        (shared_convs("decay_mult: 0", "lr_mult: 1 decay_mult: 1"), "decay_mult 1 here but 0"),
+    ],
+)
+def test_param_specs_caffe_aborts_on_are_refused_before_it_builds(body, words, tmp_path):
+    """Checked where every net is checked before Caffe builds it (dreams, synthetic weights)."""
+    write(tmp_path, net_text([conv("conv1", "data"), body]))
+    code, out = in_child(lambda: build_and_compare(tmp_path / "net.prototxt"))
+    assert code == 1 and out.startswith("DreamError:") and out.count("\n") == 1, (code, out)
+    assert words in out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        layer("bn", "BatchNorm", ["conv1"], ["bn"], "param { lr_mult: 0 } " * 3),
+        shared_convs("lr_mult: 1", ""),
+        shared_convs("", "lr_mult: 3 decay_mult: 2"),
+        shared_convs("lr_mult: 1 decay_mult: 0", "lr_mult: 1 decay_mult: 0"),
+    ],
+)
+def test_definitions_caffe_builds_are_not_refused(body, tmp_path):
+    write(tmp_path, net_text([conv("conv1", "data"), body]))
+    code, out = in_child(lambda: build_and_compare(tmp_path / "net.prototxt"))
+    assert code == 0, out
 
 
 def test_no_temporary_definition_is_written(tiny, tmp_path, sky_png):

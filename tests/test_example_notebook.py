@@ -48,7 +48,7 @@ def cell_with(nb, source):
 
 
 @pytest.fixture(scope="module")
-def executed(nets, tmp_path_factory):
+def executed(nets, tmp_path_factory, notebook_images):
     folder = tmp_path_factory.mktemp("example")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))

@@ -26,7 +26,7 @@ TOLERANCE = 0.0  # see the module docstring
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
+def fresh(tmp_path_factory, notebook_images):
     if not goldens.avx2():
         pytest.skip("no AVX2: the goldens' pinned OpenBLAS kernels cannot run on this CPU")
     out = tmp_path_factory.mktemp("goldens")

@@ -369,7 +369,7 @@ def test_threads_change_the_bits_and_are_recorded(tmp_path, sky, nets):
 
 
 @pytest.mark.caffe
-def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets):
+def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets, notebook_images):
     run(
         "export-golden",
         "--out",
