@@ -60,10 +60,14 @@ NOTEBOOK_ASSETS = {
 }
 
 
+def cache_root() -> Path:
+    """``$DEEPDREAM_CAFFE_CACHE``, default ``~/.cache/deepdream-caffe``."""
+    return Path(os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache/deepdream-caffe")
+
+
 def cache_dir() -> Path:
     """Where downloads are kept: ``$DEEPDREAM_CAFFE_CACHE/data``."""
-    root = os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache" / "deepdream-caffe"
-    return Path(root) / "data"
+    return cache_root() / "data"
 
 
 def mirror_dirs() -> list[Path]:

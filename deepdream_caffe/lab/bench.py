@@ -88,8 +88,7 @@ def synthetic_net_files(cache: Path) -> tuple[Path, Path]:
 
 def bench_cache() -> Path:
     """Where the synthetic weights are kept between runs."""
-    root = os.environ.get("DEEPDREAM_CAFFE_CACHE") or Path.home() / ".cache" / "deepdream-caffe"
-    return Path(root) / "bench"
+    return assets.cache_root() / "bench"
 
 
 def bench_image(size) -> np.ndarray:
