@@ -539,7 +539,8 @@ def test_interrupted_zoom_keeps_finished_frames(work, signum, word):
         "1000",
     )
     deadline = time.time() + 300  # two frames take seconds; a loaded machine, minutes
-    while len(list(frames.glob("*.png"))) < 2 and time.time() < deadline:
+    # finished frames only: pathlib's "*" also matches a frame's hidden temporary file
+    while len(list(frames.glob("[!.]*.png"))) < 2 and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signum)
     err = proc.communicate(timeout=60)[1]

@@ -246,7 +246,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_results(files, tmp_path):
         cmd, stderr=subprocess.PIPE, text=True, env=BLAS1, start_new_session=True
     )  # its own group: Ctrl-C reaches every process
     deadline = time.monotonic() + 120
-    while not list((out / "images").glob("*.json")) if (out / "images").is_dir() else True:
+    # a finished result, not the hidden temporary file it is written through
+    while not list((out / "images").glob("[!.]*.json")) if (out / "images").is_dir() else True:
         assert time.monotonic() < deadline and p.poll() is None
         time.sleep(0.1)
     os.killpg(p.pid, signal.SIGINT)
