@@ -137,9 +137,10 @@ def _input_for(side: int, octave_n: int, octave_scale: float) -> int:
     return n
 
 
-def check_weights(model, weights: Path) -> None:
-    """Refuse a weights file that is not a caffemodel or does not fit ``model``, as Caffe's
-    ``CopyTrainedLayersFrom`` would: same blob count and shape for every layer it names."""
+def check_weights(model, data: bytes, weights: Path) -> None:
+    """Refuse weights (``data``, the bytes of the file ``weights``) that are not a caffemodel or
+    do not fit ``model``, as Caffe's ``CopyTrainedLayersFrom`` would: the same blob count and
+    shape for every layer it names, and finite numbers."""
     from caffe.proto import caffe_pb2
     from google.protobuf.message import DecodeError
 
@@ -153,7 +154,7 @@ def check_weights(model, weights: Path) -> None:
         )
     source = caffe_pb2.NetParameter()
     try:
-        source.ParseFromString(weights.read_bytes())
+        source.ParseFromString(data)
     except DecodeError:
         raise DreamError(
             f"{weights} is not a Caffe weights file (corrupt or truncated)", fix

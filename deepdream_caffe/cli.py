@@ -37,7 +37,7 @@ if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the pro
 import json  # noqa: E402
 import os  # noqa: E402
 
-from . import models, report  # noqa: E402
+from . import models, report, worker  # noqa: E402
 from .errors import DreamError  # noqa: E402
 from .imageio import all_or_nothing  # noqa: E402
 from .job import Job, log_to_stderr, run_dream, run_zoom  # noqa: E402
@@ -63,7 +63,7 @@ def cmd_sweep(args):
 
 
 def cmd_layers(args):
-    from .net import read_definition
+    from .definition import read_definition
 
     definition = args.model_def or models.model_definition(
         models.get_model(args.model), say=log_to_stderr
@@ -167,6 +167,11 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 1
+    except worker.InternalError as e:  # an unexpected exception in the Caffe process
+        if args is not None and args.debug:
+            print(e.details, file=sys.stderr, end="")
+        print(f"deepdream-caffe: error: {e} (in the Caffe process)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         if args is not None and args.debug:
             raise
@@ -177,12 +182,25 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 128 + signum
+    except Exception as e:  # a bug of ours: still one line; --debug shows where
+        if args.debug if args is not None else "--debug" in argv:
+            raise
+        print(
+            f"deepdream-caffe: error: unexpected {type(e).__name__}: {one_line(str(e))} "
+            "(a bug in deepdream-caffe: please report it with the --debug output)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
     if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
         report.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
     return status or 0
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 if __name__ == "__main__":

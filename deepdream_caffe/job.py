@@ -11,6 +11,7 @@ runs the same code and gives the same bits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import math
 import os
@@ -23,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, guards, imageio, models, report, video
+from . import checks, dream, guards, imageio, models, report, video, worker
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
-from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
+from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE
+from .plan import Plan, check_input, make_plan
 
 COUNT_MAX = 2**31 - 1  # the largest count numpy's and Caffe's 32-bit integers take
 # The range of every number a job takes, (low, high, low included, high included): the CLI
@@ -102,22 +104,6 @@ class Job:
         return cls(**{k: v for k, v in picked.items() if v is not missing})
 
 
-def model_config(job, end):
-    """Resolve (definition, weights, mean, channel swap, model name) from the job."""
-    if job.model_def:
-        if not job.weights:
-            raise DreamError("--model-def needs --weights", "pass the .caffemodel too")
-        mean = job.mean or models.IMAGENET_MEAN_BGR
-        return job.model_def, job.weights, mean, job.channel_swap or models.BGR, "custom"
-    record = models.get_model(job.model)
-    if job.weights:  # your own copy of the weights for a known architecture
-        definition, weights = models.model_definition(record), job.weights
-    else:
-        definition, weights = models.model_files(record)
-    mean = job.mean or (models.PLACES205_MEAN_BGR if job.places_mean else record.mean)
-    return definition, weights, mean, job.channel_swap or record.channel_swap, record.name
-
-
 def in_range(name, value) -> bool:
     low, high, low_in, high_in = RANGES[name]
     return (low < value or (low_in and value == low)) and (
@@ -175,13 +161,6 @@ def default_end(job):
     return models.get_model(job.model).default_end
 
 
-def make_rng(job, say):
-    seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
-    if job.seed is None:
-        say(f"seed: {seed} (pass --seed {seed} to repeat this run)")
-    return seed, np.random.RandomState(seed)
-
-
 def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) -> None:
     """Refuse an output that cannot be written or would overwrite an input; checks the names
     of its temporary files and its sidecar too, before any dreaming."""
@@ -214,192 +193,49 @@ def sidecar_path(path: Path) -> Path:
 
 
 class Progress:
-    """A tqdm bar over octaves x iterations; also saves every step with --save-steps."""
+    """A tqdm bar over octaves x iterations, fed by the child's step messages; also saves
+    every step with --save-steps."""
 
-    def __init__(self, total, save_steps=None, clip=True, desc="dream"):
+    def __init__(self, total, save_steps=None, desc="dream"):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=desc, unit="step", disable=None, leave=False)
-        self.save_steps, self.clip = save_steps, clip
+        self.save_steps = save_steps
 
-    def __call__(self, octave, i, net):
+    def step(self, octave, i, visible):
         self.bar.update(1)
         if self.save_steps is not None:
-            vis = dream.visible(net, self.clip)
-            save_image(dream.to_uint8(vis), self.save_steps / f"octave{octave}_step{i:02d}.png")
+            save_image(dream.to_uint8(visible), self.save_steps / f"octave{octave}_step{i:02d}.png")
 
     def close(self):
         self.bar.close()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """What dream, guide and zoom share once the job is checked: the net and the rest."""
+    """What the sidecar says of a run: its plan, seed, start, and the net set-up Caffe used."""
 
-    net: object
-    params: DreamParams
+    plan: Plan
     seed: int
-    rng: np.random.RandomState
-    model_name: str
-    definition: Path
-    weights: Path
-    mean: tuple
-    swap: tuple
     started: str  # UTC, ISO 8601
     clock: float  # time.perf_counter() at the start
-    pooled: list  # the blobs max pooling reads: checked before every backward pass
+    net_setup: str = ""
 
-    def objective(self, objective=dream.objective_L2):
-        """``objective``, checked: nothing out of the float range reaches a backward pass."""
-        return guards.guarded(self.net, objective, self.pooled, self.params.end)
+    # the names the sidecar reads
+    params = property(lambda self: self.plan.params)
+    model_name = property(lambda self: self.plan.model_name)
+    definition = property(lambda self: self.plan.definition_path)
+    weights = property(lambda self: self.plan.weights)
+    mean = property(lambda self: self.plan.mean)
+    swap = property(lambda self: self.plan.swap)
 
     def record(self, job, timings, outputs: dict, **extra) -> dict:
-        return report.run_record(
-            job, self, timings, outputs, net_setup=self.net.dream_setup, **extra
-        )
+        return report.run_record(job, self, timings, outputs, net_setup=self.net_setup, **extra)
 
 
-def check_plan(job, end, sizes, names=None):
-    """Resolve the model and check sizes, octaves, memory and the weights file's size, all
-    before Caffe or the pixels are loaded. ``sizes``: (H, W, octave_n) of every image that
-    goes through the net; ``names``, when given, name them in errors. Returns (model pruned
-    to end, definition, weights, mean, swap, model name)."""
-    from .net import dream_model, notebook_reach, read_definition
-
-    check_numbers(job)
-    definition, weights, mean, swap, model_name = model_config(job, end)
-    model = dream_model(definition, end, job.allow_python_layers)
-    if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
-        model = notebook_reach(read_definition(definition, job.allow_python_layers), end)
-    octaves = []
-    for (h, w, octave_n), name in zip(sizes, names or [None] * len(sizes), strict=True):
-        try:
-            octaves.append(check_image_plan(job, model, end, h, w, octave_n))
-        except DreamError as e:
-            if name is None:
-                raise
-            raise DreamError(f"{name}: {e.problem}", e.fix) from None
-    check_memory(model, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
-    if Path(weights).is_file():
-        checks.check_weights_size(
-            read_definition(definition, job.allow_python_layers), Path(weights)
-        )
-    return model, definition, weights, mean, swap, model_name
-
-
-def check_image_plan(job, model, end, h, w, octave_n) -> list:
-    """One image's octaves: their number and every size the net must take."""
-    check_octave_count(h, w, octave_n, job.octave_scale)
-    try:
-        return checks.check_sizes(model, end, h, w, octave_n, job.octave_scale)
-    except DreamError as e:
-        if not job.notebook_net:
-            raise
-        raise DreamError(
-            f"{e.problem} (with --notebook-net, as in the notebook, every layer before {end} runs)",
-            "leave out --notebook-net (the "
-            "default runs only the layers the end layer needs), or " + e.fix,
-        ) from None
-
-
-def check_octave_count(h, w, octave_n, octave_scale) -> None:
-    """Refuse more octaves than the image has pixels for (before listing their sizes)."""
-    if octave_n > 1 and (octave_n - 1) * math.log(octave_scale) > math.log(min(h, w)):
-        most = 1 + int(math.log(min(h, w)) / math.log(octave_scale))
-        raise DreamError(
-            f"--octave-n {octave_n}: with --octave-scale {octave_scale} the "
-            f"smallest octave of the {w}x{h} image would be below one pixel",
-            f"give at most --octave-n {most}",
-        )
-
-
-def prepare(job, end, images, names=None) -> Run:
-    """Check the job (:func:`check_plan`), load the net, check the numbers Caffe will get.
-
-    ``images``: (array, octave_n) for every image that goes through the net; ``names`` say
-    which file each came from.
-    """
-    from .net import load_net
-
-    started, clock = report.now_utc(), time.perf_counter()
-    params = DreamParams(
-        end=end,
-        iter_n=job.iter_n,
-        octave_n=job.octave_n,
-        octave_scale=job.octave_scale,
-        step_size=job.step_size,
-        jitter=job.jitter,
-        clip=job.clip,
-    )
-    model, definition, weights, mean, swap, model_name = check_plan(
-        job, end, [(*img.shape[:2], octave_n) for img, octave_n in images]
-    )
-    net = load_net(
-        definition,
-        weights,
-        end,
-        mean,
-        swap,
-        gpu=job.gpu,
-        notebook_net=job.notebook_net,
-        allow_python_layers=job.allow_python_layers,
-    )
-    guards.check_net(net, weights)
-    for i, (img, _) in enumerate(images):
-        guards.check_input(dream.preprocess(net, img), names[i] if names else "the image")
-    if job.threads is not None:
-        report.set_blas_threads(job.threads)
-    seed, rng = make_rng(job, log_to_stderr)
-    return Run(
-        net,
-        params,
-        seed,
-        rng,
-        model_name,
-        definition,
-        weights,
-        mean,
-        swap,
-        started,
-        clock,
-        guards.max_pool_inputs(model),
-    )
-
-
-def check_memory(model, sizes, job):
-    """Refuse a dream that would not fit in memory, with the estimate and a size that fits.
-    ``sizes``: the (H, W) of every octave of the largest image, smallest first."""
-    size = sizes[-1]
-    free = checks.available_bytes()
-    try:
-        need = checks.estimate_bytes(model, sizes, job.notebook_net)
-        if free is None or need <= 0.9 * free:
-            return
-        fit = checks.side_that_fits(model, size, job.notebook_net, 0.9 * free)
-    except checks.Unknown:
-        return
-    h, w = size
-    what = (
-        f"a {w}x{h} dream needs about {need / 2**30:.1f} GiB of memory and "
-        f"{free / 2**30:.1f} GiB are available"
-    )
-    if fit is None:
-        raise DreamError(
-            what + ", and even a small image would not fit",
-            "close other programs or use a machine with more memory",
-        )
-    raise DreamError(
-        what, f"pass --max-size {fit} to scale the image down first, or use a smaller image"
-    )
-
-
-def read_inputs(job, *paths):
-    log = log_to_stderr if job.verbose else None
-    return [load_image(p, log=log, max_size=job.max_size, note=log_to_stderr) for p in paths]
-
-
-def check_images(job, end, octave_ns, *paths) -> None:
-    """Decide from the files' headers, before decoding a pixel: sizes, octaves, memory."""
+def plan_images(job, end, octave_ns, *paths) -> Plan:
+    """The run's plan, decided from the files' headers before a pixel is decoded: sizes,
+    octaves, memory, the definition and the weights."""
     pairs = list(zip(paths, octave_ns, strict=False))  # a dream without a guide has one path
     sizes = [(*imageio.image_size(p, job.max_size), n) for p, n in pairs]
     free = checks.available_bytes()
@@ -410,9 +246,95 @@ def check_images(job, end, octave_ns, *paths) -> None:
                 "give a smaller image",
             )
     names = [str(p) for p, _ in pairs] if len(pairs) > 1 else None  # input or guide?
-    check_plan(job, end, sizes, names)
+    return make_plan(job, end, sizes, names)
 
 
+def read_inputs(job, plan, *paths):
+    """Decode the images the plan was made for, and check what Caffe will get of them."""
+    log = log_to_stderr if job.verbose else None
+    images = [load_image(p, log=log, max_size=job.max_size, note=log_to_stderr) for p in paths]
+    for img, p in zip(images, paths, strict=True):
+        check_input(plan, img, str(p))
+    return images
+
+
+def start(job, plan, say) -> Run:
+    """The run's seed (said when it was drawn) and start time."""
+    seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
+    if job.seed is None:
+        say(f"seed: {seed} (pass --seed {seed} to repeat this run)")
+    return Run(plan, seed, report.now_utc(), time.perf_counter())
+
+
+# --- the Caffe part of each command: runs in the child process of worker.run ------------
+def open_net(send, plan: Plan):
+    """Build the plan's net in this (child) process and tell the parent which set-up it is."""
+    from .net import build
+
+    if plan.threads is not None:
+        report.set_blas_threads(plan.threads)
+    net = build(
+        plan.model(),
+        plan.weights.for_caffe,
+        plan.end,
+        plan.mean,
+        plan.swap,
+        plan.gpu,
+        plan.notebook_net,
+    )
+    send(("setup", net.dream_setup))
+    return net
+
+
+def dream_in_caffe(send, plan: Plan, seed: int, img, guide, save_steps: bool):
+    """dream and guide: the result of the notebook's deepdream, steps reported as they go."""
+    net = open_net(send, plan)
+    params = plan.params
+    objective = dream.objective_L2
+    if guide is not None:
+        objective = dream.objective_guide(dream.guide_features(net, guide, params.end))
+
+    def step(octave, i, net):
+        send(("step", octave, i, dream.visible(net, params.clip) if save_steps else None))
+
+    with quiet_overflow():
+        return dream.deepdream(
+            net,
+            img,
+            callback=step,
+            rng=np.random.RandomState(seed),
+            objective=guards.guarded(net, objective, plan.pooled, params.end),
+            **params.as_kwargs(),
+        )
+
+
+def zoom_in_caffe(send, plan: Plan, seed: int, frame, frames: int, scale: float):
+    """zoom: every frame sent as it is made."""
+    net = open_net(send, plan)
+    with quiet_overflow():
+        for i, img in dream.zoom_frames(
+            net,
+            frame,
+            frames,
+            scale,
+            rng=np.random.RandomState(seed),
+            objective=guards.guarded(net, dream.objective_L2, plan.pooled, plan.end),
+            **plan.params.as_kwargs(),
+        ):
+            send(("frame", i, finite(img, f"frame {i}")))
+
+
+def finite(result, what="the result"):
+    """Nothing that is not a finite number leaves the child: an overflowing dream is refused."""
+    if not np.isfinite(result).all():
+        raise DreamError(
+            f"the dream left the float range: {what} holds NaN or infinity",
+            "use a smaller --step-size, or leave out --no-clip",
+        )
+    return result
+
+
+# --- the commands: the parent checks, runs the Caffe part in a child, writes ------------
 def run_dream(job: Job, say=None):
     """dream and guide: one image in, one image out (plus sidecar and --raw)."""
     say = say or log_to_stderr
@@ -420,44 +342,72 @@ def run_dream(job: Job, say=None):
     check_output(job.output, job.input, job.guide)
     if job.raw is not None:
         check_output(job.raw, job.input, job.guide, suffixes=(".npy",))
+    if job.save_steps is not None:
+        check_steps_folder(job.save_steps, job.octave_n, job.iter_n)
     paths = [job.input, *([job.guide] if job.guide else [])]
-    check_images(job, end, [job.octave_n, 1], *paths)
-    img, *guide = read_inputs(job, *paths)
-    t0 = time.perf_counter()
-    run = prepare(job, end, [(img, job.octave_n)] + [(g, 1) for g in guide], paths)
-    t_load = time.perf_counter() - t0
-    step_params = {"rng": run.rng, "objective": run.objective()}
-    extra = {}
-    if guide:
-        features = dream.guide_features(run.net, guide[0], end)
-        step_params["objective"] = run.objective(dream.objective_guide(features))
-        extra["guide"] = report.file_record(job.guide)
-    if job.save_steps:
-        job.save_steps.mkdir(parents=True, exist_ok=True)
-    progress = Progress(run.params.octave_n * run.params.iter_n, job.save_steps, run.params.clip)
-    t0 = time.perf_counter()
+    plan = plan_images(job, end, [job.octave_n, 1], *paths)
     try:
-        with quiet_overflow():
-            result = dream.deepdream(
-                run.net, img, callback=progress, **run.params.as_kwargs(), **step_params
+        img, *guide = read_inputs(job, plan, *paths)
+        run = start(job, plan, say)
+        if job.save_steps:
+            job.save_steps.mkdir(parents=True, exist_ok=True)
+        progress = Progress(plan.params.octave_n * plan.params.iter_n, job.save_steps)
+        setup = []
+
+        def on_message(message):
+            if message[0] == "setup":
+                setup.append((message[1], time.perf_counter() - t0))
+            elif message[0] == "step":
+                progress.step(*message[1:])
+
+        t0 = time.perf_counter()
+        try:
+            result = worker.run(
+                dream_in_caffe,
+                plan,
+                run.seed,
+                img,
+                guide[0] if guide else None,
+                job.save_steps is not None,
+                on_message=on_message,
+                verbose=job.verbose,
             )
+        finally:
+            progress.close()
+        t_dream = time.perf_counter() - t0
     finally:
-        progress.close()
-    t_dream = time.perf_counter() - t0
-    shown = result if run.params.clip else dream.stretch(result)
+        plan.close()
+    finite(result)
+    run = dataclasses.replace(run, net_setup=setup[0][0])
+    extra = {"guide": report.file_record(job.guide)} if guide else {}
+    shown = result if plan.params.clip else dream.stretch(result)
     with all_or_nothing() as batch:
         written = {"image": batch(job.output)}  # temporary names until the block ends
         save_image(dream.to_uint8(shown), written["image"], job.jpeg_quality)
         if job.raw:
             written["raw"] = batch(job.raw)
             save_array(result, written["raw"])
-        sidecar = run.record(job, {"load_s": t_load, "dream_s": t_dream}, written, **extra)
+        timings = {"load_s": setup[0][1], "dream_s": t_dream - setup[0][1]}
+        sidecar = run.record(job, timings, written, **extra)
         for name, path in (("image", job.output), ("raw", job.raw)):
             if name in written:  # the name it will have, not the temporary one
                 sidecar["outputs"][name]["path"] = str(path.absolute())
         save_json(sidecar, sidecar_path(job.output), batch)
     say(f"wrote {job.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
     return result
+
+
+def check_steps_folder(folder: Path, octave_n: int, iter_n: int) -> None:
+    """Refuse a --save-steps folder that is a file, or that holds files of the step names."""
+    if folder.exists() and not folder.is_dir():
+        raise DreamError(f"--save-steps {folder} is not a folder", "name a folder for the steps")
+    if folder.is_dir():
+        taken = sorted(p.name for p in folder.glob("octave*_step*.png"))
+        if taken:
+            raise DreamError(
+                f"--save-steps {folder} already holds {taken[0]} (and {len(taken) - 1} more)",
+                "choose an empty folder for the steps",
+            )
 
 
 def run_zoom(job: Job, say=None):
@@ -470,34 +420,52 @@ def run_zoom(job: Job, say=None):
         check_output(job.video, job.input, suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
-    check_images(job, end, [job.octave_n], job.input)
-    (frame,) = read_inputs(job, job.input)
-    run = prepare(job, end, [(frame, job.octave_n)], [job.input])
+    plan = plan_images(job, end, [job.octave_n], job.input)
+    try:
+        (frame,) = read_inputs(job, plan, job.input)
+        run = start(job, plan, say)
+        done = zoom_frames_written(job, plan, run, frame, earlier)
+    finally:
+        plan.close()
+    if job.video:
+        video.encode(job.output, job.format, done, job.video, job.fps, ffmpeg)
+    say(f"wrote {done} frames to {job.output}")
+
+
+def zoom_frames_written(job, plan, run, frame, earlier) -> int:
+    """Run the zoom's Caffe part; write each frame as it comes, and zoom.json for those
+    written, whatever stops it. Returns the number of frames written."""
+    from tqdm import tqdm
+
     created = not job.output.exists()
     job.output.mkdir(parents=True, exist_ok=True)
     for old in earlier:  # --overwrite: the earlier run's frames go, now that this one starts
         old.unlink(missing_ok=True)
-    from tqdm import tqdm
-
     bar = tqdm(total=job.frames, desc="zoom", unit="frame", disable=None)
     t0 = time.perf_counter()
-    done = 0
+    done, setup = 0, []
+
+    def on_message(message):
+        nonlocal done
+        if message[0] == "setup":
+            setup.append(message[1])
+        elif message[0] == "frame":
+            i, img = message[1:]
+            save_image(dream.to_uint8(img), job.output / f"{i:04d}.{job.format}", job.jpeg_quality)
+            done = i + 1
+            bar.update(1)
+
     try:
-        with quiet_overflow():
-            for i, img in dream.zoom_frames(
-                run.net,
-                frame,
-                job.frames,
-                job.scale,
-                rng=run.rng,
-                objective=run.objective(),
-                **run.params.as_kwargs(),
-            ):
-                save_image(
-                    dream.to_uint8(img), job.output / f"{i:04d}.{job.format}", job.jpeg_quality
-                )
-                done = i + 1
-                bar.update(1)
+        worker.run(
+            zoom_in_caffe,
+            plan,
+            run.seed,
+            frame,
+            job.frames,
+            job.scale,
+            on_message=on_message,
+            verbose=job.verbose,
+        )
     finally:
         bar.close()
         # a signal between a frame's temporary file and the block that removes it: remove it
@@ -508,7 +476,7 @@ def run_zoom(job: Job, say=None):
             frames = {
                 f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}" for i in range(done)
             }
-            sidecar = run.record(
+            sidecar = dataclasses.replace(run, net_setup=setup[0]).record(
                 job,
                 {"dream_s": time.perf_counter() - t0},
                 frames,
@@ -518,9 +486,7 @@ def run_zoom(job: Job, say=None):
         elif created:
             with contextlib.suppress(OSError):  # an empty folder this run made
                 job.output.rmdir()
-    if job.video:
-        video.encode(job.output, job.format, done, job.video, job.fps, ffmpeg)
-    say(f"wrote {done} frames to {job.output}")
+    return done
 
 
 FRAME_NAME = re.compile(r"\d{4,}\.(png|jpg)")

@@ -1,22 +1,20 @@
-"""Loading a Caffe net for dreaming, the way dream.ipynb cell 3 did, minus ``tmp.prototxt``.
+"""Building a Caffe net for dreaming, the way dream.ipynb cell 3 did, minus ``tmp.prototxt``.
 
-The definition is parsed and ``force_backward`` is set: that is the notebook's net
-(``--notebook-net``). By default the net is then pruned to the layers the chosen end layer
-needs (which drops the auxiliary heads of Places205) and rewritten to compute the data gradient
-only, checked against the notebook's net before use (``deepdream_caffe/fastnet.py``; no number
-changes, see docs/deviations.md). The net is a ``caffe.Classifier`` with the notebook's mean and
-channel swap, so ``net.transformer.mean['data']`` is exactly what the notebook's preprocess used.
+The notebook's net is the whole definition with ``force_backward`` set (``--notebook-net``).
+By default the net is pruned to the layers the chosen end layer needs (which drops the
+auxiliary heads of Places205) and rewritten to compute the data gradient only, checked against
+the notebook's net before use (``deepdream_caffe/fastnet.py``; no number changes, see
+docs/deviations.md). The net is a ``caffe.Classifier`` with the notebook's mean and channel
+swap, so ``net.transformer.mean['data']`` is exactly what the notebook's preprocess used.
+
+Building a net is what Caffe can abort or crash on, so the commands do it in the child process
+of :mod:`deepdream_caffe.worker`, from a :class:`~deepdream_caffe.plan.Plan` that has already
+parsed and checked the definition and read the weights.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import math
 import os
-import re
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,368 +34,71 @@ def import_caffe(verbose: bool = False):
     return caffe
 
 
-def upgrade_tool() -> Path:
-    """Caffe's ``upgrade_net_proto_text``, as the build made it."""
-    from .build import caffe_build_dir
+def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, whole=False):
+    """A ``caffe.Classifier`` ready for dreaming at ``end``, from a parsed, checked definition.
 
-    for relative in ("install/bin", "build/tools"):
-        tool = caffe_build_dir() / relative / "upgrade_net_proto_text"
-        if tool.is_file():
-            return tool
-    raise DreamError("Caffe's upgrade_net_proto_text tool is missing from the build", SETUP_HINT)
+    ``model``: the whole definition (a ``NetParameter``, TEST phase); ``weights``: a path Caffe
+    reads them from. ``whole`` (or no ``end``) builds the notebook's net exactly: the whole
+    definition with force_backward. Otherwise the net is pruned to ``end`` and computes the data
+    gradient only, once checked bit for bit against the notebook's net
+    (:func:`deepdream_caffe.fastnet.load_fast`). ``net.dream_setup`` says which was used.
+    """
+    from .definition import definition_file, notebook_reach, prune
+    from .fastnet import NOTEBOOK_SETUP, load_fast
 
-
-def upgraded_text(path: Path, text: bytes) -> str:
-    """The definition upgraded by Caffe's own code (V0/V1 ``layers``, ``input_dim``, old
-    BatchNorm), in a separate process: through pipes, no file written, and a parse error or an
-    abort of Caffe's parser ends only that process."""
-    # logtostderr: glog would otherwise leave log files in the temp folder
-    env = {**os.environ, "GLOG_minloglevel": "2", "GLOG_logtostderr": "1"}
-    try:
-        done = subprocess.run(
-            [str(upgrade_tool()), "/dev/stdin", "/dev/stdout"],
-            input=text,
-            capture_output=True,
-            env=env,
-            timeout=120,
-        )
-    except subprocess.TimeoutExpired:
-        raise DreamError(
-            f"{path}: Caffe's parser did not finish in 120 s",
-            "fix the definition or pass the right --model-def",
-        ) from None
-    if done.returncode != 0:
-        raise DreamError(
-            f"{path} is not a valid Caffe prototxt ({_caffe_message(done.stderr)})",
-            "fix the definition or pass the right --model-def",
-        )
-    return done.stdout.decode()
-
-
-def _caffe_message(stderr: bytes) -> str:
-    """The first line of Caffe's or protobuf's complaint, without the log prefix."""
-    for line in stderr.decode(errors="replace").splitlines():
-        if "already in latest proto format" in line or not line.strip():
-            continue
-        return re.sub(
-            r"^(\[libprotobuf \w+ [^\]]*\]|[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\])\s*", "", line
-        ).strip()
-    return "Caffe's parser failed"
-
-
-def read_definition(path: Path, allow_python_layers: bool = False):
-    """Parse a .prototxt into a ``NetParameter`` as Caffe would (upgraded, TEST phase), and
-    check it with :func:`check_structure`; errors name the file."""
     caffe = import_caffe()
-    from google.protobuf import text_format
+    model = type(model).FromString(model.SerializeToString())
+    model.force_backward = True
+    select_device(caffe, gpu)
+    net_mean = mean_in_net_order(mean, channel_swap)
 
-    path = Path(path)
-    if not path.is_file():
-        raise DreamError(f"model definition {path} does not exist", "check the --model-def path")
-    model = caffe.io.caffe_pb2.NetParameter()
-    try:
-        text_format.Parse(upgraded_text(path, path.read_bytes()), model)
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise DreamError(
-            f"{path} is not a valid Caffe prototxt ({e})",
-            "fix the definition or pass the right --model-def",
-        ) from e
-    model = test_phase(model, path)
-    check_structure(caffe, model, path, allow_python_layers)
-    return model
+    def make(definition):
+        # The notebook wrote tmp.prototxt into the working folder; here no file at all.
+        with definition_file(definition) as path:
+            return caffe.Classifier(path, weights, mean=net_mean, channel_swap=tuple(channel_swap))
 
-
-FIX = "fix the definition or pass the right --model-def"
+    if whole or end is None:
+        net = make(model)
+        net.dream_setup = NOTEBOOK_SETUP
+        return net
+    return load_fast(notebook_reach(model, end), prune(model, end), end, make)
 
 
-def test_phase(model, path):
-    """The layers Caffe keeps in the TEST phase (its Net::FilterNet), include/exclude rules
-    applied with the definition's own level and stages."""
-    from caffe.proto.caffe_pb2 import TEST
-
-    state = model.state
-
-    def meets(rule):
-        return not (
-            (rule.HasField("phase") and rule.phase != TEST)
-            or (rule.HasField("min_level") and state.level < rule.min_level)
-            or (rule.HasField("max_level") and state.level > rule.max_level)
-            or any(s not in state.stage for s in rule.stage)
-            or any(s in state.stage for s in rule.not_stage)
-        )
-
-    kept = []
-    for layer in model.layer:
-        if len(layer.include) and len(layer.exclude):
-            raise DreamError(
-                f"{path}: layer {layer.name!r} has both include and exclude rules", FIX
-            )
-        if (
-            any(map(meets, layer.include))
-            if len(layer.include)
-            else not any(map(meets, layer.exclude))
-        ):
-            kept.append(layer)
-    filtered = type(model)()
-    filtered.CopyFrom(model)
-    del filtered.layer[:]
-    filtered.layer.extend(kept)
-    return filtered
-
-
-def check_structure(caffe, model, path, allow_python_layers: bool = False) -> None:
-    """What Caffe would abort on in any net built from this definition: layer types, blob
-    counts and names, numbers, the input. The shapes are checked on the net Caffe will
-    really get, pruned or not: :func:`check_buildable`."""
-    from . import shapes
-
-    def refuse(problem, fix=FIX):
-        raise DreamError(f"{path}: {problem}", fix)
-
-    if not len(model.layer):
-        refuse("defines no layers")
-    known, names, made = set(caffe.layer_type_list()), set(), set()
-    for layer in model.layer:
-        what = f"layer {layer.name!r} ({layer.type})"
-        if layer.name in names:
-            refuse(f"two layers are named {layer.name!r}")
-        names.add(layer.name)
-        if layer.type not in known:
-            refuse(f"layer {layer.name!r} has the unknown type {layer.type!r}")
-        if layer.type == "Python":
-            if not allow_python_layers:
-                refuse(
-                    f"layer {layer.name!r} is a Python layer: it would import and run "
-                    f"the module {layer.python_param.module!r}",
-                    "pass --allow-python-layers if you trust that module's code",
-                )
-        elif layer.type in shapes.REFUSED:
-            refuse(f"{what} {shapes.REFUSED[layer.type]}")
-        elif layer.type not in shapes.SHAPES:
-            refuse(f"{what} is not modelled by deepdream-caffe's checks")
-        if len(layer.blobs):  # Caffe would take them as the layer's parameters, unchecked
-            refuse(
-                f"layer {layer.name!r} holds parameter blobs in the definition",
-                "keep the weights in the --weights file",
-            )
-        _check_blobs(layer, what, made, refuse)
-    _check_in_place(model, refuse)
-    _check_numbers(model, refuse)
-    declared = shapes.declared_input(model)
-    first = next((layer for layer in model.layer if layer.type == "Input"), None)
-    if first is None or first.top[0] != "data" or len(declared) != 4 or declared[1] < 1:
-        refuse(
-            "has no blob named 'data' as its first input, of shape N,C,H,W (the notebook's "
-            "input), made by an Input layer or `input:` fields"
-        )
-
-
-def check_buildable(model, path, allow_python_layers: bool = False) -> None:
-    """What Caffe checks when it builds ``model`` (the net it will really get, e.g. pruned):
-    every layer's shapes at the declared input, param specs and fillers (shapes.py)."""
-    from . import shapes
-
-    declared = shapes.declared_input(model)
-    try:
-        for batch in (1, declared[0]):  # as a dream feeds it, and as Caffe builds it
-            built = shapes.infer_shapes(
-                model, *declared[2:], batch=batch, partial=allow_python_layers, allow_empty=True
-            )
-        shapes.check_params(model, built)
-    except shapes.ShapeError as e:
-        raise DreamError(
-            f"{path}: {e} (at its declared input, {declared[3]}x{declared[2]})", FIX
-        ) from None
-
-
-def _check_blobs(layer, what, made, refuse):
-    """Caffe's blob rules: counts per type, known inputs, one writer per blob."""
-    from .shapes import BLOB_COUNTS, NOT_IN_PLACE, SAME_COUNT
-
-    if layer.type in BLOB_COUNTS:
-        for kind, have, (low, high) in zip(
-            ("inputs", "outputs"),
-            (len(layer.bottom), len(layer.top)),
-            BLOB_COUNTS[layer.type],
-            strict=False,
-        ):
-            if have < low or (high is not None and have > high):
-                span = f"{low}" if low == high else f"{low} to {high or 'any number of'}"
-                refuse(f"{what} takes {span} {kind}, not {have}")
-        if layer.type in SAME_COUNT and len(layer.bottom) != len(layer.top):
-            refuse(f"{what} needs as many outputs as inputs")
-    for bottom in layer.bottom:
-        if bottom not in made:
-            refuse(f"layer {layer.name!r} reads {bottom!r}, which no earlier layer makes")
-    for i, top in enumerate(layer.top):
-        in_place = i < len(layer.bottom) and layer.bottom[i] == top
-        if top in made and not in_place:
-            refuse(f"blob {top!r} is made by more than one layer (layer {layer.name!r} again)")
-        if in_place and layer.type in NOT_IN_PLACE:
-            refuse(f"{what} cannot write onto its input")
-    for field, n, of in (
-        ("loss_weight", len(layer.top), "output"),
-        ("propagate_down", len(layer.bottom), "input"),
-    ):
-        if len(getattr(layer, field)) not in (0, n):
-            refuse(f"layer {layer.name!r}: give {field} once per {of}, or not at all")
-    made.update(layer.top)
-
-
-def _check_in_place(model, refuse):
-    """Caffe gives a blob read by several layers one copy each (Split layers, renaming the
-    inputs); a layer working in place on such a blob then no longer does, and Caffe aborts."""
-    last, source, readers = {}, {}, {}
-    for i, layer in enumerate(model.layer):
-        for j, bottom in enumerate(layer.bottom):
-            source[i, j] = last[bottom]
-            readers[last[bottom]] = readers.get(last[bottom], 0) + 1
-        for j, top in enumerate(layer.top):
-            last[top] = (i, j)
-            if j < len(layer.loss_weight) and layer.loss_weight[j]:
-                readers[i, j] = readers.get((i, j), 0) + 1
-    for i, layer in enumerate(model.layer):
-        for j, top in enumerate(layer.top):
-            if j < len(layer.bottom) and layer.bottom[j] == top and readers[source[i, j]] > 1:
-                refuse(
-                    f"layer {layer.name!r} works in place on {top!r}, which other layers read too",
-                    "give the layer its own output blob",
-                )
-
-
-def _check_numbers(model, refuse):
-    """No nan or inf anywhere (they corrupt Caffe's max pooling), no integer Caffe's int
-    cannot hold."""
-    from google.protobuf.descriptor import FieldDescriptor as F
-
-    floats, ints = (
-        (F.TYPE_FLOAT, F.TYPE_DOUBLE),
-        (F.TYPE_INT32, F.TYPE_INT64, F.TYPE_UINT32, F.TYPE_UINT64),
+def load_net(
+    model_def: Path,
+    weights: Path,
+    end: str | None,
+    mean,
+    channel_swap=(2, 1, 0),
+    gpu: int | None = None,
+    prune_net: bool = True,
+    notebook_net: bool = False,
+    allow_python_layers: bool = False,
+):
+    """Parse, check and build in this process: for the lab's tools and the tests, which hold
+    a net beside the notebook's own code. The commands go through a plan and a child process.
+    """
+    from .checks import check_weights
+    from .definition import (
+        check_buildable,
+        check_dreamable,
+        check_end,
+        notebook_reach,
+        read_definition,
     )
 
-    def walk(message, where):
-        for field, value in message.ListFields():
-            values = value if field.is_repeated else [value]
-            for v in values:
-                if field.type == F.TYPE_MESSAGE:
-                    walk(v, f"{where}{field.name}.")
-                elif field.type in floats and not math.isfinite(v):
-                    refuse(f"{where}{field.name} is {v}; Caffe needs finite numbers")
-                elif field.type in ints and abs(v) > 2**31 - 1:
-                    refuse(f"{where}{field.name} is {v}, more than Caffe's int holds")
-
-    for layer in model.layer:
-        walk(layer, f"layer {layer.name!r}: ")
-
-
-def _layers(model):
-    """The layer list of an upgraded (V2) NetParameter."""
-    return model.layer
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str
-    type: str
-    pre_relu: bool  # a later in-place ReLU changes this blob after the end layer
-
-
-def dream_layers(model) -> list[LayerInfo]:
-    """Layers usable as ``end``: layers whose output blob has the layer's name."""
-    layers = list(_layers(model))
-    out = []
-    for i, layer in enumerate(layers):
-        if layer.name not in layer.top or layer.name in layer.bottom or not layer.bottom:
-            continue  # in-place layers, inputs, and layers with differently named outputs
-        pre_relu = any(
-            later.type == "ReLU" and layer.name in later.bottom and layer.name in later.top
-            for later in layers[i + 1 :]
-        )
-        out.append(LayerInfo(layer.name, str(layer.type), pre_relu))
-    return out
-
-
-def check_end(model, end: str) -> None:
-    """Refuse an ``end`` that is not a dreamable layer, naming the closest valid ones."""
-    names = [info.name for info in dream_layers(model)]
-    if end not in names:
-        close = difflib.get_close_matches(end, names, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else "no similar name"
-        raise DreamError(
-            f"unknown layer {end!r} ({hint})",
-            "`deepdream-caffe layers` lists the valid --end names",
-        )
-
-
-def prune(model, end: str):
-    """A copy of ``model`` holding only the layers that ``end``'s output depends on."""
-    check_end(model, end)
-    layers = list(_layers(model))
-    index = [layer.name for layer in layers].index(end)
-    keep, needed = {index}, set(layers[index].bottom)
-    for i in range(index - 1, -1, -1):
-        tops = set(layers[i].top)
-        if tops & needed:  # the latest writer of a needed blob (in-place layers included)
-            keep.add(i)
-            needed = (needed - tops) | set(layers[i].bottom)
-    pruned = type(model)()
-    pruned.CopyFrom(model)
-    field = _layers(pruned)
-    del field[:]
-    field.extend(layers[i] for i in sorted(keep))
-    return pruned
-
-
-def dream_model(model_def: Path, end: str, allow_python_layers: bool = False):
-    """The definition as a dream at ``end`` runs it: parsed, ``end`` checked, pruned."""
-    model = prune(read_definition(model_def, allow_python_layers), end)
-    check_buildable(model, model_def, allow_python_layers)
-    check_dreamable(model, model_def, end)
-    return model
-
-
-def check_dreamable(model, path, end: str | None = None) -> None:
-    """What a dream needs beyond a valid net: a 3-channel input (the image, BGR), an ``end``
-    blob with a batch and a channel axis (the objectives index them), and a backward pass
-    through every layer up to ``end``."""
-    from .shapes import NO_BACKWARD, declared_input, infer_shapes
-
-    channels = declared_input(model)[1]
-    if channels != 3:
-        raise DreamError(
-            f"{path}: the net takes {channels}-channel input; DeepDream feeds it "
-            "3-channel (BGR) images",
-            "use a net trained on colour images",
-        )
-    for layer in model.layer:
-        if layer.type in NO_BACKWARD:
-            raise DreamError(
-                f"{path}: layer {layer.name!r} ({layer.type}) has no backward "
-                "pass in Caffe, and the dream goes through it",
-                "choose an --end before it (`deepdream-caffe layers` lists them)",
-            )
+    model = read_definition(model_def, allow_python_layers)
+    weights = Path(weights)
+    if not weights.is_file():
+        raise DreamError(f"weights file {weights} does not exist", "check the --weights path")
     if end is not None:
-        shapes = infer_shapes(model, *declared_input(model)[2:], partial=True, allow_empty=True)
-        if len(shapes.get(end, (1, 1))) < 2:
-            raise DreamError(
-                f"{path}: the output of --end {end} has the shape "
-                f"{shapes[end]}, without the batch and channel axes a dream needs",
-                "choose another --end (`deepdream-caffe layers` lists them)",
-            )
-
-
-@contextlib.contextmanager
-def definition_file(model):
-    """A path Caffe can read ``model`` from that names no file on disk: an anonymous memory
-    file (memfd), gone when its descriptor closes, whatever ends the process."""
-    fd = os.memfd_create("deepdream-definition", os.MFD_CLOEXEC)
-    try:
-        data = str(model).encode()
-        while data:
-            data = data[os.write(fd, data) :]
-        yield f"/proc/self/fd/{fd}"
-    finally:
-        os.close(fd)
+        check_end(model, end)
+    whole = end is None or notebook_net or not prune_net
+    built = model if whole else notebook_reach(model, end)  # the most this set-up builds
+    check_buildable(built, model_def, allow_python_layers)
+    check_dreamable(built, model_def, end)
+    check_weights(built, weights.read_bytes(), weights)  # Caffe aborts on weights that do not fit
+    return build(model, str(weights), end, mean, channel_swap, gpu, whole)
 
 
 def select_device(caffe, gpu: int | None) -> None:
@@ -434,74 +135,6 @@ def cuda_device_count() -> int:
         count = ctypes.c_int(0)
         return count.value if lib.cudaGetDeviceCount(ctypes.byref(count)) == 0 else 0
     return 0
-
-
-def notebook_reach(model, end: str):
-    """The layers the notebook's ``net.forward(end=end)`` runs: every layer up to ``end`` in
-    the definition's order, whether ``end`` needs it or not (Places205's aux heads included).
-    """
-    layers = list(_layers(model))
-    index = [layer.name for layer in layers].index(end)
-    reach = type(model)()
-    reach.CopyFrom(model)
-    field = _layers(reach)
-    del field[:]
-    field.extend(layers[: index + 1])
-    return reach
-
-
-def load_net(
-    model_def: Path,
-    weights: Path,
-    end: str | None,
-    mean,
-    channel_swap=(2, 1, 0),
-    gpu: int | None = None,
-    prune_net: bool = True,
-    notebook_net: bool = False,
-    allow_python_layers: bool = False,
-):
-    """Return a ``caffe.Classifier`` ready for dreaming at ``end``.
-
-    ``mean`` is B,G,R; it is subtracted from the channel of the same colour, wherever
-    ``channel_swap`` puts it. ``notebook_net=True`` (or ``prune_net=False``, or no ``end``)
-    loads the notebook's net exactly: the whole definition with force_backward. By default
-    the net is pruned to ``end`` and made to compute the data gradient only, after a check
-    that it gives the bits of the notebook's net up to ``end`` (:mod:`deepdream_caffe.fastnet`).
-    ``net.dream_setup`` says which set-up was used.
-    """
-    from .checks import check_weights
-    from .fastnet import NOTEBOOK_SETUP, load_fast
-
-    caffe = import_caffe()
-    model = read_definition(model_def, allow_python_layers)
-    weights = Path(weights)
-    if not weights.is_file():
-        raise DreamError(f"weights file {weights} does not exist", "check the --weights path")
-    model.force_backward = True
-    if end is not None:
-        check_end(model, end)
-    whole = end is None or notebook_net or not prune_net
-    built = model if whole else notebook_reach(model, end)  # the most this set-up builds
-    check_buildable(built, model_def, allow_python_layers)
-    check_dreamable(built, model_def, end)
-    check_weights(built, weights)  # Caffe aborts on weights that do not fit
-    select_device(caffe, gpu)
-    net_mean = mean_in_net_order(mean, channel_swap)
-
-    def make(definition):
-        # The notebook wrote tmp.prototxt into the working folder; here no file at all.
-        check_buildable(definition, model_def, allow_python_layers)
-        with definition_file(definition) as path:
-            return caffe.Classifier(
-                path, str(weights), mean=net_mean, channel_swap=tuple(channel_swap)
-            )
-
-    if whole:
-        net = make(model)
-        net.dream_setup = NOTEBOOK_SETUP
-        return net
-    return load_fast(built, prune(model, end), end, make)
 
 
 def mean_in_net_order(mean_bgr, channel_swap):

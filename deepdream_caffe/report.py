@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from .assets import file_hash, matches
+from .assets import file_hash
 from .errors import DreamError
 
 PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
@@ -245,31 +245,6 @@ def job_fields(job) -> dict:
     return out
 
 
-def weights_record(path, job) -> dict:
-    """The weights file, and whether they are published (verified), synthetic or the user's."""
-    from . import models
-
-    record = file_record(path)
-    if not job.model_def and not job.weights:
-        asset = models.get_model(job.model).weights
-        record["provenance"] = (
-            f"published: {job.model}, verified by {asset.filename}'s {asset.hash}"
-        )
-        return record
-    for model in models.MODELS.values():
-        if not model.archive_weights and matches(Path(path), model.weights):
-            record["provenance"] = f"published: {model.name}, matched by {model.weights.hash}"
-            return record
-    # lab/synthetic.py's weights say what they are in their file name (and nothing else does)
-    synthetic = "synthetic" in Path(path).name.lower()
-    record["provenance"] = (
-        "synthetic (test weights, not a trained model)"
-        if synthetic
-        else "user: not one of the published files"
-    )
-    return record
-
-
 def shared_fields(job, run, outputs: dict) -> dict:
     """What every record of a run carries: the sidecar, zoom.json and bundle.json alike.
 
@@ -286,7 +261,7 @@ def shared_fields(job, run, outputs: dict) -> dict:
         "duration_s": round(time.perf_counter() - run.clock, 3),
         "job": job_fields(job),
         "outputs": {name: file_record(path) for name, path in outputs.items()},
-        "weights": weights_record(run.weights, job),
+        "weights": run.weights.record(),
         "definition": file_record(run.definition),
         "environment": environment(with_caffe=True),
     }
@@ -330,7 +305,7 @@ def command_line(argv) -> str:
 
 def layer_table(model, size) -> list[str]:
     """``deepdream-caffe layers``: the dreamable layers with their blob shapes at ``size``."""
-    from .net import dream_layers
+    from .definition import dream_layers
 
     shapes = blob_shapes(model, size)
     lines = [
@@ -350,7 +325,7 @@ def blob_shapes(model, size) -> dict:
     its deepest layer that is not fully connected, from shapes.py: no Caffe net is built.
     A layer whose output would be empty at this size maps to None."""
     from .checks import smallest_side
-    from .net import prune
+    from .definition import prune
     from .shapes import ShapeError, infer_shapes
 
     last = _ends(model)
@@ -377,7 +352,7 @@ def blob_shapes(model, size) -> dict:
 
 def _ends(model):
     """Dreamable layers up to the last one that is not fully connected."""
-    from .net import dream_layers
+    from .definition import dream_layers
 
     return [
         info.name for info in dream_layers(model) if info.type not in ("InnerProduct", "Softmax")

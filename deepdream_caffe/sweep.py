@@ -23,13 +23,14 @@ import itertools
 import json
 import os
 import re
+import resource
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gallery, job, models
+from . import gallery, job, models, plan
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
@@ -64,7 +65,6 @@ class Task:
     status: str = "pending"  # done, kept, failed, interrupted
     reason: str = ""
     seconds: float | None = None
-    net: str = ""  # loaded, or reused from the worker's earlier tasks
     cpu_seconds: float | None = None  # CPU time of the worker process while it ran the task
 
     def row(self) -> dict:
@@ -77,7 +77,6 @@ class Task:
             "sidecar": f"images/{self.name}.png.json",
             "seconds": rounded(self.seconds),
             "cpu_seconds": rounded(self.cpu_seconds),
-            "net": self.net,
         }
 
 
@@ -158,7 +157,7 @@ def resolve_ends(spec: Sweep) -> list:
     probe = job.Job.from_values(spec.base)
     if not ends:
         return [job.default_end(probe)]
-    from .net import check_end, dream_layers, read_definition
+    from .definition import check_end, dream_layers, read_definition
 
     definition = probe.model_def or models.model_definition(models.get_model(probe.model))
     model = read_definition(definition)
@@ -255,7 +254,7 @@ def task_job(spec: Sweep, task: Task) -> dict:
 def expectations(spec: Sweep, tasks) -> dict:
     """What each task's sidecar must say for its result to be kept: name -> record."""
     probe = job.Job.from_values(spec.base)
-    definition, weights, mean, swap, model_name = job.model_config(probe, probe.end or "x")
+    definition, weights, mean, swap, model_name = plan.model_config(probe, probe.end or "x")
     files = {
         "definition": file_hash(Path(definition), "sha256"),
         "weights": file_hash(Path(weights), "sha256"),
@@ -304,46 +303,13 @@ def is_kept(image: Path, expected: dict) -> bool:
 
 # --- inside a worker ----------------------------------------------------------------------
 _CAFFE = threading.Lock()  # one dream at a time per process, however many threads it has
-_NETS: OrderedDict = OrderedDict()  # (files, end, mean, ...) -> loaded net, last used last
-NETS_KEPT = 4
-
-
-def _cached_loader(load_net):
-    """Wrap ``net.load_net``: a worker reuses a loaded net for the same files and settings.
-
-    Reusing a net changes no bit: each step overwrites the blobs it reads (tested against
-    ``dream``). ``load.last`` says whether the last call loaded or reused.
-    """
-    from .net import import_caffe, select_device
-
-    def load(model_def, weights, *args, **kwargs):
-        stats = tuple(
-            (str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in (model_def, weights)
-        )
-        key = (stats, repr(args), repr(sorted(kwargs.items())))
-        load.last = "reused" if key in _NETS else "loaded"
-        if key not in _NETS:
-            _NETS[key] = load_net(model_def, weights, *args, **kwargs)
-            while len(_NETS) > NETS_KEPT:
-                _NETS.popitem(last=False)
-        else:  # Caffe's mode is per thread, and this may be another thread
-            select_device(import_caffe(), kwargs.get("gpu"))
-        _NETS.move_to_end(key)
-        return _NETS[key]
-
-    load.sweep_cache, load.last = True, ""
-    return load
 
 
 def dream_task(values: dict) -> dict:
-    """Run one task's dream in this worker; a problem becomes a status, not an exception."""
-    from . import net
-
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    """Run one task's dream in this worker; a problem becomes a status, not an exception.
+    Its net is built in a child process of this worker (job.run_dream), as for every dream."""
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     with _CAFFE:
-        if not getattr(net.load_net, "sweep_cache", False):
-            # job.prepare looks load_net up at call time, so this worker's dreams share nets
-            net.load_net = _cached_loader(net.load_net)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # no per-step bars from workers
                 job.run_dream(job.Job.from_values(values), say=lambda message: None)
@@ -354,9 +320,14 @@ def dream_task(values: dict) -> dict:
     return {
         "status": "done",
         "seconds": time.perf_counter() - t0,
-        "net": net.load_net.last,
-        "cpu_seconds": time.process_time() - cpu0,
-    }  # the worker process's, all threads
+        "cpu_seconds": cpu_seconds() - cpu0,
+    }
+
+
+def cpu_seconds() -> float:
+    """CPU time of this worker process (all threads) and of its ended children (the dreams)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def one_line(text: str) -> str:
@@ -524,7 +495,7 @@ def record(task: Task, future, images: Path) -> None:
         task.status, task.reason = "failed", one_line(f"{type(e).__name__}: {e}")
         return
     task.status, task.reason = result["status"], result.get("reason", "")
-    task.seconds, task.net = result.get("seconds"), result.get("net", "")
+    task.seconds = result.get("seconds")
     task.cpu_seconds = result.get("cpu_seconds")
     if task.status == "done" and not (images / f"{task.name}.png.json").is_file():
         task.status = "failed"

@@ -197,7 +197,7 @@ def test_memory_estimate_is_near_a_measured_peak(nets, tmp_path):
     """The estimate errs a little high: within -10%..+35% of the peak a real dream reaches
     (measured +7% at 1024x575 and +16% here; peak RSS varies a little from run to run)."""
     from deepdream_caffe import checks
-    from deepdream_caffe.net import dream_model
+    from deepdream_caffe.definition import dream_model
 
     definition, weights = nets["bvlc_googlenet"]
     code = f"""

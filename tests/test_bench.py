@@ -41,8 +41,8 @@ def test_conv_macs_match_the_published_count(nets, load):
 def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
     """Same weights, same input: activations and the data gradient agree to float32 rounding."""
     pytest.importorskip("torch")
+    from deepdream_caffe.definition import prune, read_definition
     from deepdream_caffe.lab.torchnet import TorchNet
-    from deepdream_caffe.net import prune, read_definition
 
     end = "inception_4c/output"
     net = load(end=end)

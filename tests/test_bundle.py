@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import cli
+from deepdream_caffe.definition import read_definition
 from deepdream_caffe.lab import bundle
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
-from deepdream_caffe.net import load_net, read_definition
+from deepdream_caffe.net import load_net
 from deepdream_caffe.params import DreamParams
 
 pytestmark = [pytest.mark.caffe]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deepdream_caffe import dream, fastnet
-from deepdream_caffe.net import dream_layers, read_definition
+from deepdream_caffe.definition import dream_layers, read_definition
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 SIZE = (224, 224)  # the size every end accepts, the classifier layers included

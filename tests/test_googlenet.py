@@ -3,8 +3,8 @@
 import pytest
 
 from deepdream_caffe.build import caffe_source_dir
+from deepdream_caffe.definition import dream_layers, prune, read_definition
 from deepdream_caffe.googlenet import googlenet
-from deepdream_caffe.net import dream_layers, prune, read_definition
 
 pytestmark = pytest.mark.caffe
 

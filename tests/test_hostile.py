@@ -305,7 +305,7 @@ def test_weights_holding_nan_are_refused(work, tmp_path_factory):
 
 def test_guard_sees_a_nan_in_a_pooled_blob(load, nets):
     from deepdream_caffe import dream, guards
-    from deepdream_caffe.net import dream_model
+    from deepdream_caffe.definition import dream_model
 
     net = load(end="inception_3a/output")
     pooled = guards.max_pool_inputs(dream_model(nets["bvlc_googlenet"][0], "inception_3a/output"))
@@ -333,7 +333,7 @@ def test_a_preprocessed_image_out_of_range_is_refused(bad):
 
 def test_max_pool_inputs_of_googlenet(nets):
     from deepdream_caffe import guards
-    from deepdream_caffe.net import dream_model
+    from deepdream_caffe.definition import dream_model
 
     names = guards.max_pool_inputs(dream_model(nets["bvlc_googlenet"][0], "inception_4c/output"))
     assert names[:2] == ["conv1/7x7_s2", "conv2/norm2"]

@@ -101,8 +101,9 @@ def bench_image(size) -> np.ndarray:
 
 
 def load_variant(variant, definition, weights, end):
+    from ..definition import prune, read_definition
     from ..models import IMAGENET_MEAN_BGR
-    from ..net import load_net, prune, read_definition
+    from ..net import load_net
 
     if variant == "notebook":
         return load_net(

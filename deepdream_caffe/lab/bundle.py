@@ -202,15 +202,26 @@ def export(
     out: Path, net, model, img, params, seed, provenance: dict, objective=dream.objective_L2
 ) -> dict:
     """Write the bundle of ``img`` into the folder ``out``, all files or none."""
-    from ..imageio import all_or_nothing
-    from ..report import file_record
+    arrays, weights = computed(net, model, img, params, seed, objective)
+    return write(out, arrays, weights, model, params, seed, provenance)
 
+
+def computed(net, model, img, params, seed, objective=dream.objective_L2) -> tuple:
+    """The bundle's arrays (:func:`stages`) and the net's weights, by name."""
     arrays = stages(net, model, img, params, seed, objective)
     weights = {
         f"{layer}/{i}": blob.data.copy()
         for layer, blobs in net.params.items()
         for i, blob in enumerate(blobs)
     }
+    return arrays, weights
+
+
+def write(out: Path, arrays, weights, model, params, seed, provenance: dict) -> dict:
+    """Write a bundle's files into the folder ``out``, all or none."""
+    from ..imageio import all_or_nothing
+    from ..report import file_record
+
     meta = {
         "format": FORMAT,
         "order": list(arrays),
@@ -527,44 +538,60 @@ def weights_kind(job) -> str:
 def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     """``export-golden``: the bundle of one dream job (``job.input`` defaults to the notebook's
     sky, shrunk to 256x144; ``size`` (W, H) resizes the input first, bilinear). ``kind`` says
-    what the weights are (default: published or user)."""
+    what the weights are (default: published or user). The net is built and run in a child
+    process; this one writes the files."""
     import PIL.Image
 
-    from .. import assets, report
-    from ..job import default_end, prepare, read_inputs
-    from ..net import dream_model
+    from .. import assets, report, worker
+    from ..definition import prune
+    from ..imageio import load_image
+    from ..job import default_end, start
+    from ..plan import check_input, make_plan
 
     end = default_end(job)
     path = job.input or assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])
     size = size or (None if job.input else (256, 144))
-    (img,) = read_inputs(job, path)
+    img = load_image(path, max_size=job.max_size)
     if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
         img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
-    run = prepare(job, end, [(img, job.octave_n)])
+    plan = make_plan(job, end, [(*img.shape[:2], job.octave_n)])
+    try:
+        check_input(plan, img, str(path))
+        run = start(job, plan, say)
+        model = prune(plan.model(), end)
+        setup = []
+        arrays, weights = worker.run(
+            _bundle_in_caffe, plan, model, img, run.seed, on_message=setup.append
+        )
+    finally:
+        plan.close()
     source = {
         name: {**report.file_record(p), "path": str(Path(p).resolve())}
-        for name, p in [("input", path), ("weights", run.weights), ("definition", run.definition)]
+        for name, p in [("input", path), ("definition", plan.definition_path)]
     }
+    source["weights"] = {**plan.weights.record(), "path": str(plan.weights.path.resolve())}
+    del source["weights"]["provenance"]
     provenance = {
-        "model": run.model_name,
+        "model": plan.model_name,
         "weights_kind": kind or weights_kind(job),
         "source": source,
         "size": list(img.shape[1::-1]),
-        "mean_bgr": list(run.mean),
-        "channel_swap": list(run.swap),
-        "net_setup": run.net.dream_setup,
+        "mean_bgr": list(plan.mean),
+        "channel_swap": list(plan.swap),
+        "net_setup": setup[0][1],
         "environment": report.environment(with_caffe=True),
     }
-    meta = export(
-        out,
-        run.net,
-        dream_model(run.definition, end),
-        img,
-        run.params,
-        run.seed,
-        provenance,
-        run.objective(),
-    )
+    meta = write(out, arrays, weights, model, plan.params, run.seed, provenance)
     report.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
     say(f"wrote {', '.join(str(out / f) for f in (*FILES, 'bundle.json'))}")
     return meta
+
+
+def _bundle_in_caffe(send, plan, model, img, seed) -> tuple:
+    """The Caffe part of export-golden: the bundle's arrays and weights."""
+    from .. import guards
+    from ..job import open_net
+
+    net = open_net(send, plan)
+    objective = guards.guarded(net, dream.objective_L2, plan.pooled, plan.end)
+    return computed(net, model, img, plan.params, seed, objective)

@@ -89,7 +89,7 @@ def load_example():
 
 def twin_arrays(folder: Path, out_path: Path, **export_options) -> dict:
     """Run the PyTorch twin over a bundle, through the reference exporter; write out_path."""
-    from ..net import read_definition
+    from ..definition import read_definition
     from .torchnet import CaffeModule, params_from_weights_npz
 
     exporter = load_example()

@@ -19,15 +19,30 @@ RECIPE = "He normal (std sqrt(2/fan_in)) weights, uniform(-0.1, 0.1) biases, Ran
 
 
 def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
-    """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it."""
-    from ..imageio import atomic_path
-    from ..net import check_buildable, definition_file, import_caffe, read_definition
+    """Fill every parameter of the net in ``prototxt`` from ``RandomState(seed)``; save it.
 
-    caffe = import_caffe()
+    The definition is checked here; the net is built, filled and saved in a child process
+    (:mod:`deepdream_caffe.worker`), and the file appears only when that succeeded."""
+    from .. import worker
+    from ..definition import check_buildable, read_definition
+    from ..imageio import atomic_path
+
     model = read_definition(prototxt)  # checked first, like any input
     check_buildable(model, prototxt)
-    with definition_file(model) as path:
-        net = caffe.Net(path, caffe.TEST)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:  # a new file's usual mode, not mkstemp's 0600
+        worker.run(_fill_and_save, model, str(tmp), seed)
+    return out_path
+
+
+def _fill_and_save(send, model, path: str, seed: int) -> None:
+    """The Caffe part: build ``model``, fill it from ``RandomState(seed)``, save at ``path``."""
+    from ..definition import definition_file
+    from ..net import import_caffe
+
+    caffe = import_caffe()
+    with definition_file(model) as definition:
+        net = caffe.Net(definition, caffe.TEST)
     rng = np.random.RandomState(seed)
     for name, params in net.params.items():
         if net.layer_dict[name].type == "BatchNorm":  # a plausible mean, variance and factor
@@ -40,10 +55,7 @@ def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
         weights[...] = rng.standard_normal(weights.shape) * np.sqrt(2.0 / fan_in)
         for bias in params[1:]:
             bias.data[...] = rng.uniform(-0.1, 0.1, bias.data.shape)
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:  # a new file's usual mode, not mkstemp's 0600
-        net.save(str(tmp))
-    return out_path
+    net.save(path)
 
 
 def write_googlenet(out_path, num_classes: int = 1000, aux_heads: bool = False) -> Path:

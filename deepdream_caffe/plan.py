@@ -1,0 +1,266 @@
+"""One run's facts, resolved once: the model, the checked definition, the weights, the sizes.
+
+:func:`make_plan` turns a :class:`~deepdream_caffe.job.Job` into a frozen :class:`Plan` before
+a pixel is decoded or a net is built: the model record, the definition parsed and upgraded
+once (one ``upgrade_net_proto_text`` child), the weights read once (every hash the run needs,
+and the check that they fit, come from that one read; Caffe then reads the same bytes from an
+anonymous memory file, so the file cannot change in between), the mean and channel order, the
+end layer, every octave size and the memory estimate. Everything after it (building the net in
+the child process, the dream, the sidecar) takes the plan and re-resolves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checks, guards, models
+from .errors import DreamError
+from .params import DreamParams
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights file as read once: where it was, what it held, and where Caffe reads it."""
+
+    path: Path
+    size: int
+    sha256: str
+    provenance: str  # published (verified), synthetic, or the user's
+    fd: int  # an anonymous memory file holding exactly the bytes hashed
+
+    @property
+    def for_caffe(self) -> str:
+        """The path Caffe opens: the memory file, as this process (or a forked child) sees it."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def record(self) -> dict:
+        """For the sidecar: the file, its size and sha256, and its provenance."""
+        return {
+            "path": str(self.path.absolute()),
+            "bytes": self.size,
+            "sha256": self.sha256,
+            "provenance": self.provenance,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one run needs, checked; the net is built from this alone."""
+
+    model_name: str  # a models.MODELS name, or "custom"
+    definition_path: Path  # the .prototxt as given (for messages and the sidecar)
+    definition: bytes  # the whole definition, upgraded, TEST phase, checked (serialized)
+    weights: Weights
+    mean: tuple  # B, G, R
+    swap: tuple  # the net's input channels as indices into R, G, B
+    params: DreamParams  # end included
+    notebook_net: bool  # build the notebook's whole net instead of the pruned, fast one
+    octaves: tuple  # per image: the (H, W) of every octave, smallest first
+    memory: int | None  # estimated bytes of the largest dream, None where it cannot be told
+    pooled: tuple  # the blobs max pooling reads: checked before every backward pass
+    gpu: int | None = None
+    threads: int | None = None
+
+    def close(self) -> None:
+        """Let go of the weights' memory file (a sweep makes one plan per task)."""
+        with contextlib.suppress(OSError):
+            os.close(self.weights.fd)
+
+    @property
+    def end(self) -> str:
+        return self.params.end
+
+    def model(self):
+        """The definition as a ``NetParameter`` (a fresh copy)."""
+        from caffe.proto import caffe_pb2
+
+        return caffe_pb2.NetParameter.FromString(self.definition)
+
+    def net_mean(self) -> np.ndarray:
+        from .net import mean_in_net_order
+
+        return mean_in_net_order(self.mean, self.swap)
+
+
+def make_plan(job, end: str, sizes, names=None) -> Plan:
+    """Resolve and check ``job`` for a dream at ``end``.
+
+    ``sizes``: (H, W, octave_n) of every image that goes through the net (read from the files'
+    headers); ``names``, when given, name them in errors.
+    """
+    from .definition import (
+        check_buildable,
+        check_dreamable,
+        check_end,
+        notebook_reach,
+        prune,
+        read_definition,
+    )
+    from .job import check_numbers
+
+    check_numbers(job)
+    definition_path, weights_path, mean, swap, model_name = model_config(job, end)
+    model = read_definition(definition_path, job.allow_python_layers)
+    check_end(model, end)
+    pruned = prune(model, end)
+    check_buildable(pruned, definition_path, job.allow_python_layers)
+    check_dreamable(pruned, definition_path, end)
+    # the net whose sizes a dream runs through, and the most this set-up builds
+    reach = notebook_reach(model, end)
+    sized = reach if job.notebook_net else pruned
+    built = model if job.notebook_net else reach
+    if built is not pruned:
+        check_buildable(built, definition_path, job.allow_python_layers)
+        check_dreamable(built, definition_path, end)
+    octaves = []
+    for (h, w, octave_n), name in zip(sizes, names or [None] * len(sizes), strict=True):
+        try:
+            octaves.append(check_image(job, sized, end, h, w, octave_n))
+        except DreamError as e:
+            if name is None:
+                raise
+            raise DreamError(f"{name}: {e.problem}", e.fix) from None
+    memory = check_memory(sized, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
+    weights = read_weights(Path(weights_path), model, built, job)
+    params = DreamParams(
+        end=end,
+        iter_n=job.iter_n,
+        octave_n=job.octave_n,
+        octave_scale=job.octave_scale,
+        step_size=job.step_size,
+        jitter=job.jitter,
+        clip=job.clip,
+    )
+    return Plan(
+        model_name=model_name,
+        definition_path=Path(definition_path),
+        definition=model.SerializeToString(),
+        weights=weights,
+        mean=tuple(float(m) for m in mean),
+        swap=tuple(swap),
+        params=params,
+        notebook_net=job.notebook_net,
+        octaves=tuple(tuple(o) for o in octaves),
+        memory=memory,
+        pooled=tuple(guards.max_pool_inputs(sized)),
+        gpu=job.gpu,
+        threads=job.threads,
+    )
+
+
+def model_config(job, end):
+    """Resolve (definition, weights, mean, channel swap, model name) from the job; a published
+    model's files are fetched (and verified) here."""
+    if job.model_def:
+        if not job.weights:
+            raise DreamError("--model-def needs --weights", "pass the .caffemodel too")
+        mean = job.mean or models.IMAGENET_MEAN_BGR
+        return job.model_def, job.weights, mean, job.channel_swap or models.BGR, "custom"
+    record = models.get_model(job.model)
+    if job.weights:  # your own copy of the weights for a known architecture
+        definition, weights = models.model_definition(record), job.weights
+    else:
+        definition, weights = models.model_files(record)
+    mean = job.mean or (models.PLACES205_MEAN_BGR if job.places_mean else record.mean)
+    return definition, weights, mean, job.channel_swap or record.channel_swap, record.name
+
+
+def check_image(job, model, end, h, w, octave_n) -> list:
+    """One image's octaves: their number and every size the net must take."""
+    check_octave_count(h, w, octave_n, job.octave_scale)
+    try:
+        return checks.check_sizes(model, end, h, w, octave_n, job.octave_scale)
+    except DreamError as e:
+        if not job.notebook_net:
+            raise
+        raise DreamError(
+            f"{e.problem} (with --notebook-net, as in the notebook, every layer before {end} runs)",
+            "leave out --notebook-net (the "
+            "default runs only the layers the end layer needs), or " + e.fix,
+        ) from None
+
+
+def check_octave_count(h, w, octave_n, octave_scale) -> None:
+    """Refuse more octaves than the image has pixels for (before listing their sizes)."""
+    if octave_n > 1 and (octave_n - 1) * math.log(octave_scale) > math.log(min(h, w)):
+        most = 1 + int(math.log(min(h, w)) / math.log(octave_scale))
+        raise DreamError(
+            f"--octave-n {octave_n}: with --octave-scale {octave_scale} the "
+            f"smallest octave of the {w}x{h} image would be below one pixel",
+            f"give at most --octave-n {most}",
+        )
+
+
+def check_memory(model, sizes, job) -> int | None:
+    """Refuse a dream that would not fit in memory, with the estimate and a size that fits;
+    return the estimate. ``sizes``: the (H, W) of every octave of the largest image."""
+    size = sizes[-1]
+    free = checks.available_bytes()
+    try:
+        need = checks.estimate_bytes(model, sizes, job.notebook_net)
+        if free is None or need <= 0.9 * free:
+            return need
+        fit = checks.side_that_fits(model, size, job.notebook_net, 0.9 * free)
+    except (checks.Unknown, checks.ShapeError):
+        return None
+    h, w = size
+    what = (
+        f"a {w}x{h} dream needs about {need / 2**30:.1f} GiB of memory and "
+        f"{free / 2**30:.1f} GiB are available"
+    )
+    if fit is None:
+        raise DreamError(
+            what + ", and even a small image would not fit",
+            "close other programs or use a machine with more memory",
+        )
+    raise DreamError(
+        what, f"pass --max-size {fit} to scale the image down first, or use a smaller image"
+    )
+
+
+def read_weights(path: Path, whole, built, job) -> Weights:
+    """Read the weights file once: its size checked first, then its bytes hashed, checked
+    against ``built`` (the net Caffe will build) and put in an anonymous memory file."""
+    if not path.is_file():
+        raise DreamError(f"weights file {path} does not exist", "check the --weights path")
+    checks.check_weights_size(whole, path)
+    data = path.read_bytes()
+    checks.check_weights(built, data, path)
+    sha256 = hashlib.sha256(data).hexdigest()
+    provenance = weights_provenance(path, data, job)
+    fd = os.memfd_create("deepdream-weights", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return Weights(path, len(data), sha256, provenance, fd)
+
+
+def weights_provenance(path: Path, data: bytes, job) -> str:
+    """Published (verified when fetched, or matched by checksum), synthetic, or the user's."""
+    if not job.model_def and not job.weights:
+        asset = models.get_model(job.model).weights
+        return f"published: {job.model}, verified by {asset.filename}'s {asset.hash}"
+    for model in models.MODELS.values():
+        asset = model.weights
+        algorithm, _, digest = asset.hash.partition(":")
+        if model.archive_weights or (asset.size is not None and asset.size != len(data)):
+            continue
+        if hashlib.new(algorithm, data).hexdigest() == digest:
+            return f"published: {model.name}, matched by {asset.hash}"
+    # lab/synthetic.py's weights say what they are in their file name (and nothing else does)
+    if "synthetic" in path.name.lower():
+        return "synthetic (test weights, not a trained model)"
+    return "user: not one of the published files"
+
+
+def check_input(plan: Plan, img: np.ndarray, what: str) -> None:
+    """The image as preprocess will give it to Caffe: finite and within the pixel range."""
+    array = np.float32(np.rollaxis(img, 2)[list(plan.swap)]) - plan.net_mean()[:, None, None]
+    guards.check_input(array, what)

@@ -1,0 +1,188 @@
+"""The process boundary: the part of a command that holds a Caffe net runs in a child process.
+
+Caffe ends its process when one of its checks fails (glog's CHECK: SIGABRT), a bad blob can
+crash it (SIGSEGV, heap corruption), and nothing stops it looping. So :func:`run` forks a child
+that runs one function, "the Caffe part" of a command, and the parent, which owns the user's
+files and the one-line message, learns only what the child sends over a pipe: messages while
+it works (progress, frames), then its result. Whatever else happens to the child, the parent
+ends the command with one line and writes nothing of it:
+
+- a Caffe abort or crash: "Caffe stopped: <Caffe's last fatal log line>" (or the signal);
+- a child silent for longer than ``DEEPDREAM_CAFFE_TIMEOUT`` seconds (default 600): killed;
+- Ctrl-C or SIGTERM in the parent: the child is killed before the parent goes on;
+- a ``DreamError`` in the child: the same one line as in the parent; any other exception:
+  one line, and its traceback with ``--debug``.
+
+The child's stdout and stderr (Caffe's log) go to an anonymous memory file that the parent
+reads when the child has ended: shown with ``--verbose``, searched for Caffe's fatal line
+otherwise. The child inherits the parent's memory (fork), so nothing is loaded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import traceback
+from multiprocessing import Pipe
+
+from .errors import DreamError
+
+TIMEOUT_VARIABLE = "DEEPDREAM_CAFFE_TIMEOUT"
+DEFAULT_TIMEOUT = 600.0  # seconds without a message from the child: a net load or one step
+# glog's line prefix: severity, date, time, thread, file:line]
+GLOG_LINE = re.compile(r"^([IWEF])\d{4,8} [\d:.]+ +\d+ ([^\]]*)\] ?(.*)$")
+
+
+class InternalError(Exception):
+    """An unexpected exception in the child: its one-line summary, and its traceback."""
+
+    def __init__(self, summary: str, details: str):
+        super().__init__(summary)
+        self.details = details
+
+
+def timeout() -> float:
+    """The seconds the child may go without a message, from ``DEEPDREAM_CAFFE_TIMEOUT``."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "")
+    if not value:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 1e9:
+        raise DreamError(
+            f"{TIMEOUT_VARIABLE}={value!r} is not a number of seconds above 0",
+            f"unset it (default {DEFAULT_TIMEOUT:.0f}) or give e.g. {TIMEOUT_VARIABLE}=1200",
+        )
+    return seconds
+
+
+def run(work, *args, on_message=None, verbose: bool = False):
+    """``work(send, *args)`` in a child process; return what it returns.
+
+    ``send(message)`` in the child passes a picklable message to ``on_message(message)`` here,
+    as it comes. Raises :class:`DreamError` for a child that fails, dies or hangs (see the
+    module docstring) and :class:`InternalError` for an unexpected exception in it.
+    """
+    limit = timeout()
+    log = os.memfd_create("deepdream-caffe-log", os.MFD_CLOEXEC)
+    reader, writer = Pipe(duplex=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        reader.close()
+        _child(work, args, writer, log)
+    writer.close()
+    outcome, result = None, None
+    try:
+        while True:
+            if not reader.poll(limit):
+                outcome = ("hang", limit)
+                break
+            try:
+                message = reader.recv()
+            except (EOFError, OSError):
+                break  # the child has ended, or died
+            if message[0] == "done":
+                outcome, result = message, message[1]
+            elif message[0] in ("error", "crash"):
+                outcome = message
+            elif on_message is not None:
+                on_message(message)
+    finally:
+        reader.close()
+        status = _reap(pid, kill=outcome is None or outcome[0] == "hang")
+        text = _read_log(log)
+        os.close(log)
+        if verbose and text:
+            sys.stderr.write(text)
+    if outcome is not None and outcome[0] == "done" and status == 0:
+        return result
+    if outcome is not None and outcome[0] == "error":
+        raise DreamError(outcome[1], outcome[2])
+    if outcome is not None and outcome[0] == "crash":
+        raise InternalError(outcome[1], outcome[2])
+    if outcome is not None and outcome[0] == "hang":
+        raise DreamError(
+            f"Caffe stopped: no progress for {limit:g} s, so it was ended; nothing was written",
+            f"set {TIMEOUT_VARIABLE} to more seconds if a step of this size really takes longer",
+        )
+    raise DreamError(f"Caffe stopped: {why_stopped(status, text)}; nothing was written", FIX)
+
+
+FIX = "check the definition and the weights (--verbose shows Caffe's log)"
+
+
+def _child(work, args, writer, log) -> None:
+    """Run ``work`` and send its outcome; the process ends here, whatever happens."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, and ends this one
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115: Python's prints go there too
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        result = work(writer.send, *args)
+        writer.send(("done", result))
+        code = 0
+    except DreamError as e:
+        with contextlib.suppress(BaseException):
+            writer.send(("error", e.problem, e.fix))
+    except BaseException as e:  # noqa: BLE001: anything else is reported, then the child ends
+        with contextlib.suppress(BaseException):
+            summary = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            writer.send(("crash", summary, traceback.format_exc()))
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(pid: int, kill: bool) -> int:
+    """Wait for the child (killing it first if ``kill``); its wait status."""
+    if kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+
+
+def _read_log(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def why_stopped(status: int, log: str) -> str:
+    """Caffe's last fatal line (glog's F-line) from ``log``, else the last line, else how the
+    child ended."""
+    fatal, last = None, None
+    for line in log.splitlines():
+        line = line.strip()
+        if not line or line.startswith("***") or line.startswith("@ "):
+            continue  # glog's stack trace
+        match = GLOG_LINE.match(line)
+        if match and match.group(1) == "F":
+            fatal = f"{match.group(3)} ({match.group(2)})"
+        elif not match:
+            last = line
+    if os.WIFSIGNALED(status):
+        how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    else:
+        how = f"exit status {os.waitstatus_to_exitcode(status)}"
+    reason = fatal or last
+    return f"{reason[:300]} ({how})" if reason else how

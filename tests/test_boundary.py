@@ -1,0 +1,223 @@
+"""The process boundary around Caffe (deepdream_caffe/worker.py), and the plan's "once".
+
+Whatever happens to the process that holds the net (an abort, a crash, a hang, a signal), the
+command ends with one line, writes nothing and changes no input. A default dream parses its
+definition with one upgrade child and opens its weights file at most twice.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from deepdream_caffe import worker
+from deepdream_caffe.errors import DreamError
+
+CLI = [sys.executable, "-m", "deepdream_caffe.cli"]
+
+
+def digest(folder: Path) -> dict:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()
+    }
+
+
+@pytest.fixture
+def scene(nets, tmp_path):
+    """A folder holding an input image, the definition and the weights; the dream's command."""
+    definition, weights = nets["bvlc_googlenet"]
+    for source in (definition, weights):
+        shutil.copy(source, tmp_path / Path(source).name)
+    rng = np.random.RandomState(0)
+    PIL.Image.fromarray(rng.randint(0, 256, (180, 240, 3)).astype(np.uint8)).save(
+        tmp_path / "in.png"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [
+        *CLI,
+        "dream",
+        str(tmp_path / "in.png"),
+        "-o",
+        str(out / "dream.png"),
+        "--raw",
+        str(out / "dream.npy"),
+        "--model-def",
+        str(tmp_path / Path(definition).name),
+        "--weights",
+        str(tmp_path / Path(weights).name),
+        "--seed",
+        "0",
+    ]
+    return tmp_path, out, command
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def child_of(proc, wait_s=120.0) -> int:
+    """The Caffe child of a running command, once it has one and has used some CPU."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for pid in children(proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            # a fork of the command (not the upgrade tool), past its first second of CPU
+            if b"deepdream_caffe" in cmdline and int(fields[11]) > os.sysconf("SC_CLK_TCK"):
+                return pid
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the command never started its Caffe process")
+
+
+def assert_contained(proc, tmp_path, out, before, pattern):
+    """One line matching ``pattern``, a nonzero status, nothing written, inputs unchanged."""
+    _, stderr = proc.communicate(timeout=120)
+    lines = stderr.strip().splitlines()
+    assert proc.returncode != 0
+    assert len(lines) == 1, stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert list(out.iterdir()) == []
+    assert digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGABRT, signal.SIGFPE])
+def test_a_crash_of_the_caffe_process_ends_in_one_line(scene, signum):
+    tmp_path, out, command = scene
+    before = digest(tmp_path)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    os.kill(child_of(proc), signum)
+    assert_contained(proc, tmp_path, out, before, f"Caffe stopped: .*{signum.name}")
+
+
+def test_a_silent_caffe_process_is_ended_after_the_timeout(scene):
+    tmp_path, out, command = scene
+    before = digest(tmp_path)
+    env = {**os.environ, worker.TIMEOUT_VARIABLE: "3"}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    child = child_of(proc)
+    os.kill(child, signal.SIGSTOP)  # a hang, as far as the parent can tell
+    assert_contained(proc, tmp_path, out, before, "Caffe stopped: no progress for 3 s")
+    assert not Path(f"/proc/{child}").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_command_ends_its_caffe_process(scene, signum):
+    tmp_path, out, command = scene
+    before = digest(tmp_path)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    child = child_of(proc)
+    proc.send_signal(signum)
+    assert_contained(proc, tmp_path, out, before, "terminated|interrupted")
+    assert proc.returncode == 128 + signum
+    assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_bad_timeout_is_one_line(scene):
+    tmp_path, out, command = scene
+    before = digest(tmp_path)
+    for value in ("soon", "0", "-1", "nan", "inf"):
+        env = {**os.environ, worker.TIMEOUT_VARIABLE: value}
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+        assert_contained(proc, tmp_path, out, before, worker.TIMEOUT_VARIABLE)
+
+
+# --- the boundary itself, with stand-ins for Caffe's part ------------------------------
+def _abort(send):
+    sys.stderr.write("F1206 10:00:00.000000  4242 blob.cpp:133] Check failed: data_\n")
+    sys.stderr.write("*** Check failure stack trace: ***\n    @     0x7f0 (unknown)\n")
+    sys.stderr.flush()
+    os.abort()
+
+
+def _refuse(send):
+    raise DreamError("a problem", "a fix")
+
+
+def _bug(send):
+    raise ValueError("an unexpected\nvalue")
+
+
+def _talk(send, n):
+    for i in range(n):
+        send(("step", i))
+    return np.arange(n)
+
+
+def test_caffe_s_fatal_line_is_the_message():
+    with pytest.raises(DreamError) as e:
+        worker.run(_abort)
+    assert str(e.value).startswith(
+        "Caffe stopped: Check failed: data_ (blob.cpp:133) (killed by SIGABRT)"
+    )
+    assert "\n" not in str(e.value)
+
+
+def test_a_refusal_in_the_child_is_the_same_refusal():
+    with pytest.raises(DreamError) as e:
+        worker.run(_refuse)
+    assert (e.value.problem, e.value.fix) == ("a problem", "a fix")
+
+
+def test_an_unexpected_exception_in_the_child_is_one_line_with_its_traceback_kept():
+    with pytest.raises(worker.InternalError) as e:
+        worker.run(_bug)
+    assert str(e.value) == "ValueError: an unexpected"
+    assert "Traceback" in e.value.details and "_bug" in e.value.details
+
+
+def test_messages_arrive_in_order_and_the_result_comes_back():
+    heard = []
+    result = worker.run(_talk, 5, on_message=heard.append)
+    assert heard == [("step", i) for i in range(5)]
+    np.testing.assert_array_equal(result, np.arange(5))
+
+
+# --- resolve once: counted with strace --------------------------------------------------
+def test_a_default_dream_parses_once_and_reads_its_weights_once(scene):
+    """One upgrade child, and the weights file opened at most twice (here once: Caffe reads
+    the same bytes from a memory file)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (tests/apt-packages.txt installs it)")
+    tmp_path, out, command = scene
+    log = tmp_path.parent / "strace.log"
+    weights = command[command.index("--weights") + 1]
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=execve,open,openat", "-o", str(log), *command],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    trace = log.read_text()
+    upgrades = [
+        line
+        for line in trace.splitlines()
+        if "execve(" in line and "upgrade_net_proto_text" in line
+    ]
+    opens = [line for line in trace.splitlines() if "open" in line and f'"{weights}"' in line]
+    assert len(upgrades) == 1, upgrades
+    assert 1 <= len(opens) <= 2, opens
+    assert (out / "dream.png").is_file()
