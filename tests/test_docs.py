@@ -1,6 +1,7 @@
 """The README stays short, and every relative link in it and in docs/ points somewhere real."""
 
 import re
+import shlex
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -56,3 +57,19 @@ def test_relative_links_point_to_existing_files_and_anchors(page):
         elif anchor and target.suffix == ".md" and anchor not in anchors(target):
             broken.append(link)
     assert not broken, broken
+
+
+def test_readme_has_one_example_per_subcommand_and_each_parses():
+    from deepdream_caffe.parser import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    text = (ROOT / "README.md").read_text()
+    lines = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+        for line in block.splitlines()
+        if line.startswith("deepdream-caffe ")
+    ]
+    seen = [parser.parse_args(shlex.split(line)[1:]).command for line in lines]
+    assert sorted(seen) == sorted(subcommands)
