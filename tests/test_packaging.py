@@ -1,4 +1,4 @@
-"""Packaging: environment.yml and the conda branch of scripts/setup.sh, Makefile, README.
+"""Packaging: environment.yml and the conda branch of scripts/setup.sh, Makefile, README, docs.
 (The Dockerfiles: tests/test_docker.py.)"""
 
 import json
@@ -165,8 +165,8 @@ def test_readme_starts_with_the_two_commands():
     assert "make test" in ci
 
 
-def test_readme_documents_every_make_target():
-    text = (ROOT / "README.md").read_text()
+def test_docs_document_every_make_target():
+    text = (ROOT / "docs" / "commands.md").read_text()
     for target in re.findall(r"^([a-z-]+):.*## ", (ROOT / "Makefile").read_text(), re.M):
         assert f"make {target}" in text, target
 
@@ -236,10 +236,10 @@ def variables_read():
     return found - {"HOME", "MAKEFILE_LIST"}  # not read from the environment by us
 
 
-def test_readme_documents_every_environment_variable():
-    text = (ROOT / "README.md").read_text()
+def test_docs_document_every_environment_variable():
+    text = (ROOT / "docs" / "setup.md").read_text()
     table = text[text.index("## Environment variables") :]
-    table = table[: table.index("\n## ")]
+    table = table.split("\n## ")[0]  # up to the next section, if any
     documented = set(re.findall(r"`([A-Z][A-Za-z0-9_]+)`", table))
     read = variables_read()
     assert {
