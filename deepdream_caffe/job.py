@@ -233,7 +233,7 @@ class Run:
         return report.run_record(job, self, timings, outputs, net_setup=self.net_setup, **extra)
 
 
-def plan_images(job, end, octave_ns, *paths) -> Plan:
+def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
     """The run's plan, decided from the files' headers before a pixel is decoded: sizes,
     octaves, memory, the definition and the weights."""
     pairs = list(zip(paths, octave_ns, strict=False))  # a dream without a guide has one path
@@ -246,7 +246,7 @@ def plan_images(job, end, octave_ns, *paths) -> Plan:
                 "give a smaller image",
             )
     names = [str(p) for p, _ in pairs] if len(pairs) > 1 else None  # input or guide?
-    return make_plan(job, end, sizes, names)
+    return make_plan(job, end, sizes, names, say)
 
 
 def read_inputs(job, plan, *paths):
@@ -345,7 +345,7 @@ def run_dream(job: Job, say=None):
     if job.save_steps is not None:
         check_steps_folder(job.save_steps, job.octave_n, job.iter_n)
     paths = [job.input, *([job.guide] if job.guide else [])]
-    plan = plan_images(job, end, [job.octave_n, 1], *paths)
+    plan = plan_images(job, end, [job.octave_n, 1], *paths, say=say)
     try:
         img, *guide = read_inputs(job, plan, *paths)
         run = start(job, plan, say)
@@ -420,7 +420,7 @@ def run_zoom(job: Job, say=None):
         check_output(job.video, job.input, suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
-    plan = plan_images(job, end, [job.octave_n], job.input)
+    plan = plan_images(job, end, [job.octave_n], job.input, say=say)
     try:
         (frame,) = read_inputs(job, plan, job.input)
         run = start(job, plan, say)

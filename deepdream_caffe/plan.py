@@ -89,11 +89,12 @@ class Plan:
         return mean_in_net_order(self.mean, self.swap)
 
 
-def make_plan(job, end: str, sizes, names=None) -> Plan:
+def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
     """Resolve and check ``job`` for a dream at ``end``.
 
     ``sizes``: (H, W, octave_n) of every image that goes through the net (read from the files'
-    headers); ``names``, when given, name them in errors.
+    headers); ``names``, when given, name them in errors; ``say`` hears what the user should
+    know on the way (a model definition taken from the builder, say).
     """
     from .definition import (
         check_buildable,
@@ -106,7 +107,7 @@ def make_plan(job, end: str, sizes, names=None) -> Plan:
     from .job import check_numbers
 
     check_numbers(job)
-    definition_path, weights_path, mean, swap, model_name = model_config(job, end)
+    definition_path, weights_path, mean, swap, model_name = model_config(job, say)
     model = read_definition(definition_path, job.allow_python_layers)
     check_end(model, end)
     pruned = prune(model, end)
@@ -155,7 +156,7 @@ def make_plan(job, end: str, sizes, names=None) -> Plan:
     )
 
 
-def model_config(job, end):
+def model_config(job, say=None):
     """Resolve (definition, weights, mean, channel swap, model name) from the job; a published
     model's files are fetched (and verified) here."""
     if job.model_def:
@@ -165,7 +166,7 @@ def model_config(job, end):
         return job.model_def, job.weights, mean, job.channel_swap or models.BGR, "custom"
     record = models.get_model(job.model)
     if job.weights:  # your own copy of the weights for a known architecture
-        definition, weights = models.model_definition(record), job.weights
+        definition, weights = models.model_definition(record, say=say), job.weights
     else:
         definition, weights = models.model_files(record)
     mean = job.mean or (models.PLACES205_MEAN_BGR if job.places_mean else record.mean)

@@ -254,7 +254,7 @@ def task_job(spec: Sweep, task: Task) -> dict:
 def expectations(spec: Sweep, tasks) -> dict:
     """What each task's sidecar must say for its result to be kept: name -> record."""
     probe = job.Job.from_values(spec.base)
-    definition, weights, mean, swap, model_name = plan.model_config(probe, probe.end or "x")
+    definition, weights, mean, swap, model_name = plan.model_config(probe)
     files = {
         "definition": file_hash(Path(definition), "sha256"),
         "weights": file_hash(Path(weights), "sha256"),

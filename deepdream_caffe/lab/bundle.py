@@ -554,7 +554,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     img = load_image(path, max_size=job.max_size)
     if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
         img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
-    plan = make_plan(job, end, [(*img.shape[:2], job.octave_n)])
+    plan = make_plan(job, end, [(*img.shape[:2], job.octave_n)], say=say)
     try:
         check_input(plan, img, str(path))
         run = start(job, plan, say)
