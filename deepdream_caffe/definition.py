@@ -23,6 +23,17 @@ from .build import SETUP_HINT
 from .errors import DreamError
 
 
+def import_caffe(verbose: bool = False):
+    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing."""
+    # glog reads this once, when libcaffe loads: 2 keeps only errors.
+    os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
+    try:
+        import caffe
+    except ImportError as e:
+        raise DreamError(f"pycaffe cannot be imported ({e})", SETUP_HINT) from e
+    return caffe
+
+
 def upgrade_tool() -> Path:
     """Caffe's ``upgrade_net_proto_text``, as the build made it."""
     from .build import caffe_build_dir
@@ -76,8 +87,6 @@ def read_definition(path: Path, allow_python_layers: bool = False):
     """Parse a .prototxt into a ``NetParameter`` as Caffe would (upgraded, TEST phase), and
     check it with :func:`check_structure`; errors name the file."""
     from google.protobuf import text_format
-
-    from .net import import_caffe
 
     caffe = import_caffe()
 

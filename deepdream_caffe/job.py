@@ -236,6 +236,7 @@ class Run:
 def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
     """The run's plan, decided from the files' headers before a pixel is decoded: sizes,
     octaves, memory, the definition and the weights."""
+    check_numbers(job)
     pairs = list(zip(paths, octave_ns, strict=False))  # a dream without a guide has one path
     sizes = [(*imageio.image_size(p, job.max_size), n) for p, n in pairs]
     free = checks.available_bytes()
@@ -259,7 +260,10 @@ def read_inputs(job, plan, *paths):
 
 
 def start(job, plan, say) -> Run:
-    """The run's seed (said when it was drawn) and start time."""
+    """The run's seed (said when it was drawn) and start time. The BLAS threads are set here,
+    before the Caffe process is forked, so that it and the record of this one agree."""
+    if plan.threads is not None:
+        report.set_blas_threads(plan.threads)
     seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
     if job.seed is None:
         say(f"seed: {seed} (pass --seed {seed} to repeat this run)")
@@ -271,8 +275,6 @@ def open_net(send, plan: Plan):
     """Build the plan's net in this (child) process and tell the parent which set-up it is."""
     from .net import build
 
-    if plan.threads is not None:
-        report.set_blas_threads(plan.threads)
     net = build(
         plan.model(),
         plan.weights.for_caffe,
@@ -280,7 +282,7 @@ def open_net(send, plan: Plan):
         plan.mean,
         plan.swap,
         plan.gpu,
-        plan.notebook_net,
+        plan.setup,
     )
     send(("setup", net.dream_setup))
     return net

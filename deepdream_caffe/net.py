@@ -14,37 +14,28 @@ parsed and checked the definition and read the weights.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .build import SETUP_HINT
+from .definition import import_caffe
 from .errors import DreamError
 
-
-def import_caffe(verbose: bool = False):
-    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing."""
-    # glog reads this once, when libcaffe loads: 2 keeps only errors.
-    os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
-    try:
-        import caffe
-    except ImportError as e:
-        raise DreamError(f"pycaffe cannot be imported ({e})", SETUP_HINT) from e
-    return caffe
+WHOLE, REACH, FAST = "whole", "reach", "fast"  # the net set-ups build() makes
 
 
-def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, whole=False):
+def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, setup=FAST):
     """A ``caffe.Classifier`` ready for dreaming at ``end``, from a parsed, checked definition.
 
     ``model``: the whole definition (a ``NetParameter``, TEST phase); ``weights``: a path Caffe
-    reads them from. ``whole`` (or no ``end``) builds the notebook's net exactly: the whole
-    definition with force_backward. Otherwise the net is pruned to ``end`` and computes the data
-    gradient only, once checked bit for bit against the notebook's net
+    reads them from. ``setup``: ``WHOLE`` (or no ``end``) builds the notebook's net exactly,
+    the whole definition with force_backward; ``REACH`` the notebook's net as far as its calls
+    run it (every layer up to ``end``); ``FAST`` the net pruned to ``end`` computing the data
+    gradient only, once checked bit for bit against ``REACH``
     (:func:`deepdream_caffe.fastnet.load_fast`). ``net.dream_setup`` says which was used.
     """
     from .definition import definition_file, notebook_reach, prune
-    from .fastnet import NOTEBOOK_SETUP, load_fast
+    from .fastnet import NOTEBOOK_SETUP, NOTEBOOK_UP_TO, load_fast
 
     caffe = import_caffe()
     model = type(model).FromString(model.SerializeToString())
@@ -57,9 +48,16 @@ def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, wh
         with definition_file(definition) as path:
             return caffe.Classifier(path, weights, mean=net_mean, channel_swap=tuple(channel_swap))
 
-    if whole or end is None:
+    if setup == WHOLE or end is None:
         net = make(model)
         net.dream_setup = NOTEBOOK_SETUP
+        return net
+    if setup == REACH:
+        net = make(notebook_reach(model, end))
+        net.dream_setup = (
+            f"{NOTEBOOK_UP_TO} {end}: a dream this small does not repay the data-gradient-only "
+            "net's set-up and check"
+        )
         return net
     return load_fast(notebook_reach(model, end), prune(model, end), end, make)
 
@@ -98,7 +96,7 @@ def load_net(
     check_buildable(built, model_def, allow_python_layers)
     check_dreamable(built, model_def, end)
     check_weights(built, weights.read_bytes(), weights)  # Caffe aborts on weights that do not fit
-    return build(model, str(weights), end, mean, channel_swap, gpu, whole)
+    return build(model, str(weights), end, mean, channel_swap, gpu, WHOLE if whole else FAST)
 
 
 def select_device(caffe, gpu: int | None) -> None:

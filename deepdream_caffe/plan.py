@@ -61,7 +61,7 @@ class Plan:
     mean: tuple  # B, G, R
     swap: tuple  # the net's input channels as indices into R, G, B
     params: DreamParams  # end included
-    notebook_net: bool  # build the notebook's whole net instead of the pruned, fast one
+    setup: str  # the net set-up: net.WHOLE (--notebook-net), net.REACH or net.FAST
     octaves: tuple  # per image: the (H, W) of every octave, smallest first
     memory: int | None  # estimated bytes of the largest dream, None where it cannot be told
     pooled: tuple  # the blobs max pooling reads: checked before every backward pass
@@ -90,7 +90,7 @@ class Plan:
 
 
 def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
-    """Resolve and check ``job`` for a dream at ``end``.
+    """Resolve and check ``job`` (its numbers already checked) for a dream at ``end``.
 
     ``sizes``: (H, W, octave_n) of every image that goes through the net (read from the files'
     headers); ``names``, when given, name them in errors; ``say`` hears what the user should
@@ -104,9 +104,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
         prune,
         read_definition,
     )
-    from .job import check_numbers
 
-    check_numbers(job)
     definition_path, weights_path, mean, swap, model_name = model_config(job, say)
     model = read_definition(definition_path, job.allow_python_layers)
     check_end(model, end)
@@ -147,13 +145,33 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
         mean=tuple(float(m) for m in mean),
         swap=tuple(swap),
         params=params,
-        notebook_net=job.notebook_net,
+        setup=net_setup(
+            job.notebook_net, job.iter_n, octaves, len(reach.layer) > len(pruned.layer)
+        ),
         octaves=tuple(tuple(o) for o in octaves),
         memory=memory,
         pooled=tuple(guards.max_pool_inputs(sized)),
         gpu=job.gpu,
         threads=job.threads,
     )
+
+
+# The data-gradient-only net (net.FAST) saves about a third of every step, but costs a second
+# net and a check pass to set up: below this many pixel-steps (steps x pixels, over every
+# octave of the largest image) the notebook's own net (net.REACH) is faster. Both give the same
+# bits: the fast net is used only where it is checked to give the notebook net's.
+FAST_MIN_WORK = 50_000
+
+
+def net_setup(notebook_net: bool, iter_n: int, octaves, beyond: bool) -> str:
+    """The net a dream is run on. ``beyond``: the notebook's net runs layers the end layer
+    does not need (Places205's aux heads), whose sizes the pruned net spares the dream."""
+    from . import net
+
+    if notebook_net:
+        return net.WHOLE
+    work = max(iter_n * sum(h * w for h, w in sizes) for sizes in octaves)
+    return net.FAST if beyond or work >= FAST_MIN_WORK else net.REACH
 
 
 def model_config(job, say=None):

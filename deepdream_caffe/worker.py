@@ -126,15 +126,15 @@ def _child(work, args, writer, log) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115: Python's prints go there too
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", closefd=False)  # Python's prints go there too
+        sys.stderr = open(2, "w", closefd=False)
         result = work(writer.send, *args)
         writer.send(("done", result))
         code = 0
     except DreamError as e:
         with contextlib.suppress(BaseException):
             writer.send(("error", e.problem, e.fix))
-    except BaseException as e:  # noqa: BLE001: anything else is reported, then the child ends
+    except BaseException as e:  # anything else: reported, then the child ends
         with contextlib.suppress(BaseException):
             summary = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             writer.send(("crash", summary, traceback.format_exc()))

@@ -340,7 +340,7 @@ def test_truncated_weights(work):
 def test_weights_of_another_net(work):
     folder, model = work
     other = folder / "other.caffemodel"
-    from deepdream_caffe.net import import_caffe
+    from deepdream_caffe.definition import import_caffe
 
     caffe = import_caffe()
     small = folder / "small.prototxt"

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import cli, dream
+from deepdream_caffe.definition import import_caffe
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
-from deepdream_caffe.net import import_caffe, load_net
+from deepdream_caffe.net import load_net
 
 pytestmark = pytest.mark.caffe
 

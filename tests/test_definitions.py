@@ -27,11 +27,11 @@ from deepdream_caffe.definition import (
     check_buildable,
     definition_file,
     dream_layers,
+    import_caffe,
     prune,
     read_definition,
 )
 from deepdream_caffe.errors import DreamError
-from deepdream_caffe.net import import_caffe
 
 caffe = import_caffe()
 pb = caffe.proto.caffe_pb2

@@ -288,7 +288,7 @@ def test_a_huge_clipped_step_runs_without_warnings(work):
 
 def test_weights_holding_nan_are_refused(work, tmp_path_factory):
     folder, flags = work
-    from deepdream_caffe.net import import_caffe
+    from deepdream_caffe.definition import import_caffe
 
     caffe = import_caffe()
     net = caffe.Net(flags[1], flags[3], caffe.TEST)

@@ -13,9 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from deepdream_caffe import dream, fastnet
-from deepdream_caffe.definition import notebook_reach, prune, read_definition
+from deepdream_caffe.definition import import_caffe, notebook_reach, prune, read_definition
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
-from deepdream_caffe.net import import_caffe
 
 pytestmark = pytest.mark.caffe
 SIDE = 24  # the declared input: 1 x 3 x 24 x 24

@@ -545,9 +545,10 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     from .. import assets, report, worker
     from ..definition import prune
     from ..imageio import load_image
-    from ..job import default_end, start
+    from ..job import check_numbers, default_end, start
     from ..plan import check_input, make_plan
 
+    check_numbers(job)
     end = default_end(job)
     path = job.input or assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])
     size = size or (None if job.input else (256, 144))
