@@ -37,8 +37,7 @@ def write_synthetic_weights(prototxt, out_path, seed: int = 0) -> Path:
 
 def _fill_and_save(send, model, path: str, seed: int) -> None:
     """The Caffe part: build ``model``, fill it from ``RandomState(seed)``, save at ``path``."""
-    from ..definition import definition_file
-    from ..definition import import_caffe
+    from ..definition import definition_file, import_caffe
 
     caffe = import_caffe()
     with definition_file(model) as definition:
