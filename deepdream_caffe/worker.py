@@ -21,6 +21,7 @@ otherwise. The child inherits the parent's memory (fork), so nothing is loaded t
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import re
 import signal
@@ -128,6 +129,8 @@ def _child(work, args, writer, log) -> None:
         os.dup2(log, 2)
         sys.stdout = open(1, "w", closefd=False)  # Python's prints go there too
         sys.stderr = open(2, "w", closefd=False)
+        if faulthandler.is_enabled():  # its dump goes into the log too, not to the terminal
+            faulthandler.enable(file=sys.stderr)
         result = work(writer.send, *args)
         writer.send(("done", result))
         code = 0

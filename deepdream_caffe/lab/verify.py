@@ -148,12 +148,9 @@ def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
 
     Returns the results, or None (after saying why) when the real weights are not available.
     """
-    from collections import deque
-
-    from .. import assets, dream, models
+    from .. import assets, models, worker
     from ..errors import DreamError
     from ..imageio import load_image
-    from ..net import load_net
 
     try:
         definition, weights = models.model_files(models.get_model("bvlc_googlenet"))
@@ -169,16 +166,8 @@ def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
         for n in ("sky1024px.jpg", "flowers.jpg")
     )
 
-    def dream_fn(case, seed):
-        net = load_net(definition, weights, case.end, models.IMAGENET_MEAN_BGR)
-        rng = np.random.RandomState(seed)
-        if case.zoom_frame is not None:
-            frames = dream.zoom_frames(net, sky, case.zoom_frame + 1, rng=rng, end=case.end)
-            return deque(frames, maxlen=1)[0][1]  # the last one
-        extra = {}
-        if case.guide:
-            extra["objective"] = dream.objective_guide(dream.guide_features(net, flowers, case.end))
-        return dream.deepdream(net, sky, end=case.end, rng=rng, **extra)
+    def dream_fn(case, seed):  # each dream's net in a child process (worker.py)
+        return worker.run(_dream_in_caffe, definition, weights, case, seed, sky, flowers)
 
     out.mkdir(parents=True, exist_ok=True)
     results = [
@@ -188,3 +177,21 @@ def verify_notebook(seeds: int, cells, out: Path, say=print) -> list | None:
     ]
     print(report(results, out, note=f"Weights: {weights}."), end="")
     return results
+
+
+def _dream_in_caffe(send, definition, weights, case, seed, sky, flowers):
+    """One case's dream with one seed: the Caffe part of verify-notebook."""
+    from collections import deque
+
+    from .. import dream, models
+    from ..net import load_net
+
+    net = load_net(definition, weights, case.end, models.IMAGENET_MEAN_BGR)
+    rng = np.random.RandomState(seed)
+    if case.zoom_frame is not None:
+        frames = dream.zoom_frames(net, sky, case.zoom_frame + 1, rng=rng, end=case.end)
+        return deque(frames, maxlen=1)[0][1]  # the last one
+    extra = {}
+    if case.guide:
+        extra["objective"] = dream.objective_guide(dream.guide_features(net, flowers, case.end))
+    return dream.deepdream(net, sky, end=case.end, rng=rng, **extra)
