@@ -201,9 +201,19 @@ def check_buildable(model, path, allow_python_layers: bool = False) -> None:
     try:
         for batch in (1, declared[0]):  # as a dream feeds it, and as Caffe builds it
             built = shapes.infer_shapes(
-                model, *declared[2:], batch=batch, partial=allow_python_layers, allow_empty=True
+                model,
+                *declared[2:],
+                batch=batch,
+                partial=allow_python_layers,
+                allow_empty=batch != 1,  # one image of the declared size empties no blob
             )
         shapes.check_params(model, built)
+    except shapes.TooSmall as e:  # Caffe aborts on some empty blobs (a convolution's bias)
+        raise DreamError(
+            f"{path}: {e} (its declared input, {declared[3]}x{declared[2]}, is too small "
+            "for this layer)",
+            "declare a larger input shape in the definition",
+        ) from None
     except shapes.ShapeError as e:
         raise DreamError(
             f"{path}: {e} (at its declared input, {declared[3]}x{declared[2]})", FIX

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import shapes
@@ -335,8 +335,14 @@ def test_generated_definitions_through_the_cli(text, tmp_path_factory, sky_png):
             refused(done)
 
 
+# A declared input (3x3) smaller than a kernel (4): Caffe aborted (blob.cpp, `Check failed:
+# data_`) building the net to make its synthetic weights; now refused before it builds.
+SMALLER_THAN_ITS_KERNEL = [conv("conv0", "data", k=1), conv("l0", "conv0", k=4)]
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=definitions(for_dreams=True))
+@example(text=net_text(SMALLER_THAN_ITS_KERNEL, size=(3, 3)))
 def test_generated_definitions_dream_or_refuse(text, tmp_path_factory, sky_png):
     """The whole dream (checks, synthetic weights, load, octaves, backward) in a forked child:
     it finishes or refuses with a DreamError; Caffe never aborts."""
@@ -473,6 +479,23 @@ def test_batchnorm_net_weights_are_checked(tmp_path, sky_png):
     refused(cli(*args, "--weights", "bad.caffemodel", tmp=tmp_path), "does not fit")
     done = cli(*args, "--weights", "good.caffemodel", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_declared_input_smaller_than_a_kernel_is_refused_in_one_line(tmp_path, sky_png):
+    """Weights made at 32x32 and the definition's input declared 3x3: the dream is refused in
+    one line (it was a traceback from the memory estimate), and so are synthetic weights
+    (Caffe aborted building the net)."""
+    from deepdream_caffe.lab.synthetic import write_synthetic_weights
+
+    big = write(tmp_path, net_text(SMALLER_THAN_ITS_KERNEL, size=(32, 32)), "big.prototxt")
+    write_synthetic_weights(big, tmp_path / "w.caffemodel")
+    small = write(tmp_path, net_text(SMALLER_THAN_ITS_KERNEL, size=(3, 3)))
+    args = dream_args(sky_png, "net.prototxt", "--weights", "w.caffemodel", *QUICK)
+    line = refused(cli(*args, "--end", "l0", tmp=tmp_path), "'l0'", "declared input, 3x3")
+    assert "empty" in line
+    code, out = in_child(lambda: _synthetic(small, tmp_path / "w3.caffemodel"))
+    assert code == 1 and "declared input, 3x3" in out, out
+    assert not (tmp_path / "w3.caffemodel").exists()
 
 
 def test_h5_weights_are_refused(tmp, tiny, sky_png):
