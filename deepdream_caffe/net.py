@@ -315,14 +315,16 @@ class LayerInfo:
 def dream_layers(model) -> list[LayerInfo]:
     """Layers usable as ``end``: layers whose output blob has the layer's name."""
     layers = list(_layers(model))
+    last_relu = {}  # blob -> index of the last in-place ReLU on it: one pass, not one per layer
+    for j, layer in enumerate(layers):
+        if layer.type == "ReLU":
+            for name in set(layer.bottom) & set(layer.top):
+                last_relu[name] = j
     out = []
     for i, layer in enumerate(layers):
         if layer.name not in layer.top or layer.name in layer.bottom or not layer.bottom:
             continue  # in-place layers, inputs, and layers with differently named outputs
-        pre_relu = any(
-            later.type == "ReLU" and layer.name in later.bottom and layer.name in later.top
-            for later in layers[i + 1 :]
-        )
+        pre_relu = last_relu.get(layer.name, -1) > i
         out.append(LayerInfo(layer.name, str(layer.type), pre_relu))
     return out
 

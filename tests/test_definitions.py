@@ -589,6 +589,42 @@ def test_pre_relu_only_before_an_in_place_relu(nets):
     assert not layers["inception_4c/output"]
 
 
+class WorkBudget(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_layers_of_a_30000_layer_chain_is_linear_work(tmp_path):
+    """`layers` on a 2 MB definition of 30,000 chained layers: the work (Python calls, not
+    seconds) grows with the layers. A scan of the later layers for each layer made ~10^8
+    calls here (minutes); the budget stops such a scan at 200 calls a layer, at once."""
+    from deepdream_caffe.report import layer_table
+
+    convs = 20_000
+    lines = []
+    for i in range(convs):  # conv, then an in-place ReLU after every second conv
+        lines.append(conv(f"c{i}", f"c{i - 1}" if i else "data", n=3, k=1))
+        if i % 2 == 0:
+            lines.append(layer(f"r{i}", "ReLU", [f"c{i}"], [f"c{i}"]))
+    model = read_definition(write(tmp_path, net_text(lines, size=(8, 8))))
+    assert len(model.layer) == 1 + 30_000
+    calls, budget = [0], 200 * len(model.layer)
+
+    def count(frame, event, arg):
+        if event == "call":
+            calls[0] += 1
+            if calls[0] > budget:
+                raise WorkBudget(f"more than {budget} Python calls")
+
+    sys.setprofile(count)
+    try:
+        table = layer_table(model, (32, 24))
+    finally:
+        sys.setprofile(None)
+    assert len(table) == 1 + convs
+    assert sum(line.rstrip().endswith("*") for line in table[1:]) == convs // 2
+
+
 # --- Python layers ---------------------------------------------------------------------
 PROBE = """
 import pathlib
