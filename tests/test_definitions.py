@@ -12,13 +12,13 @@ dreams.
 import json
 import os
 import signal
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Snapshot, assert_refused, run_cli
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -41,19 +41,14 @@ CAFFE_TYPES = sorted(caffe.layer_type_list())
 
 # --- helpers ---------------------------------------------------------------------------
 def cli(*args, tmp, extra_env=None):
-    """Run the CLI in its own process with a private, empty temp folder."""
+    """Run the CLI in its own process in ``tmp``, with a private, empty temp folder; what
+    was in ``tmp`` before goes with the result, for ``refused``."""
     tmpdir = tmp / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(tmpdir), **(extra_env or {})}
-    done = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=300,
-    )
+    before = Snapshot(tmp)
+    done = run_cli(*args, env={"TMPDIR": str(tmpdir), **(extra_env or {})}, cwd=tmp)
     assert not list(tmpdir.iterdir()), "a temporary file was left behind"
+    done.before = before
     return done
 
 
@@ -67,13 +62,9 @@ def dream_args(image, model_def, *rest):
 
 
 def refused(done, *words):
-    """Exit 1, one line, naming ``words``."""
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("deepdream-caffe: error:"), done.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+    """The refusal contract (tests/helpers.py) with exit 1, naming ``words``; nothing written
+    into the folder the command ran in."""
+    return assert_refused(done, *words, before=done.before, codes=(1,))
 
 
 def emit(text):
@@ -675,11 +666,7 @@ def test_python_layers_are_refused_unless_allowed(tmp_path, tiny, sky_png):
 
 
 def test_cli_help_documents_allow_python_layers():
-    done = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", "dream", "--help"],
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("dream", "--help")
     assert "--allow-python-layers" in done.stdout and "runs its code" in " ".join(
         done.stdout.split()
     )
