@@ -4,7 +4,6 @@ The notebook's files are never committed: tests read them through DEEPDREAM_CAFF
 which defaults here to ../shared/assets/deepdream-notebook beside the checkout.
 """
 
-import json
 import os
 import re
 from pathlib import Path
@@ -77,10 +76,10 @@ def flowers():
 
 @pytest.fixture(scope="session")
 def notebook_cells():
-    """The code cells of dream.ipynb, by cell index."""
-    nb = json.loads(notebook_file("dream.ipynb").read_text())
-    cells = nb["worksheets"][0]["cells"]
-    return {i: "".join(c["input"]) for i, c in enumerate(cells) if c["cell_type"] == "code"}
+    """The code cells of dream.ipynb, by cell index (deepdream_caffe/lab/notebook.py)."""
+    from deepdream_caffe.lab import notebook
+
+    return notebook.code_cells(notebook_file("dream.ipynb"))
 
 
 @pytest.fixture(scope="session")
