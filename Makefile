@@ -54,7 +54,7 @@ test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtes
 pytest: setup test-packages  ## the project's pytest suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-fuzz: setup test-packages  ## property tests with fresh randomness for FUZZ_MINUTES (10) minutes
+fuzz: setup  ## property tests with fresh randomness for FUZZ_MINUTES (10) minutes
 	@# make test runs them derandomized (tests/conftest.py); here each round draws new examples,
 	@# and a failure is printed as the @example(...) that pins it. The last round is cut short
 	@# (SIGINT: pytest still reports) when the time is up.
