@@ -21,6 +21,14 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 # `make fuzz`: fresh randomness on every run; failures are printed as @example(...) to pin.
 settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    """hypothesis's own --hypothesis-profile still wins over the default above."""
+    if config.getoption("hypothesis_profile", None):
+        settings.load_profile(config.getoption("hypothesis_profile"))
+
+
 DEFAULT_MIRROR = ROOT.parent / "shared" / "assets" / "deepdream-notebook"
 # Test images are the notebook's sky, shrunk so that a full 4-octave dream takes about a second.
 TEST_SIZE = (128, 72)
