@@ -294,13 +294,14 @@ def check_plan(job, end, sizes, names=None):
     before Caffe or the pixels are loaded. ``sizes``: (H, W, octave_n) of every image that
     goes through the net; ``names``, when given, name them in errors. Returns (model pruned
     to end, definition, weights, mean, swap, model name)."""
-    from .net import dream_model, notebook_reach, read_definition
+    from .net import check_buildable, dream_model, notebook_reach, read_definition
 
     check_numbers(job)
     definition, weights, mean, swap, model_name = model_config(job, end)
     model = dream_model(definition, end, job.allow_python_layers)
     if job.notebook_net:  # what the notebook's forward(end=end) runs, aux heads included
         model = notebook_reach(read_definition(definition, job.allow_python_layers), end)
+        check_buildable(model, definition, job.allow_python_layers)  # its side branches too
     octaves = []
     for (h, w, octave_n), name in zip(sizes, names or [None] * len(sizes), strict=True):
         try:

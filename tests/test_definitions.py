@@ -489,6 +489,22 @@ def test_a_declared_input_smaller_than_a_kernel_is_refused_in_one_line(tmp_path,
     assert not (tmp_path / "w3.caffemodel").exists()
 
 
+def test_a_side_branch_smaller_than_its_kernel_is_refused_with_notebook_net(tmp_path, sky_png):
+    """The layers before --end that it does not need are built too, e.g. a side branch whose
+    kernel (4) is larger than the declared input (3x3): one line (with --notebook-net it was a
+    traceback from the memory estimate)."""
+    from deepdream_caffe.lab.synthetic import write_synthetic_weights
+
+    side = [conv("conv0", "data", k=1), conv("side", "conv0", k=4), conv("l0", "conv0", k=1)]
+    write_synthetic_weights(
+        write(tmp_path, net_text(side, size=(32, 32)), "big.prototxt"), tmp_path / "w.caffemodel"
+    )
+    write(tmp_path, net_text(side, size=(3, 3)))
+    args = dream_args(sky_png, "net.prototxt", "--weights", "w.caffemodel", *QUICK, "--end", "l0")
+    for notebook_net in (["--notebook-net"], []):  # Caffe builds the side branch either way
+        refused(cli(*args, *notebook_net, tmp=tmp_path), "'side'", "declared input, 3x3")
+
+
 def test_h5_weights_are_refused(tmp, tiny, sky_png):
     (tiny[1].parent / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     refused(
