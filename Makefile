@@ -7,11 +7,12 @@ export CUDA
 CAFFE_DIR = $(shell PYTHON=$(PY) scripts/build-caffe.sh --print-dir)
 OUT := out
 PYTEST_ARGS ?=
+FUZZ_MINUTES ?= 10
 BENCH_ARGS ?=
 # PyTorch's index of CPU-only wheels (requirements-bench.txt pins torch's +cpu build)
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: help setup dream goldens bundles verify-notebook bench test pytest test-packages caffe caffe-test \
+.PHONY: help setup dream goldens bundles verify-notebook bench test pytest fuzz test-packages caffe caffe-test \
 	pycaffe-test lint clean distclean docker docker-cuda docker-test
 
 help:  ## list the targets
@@ -52,6 +53,17 @@ test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtes
 
 pytest: setup test-packages  ## the project's pytest suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: setup  ## property tests with fresh randomness for FUZZ_MINUTES (10) minutes
+	@# make test runs them derandomized (tests/conftest.py); here each round draws new examples,
+	@# and a failure is printed as the @example(...) that pins it. The last round is cut short
+	@# (SIGINT: pytest still reports) when the time is up.
+	@end=$$(( $$(date +%s) + 60 * $(FUZZ_MINUTES) )); rc=0; \
+	while left=$$(( end - $$(date +%s) )); [ $$left -gt 0 ]; do \
+	  HYPOTHESIS_PROFILE=fuzz timeout --signal=INT --kill-after=30 $$left \
+	    $(PY) -m pytest -q -p no:cacheprovider -m hypothesis $(PYTEST_ARGS) || \
+	    { s=$$?; [ $$s = 5 ] && break; [ $$s = 124 ] || [ $$s = 2 ] || rc=1; }; \
+	done; exit $$rc
 
 test-packages:  ## Debian packages only the tests use (tests/apt-packages.txt: chromium)
 	scripts/apt-install.sh $$(grep -v '^\s*#' tests/apt-packages.txt)

@@ -9,6 +9,9 @@ from pathlib import Path
 from .errors import DreamError
 
 SETUP_HINT = "run `make setup` in the deepdream-caffe checkout (it builds Caffe and pycaffe)"
+# The build is shared by every clone, so its record names the Python it was built for by role
+# (scripts/build-caffe.sh writes this; older records named the first clone's venv).
+PYTHON_FLAG = "-DPYTHON_EXECUTABLE=<venv python>"
 
 
 def caffe_build_dir() -> Path:
@@ -30,4 +33,9 @@ def build_record() -> dict:
     path = caffe_build_dir() / "build-info.json"
     if not path.is_file():
         raise DreamError(f"no Caffe build record at {path}", SETUP_HINT)
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    flags = record.get("cmake_flags", [])
+    record["cmake_flags"] = [
+        PYTHON_FLAG if f.startswith("-DPYTHON_EXECUTABLE=") else f for f in flags
+    ]
+    return record

@@ -99,6 +99,8 @@ def cmd_export_golden(args):
 def cmd_compare(args):
     from .lab import bundle
 
+    if args.report:
+        bundle.check_report(args.report, args.bundle, args.other)
     result = bundle.compare(args.bundle, args.other, args.require)
     text = bundle.markdown(result)
     if args.report:

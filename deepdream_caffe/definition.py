@@ -200,9 +200,19 @@ def check_buildable(model, path, allow_python_layers: bool = False) -> None:
     try:
         for batch in (1, declared[0]):  # as a dream feeds it, and as Caffe builds it
             built = shapes.infer_shapes(
-                model, *declared[2:], batch=batch, partial=allow_python_layers, allow_empty=True
+                model,
+                *declared[2:],
+                batch=batch,
+                partial=allow_python_layers,
+                allow_empty=batch != 1,  # one image of the declared size empties no blob
             )
         shapes.check_params(model, built)
+    except shapes.TooSmall as e:  # Caffe aborts on some empty blobs (a convolution's bias)
+        raise DreamError(
+            f"{path}: {e} (its declared input, {declared[3]}x{declared[2]}, is too small "
+            "for this layer)",
+            "declare a larger input shape in the definition",
+        ) from None
     except shapes.ShapeError as e:
         raise DreamError(
             f"{path}: {e} (at its declared input, {declared[3]}x{declared[2]})", FIX
@@ -304,14 +314,16 @@ class LayerInfo:
 def dream_layers(model) -> list[LayerInfo]:
     """Layers usable as ``end``: layers whose output blob has the layer's name."""
     layers = list(_layers(model))
+    last_relu = {}  # blob -> index of the last in-place ReLU on it: one pass, not one per layer
+    for j, layer in enumerate(layers):
+        if layer.type == "ReLU":
+            for name in set(layer.bottom) & set(layer.top):
+                last_relu[name] = j
     out = []
     for i, layer in enumerate(layers):
         if layer.name not in layer.top or layer.name in layer.bottom or not layer.bottom:
             continue  # in-place layers, inputs, and layers with differently named outputs
-        pre_relu = any(
-            later.type == "ReLU" and layer.name in later.bottom and layer.name in later.top
-            for later in layers[i + 1 :]
-        )
+        pre_relu = last_relu.get(layer.name, -1) > i
         out.append(LayerInfo(layer.name, str(layer.type), pre_relu))
     return out
 

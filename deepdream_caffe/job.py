@@ -183,9 +183,39 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
     imageio.check_name_fits(path)
     if ".npy" not in suffixes:
         imageio.check_name_fits(sidecar_path(path))
-    for inp in inputs:
-        if inp is not None and path.exists() and inp.exists() and path.samefile(inp):
-            raise DreamError(f"output {path} is the input", "choose another output name")
+    written = [path] if ".npy" in suffixes else [path, sidecar_path(path)]
+    for out in written:
+        for inp in inputs:
+            if inp is not None and out.exists() and inp.exists() and out.samefile(inp):
+                what = "output" if out == path else "sidecar of the output"
+                raise DreamError(f"{what} {out} is the input", "choose another output name")
+
+
+def step_image(folder: Path, octave: int, i: int) -> Path:
+    """The file --save-steps writes after step ``i`` of octave ``octave`` (both from 0)."""
+    return folder / f"octave{octave}_step{i:02d}.png"
+
+
+def check_save_steps(job) -> None:
+    """Refuse a --save-steps folder that is a file or already holds a step image's name (a
+    user's file, an input), or a step image named like an output: steps never replace a file."""
+    folder = job.save_steps
+    if folder.exists() and not folder.is_dir():
+        raise DreamError(f"--save-steps {folder} is not a folder", "give a folder for the steps")
+    outputs = {p.absolute() for p in (job.output, job.raw) if p is not None}
+    for octave in range(job.octave_n):
+        for i in range(job.iter_n):
+            step = step_image(folder, octave, i)
+            if step.absolute() in outputs:
+                raise DreamError(
+                    f"the output {step} is also a --save-steps image",
+                    "choose another output name or steps folder",
+                )
+            if step.exists() or step.is_symlink():
+                raise DreamError(
+                    f"--save-steps {folder} already holds {step.name}, which a step would replace",
+                    "choose an empty folder for the steps",
+                )
 
 
 def sidecar_path(path: Path) -> Path:
@@ -205,7 +235,7 @@ class Progress:
     def step(self, octave, i, visible):
         self.bar.update(1)
         if self.save_steps is not None:
-            save_image(dream.to_uint8(visible), self.save_steps / f"octave{octave}_step{i:02d}.png")
+            save_image(dream.to_uint8(visible), step_image(self.save_steps, octave, i))
 
     def close(self):
         self.bar.close()
@@ -345,7 +375,7 @@ def run_dream(job: Job, say=None):
     if job.raw is not None:
         check_output(job.raw, job.input, job.guide, suffixes=(".npy",))
     if job.save_steps is not None:
-        check_steps_folder(job.save_steps, job.octave_n, job.iter_n)
+        check_save_steps(job)
     paths = [job.input, *([job.guide] if job.guide else [])]
     plan = plan_images(job, end, [job.octave_n, 1], *paths, say=say)
     try:
@@ -397,19 +427,6 @@ def run_dream(job: Job, say=None):
         save_json(sidecar, sidecar_path(job.output), batch)
     say(f"wrote {job.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
     return result
-
-
-def check_steps_folder(folder: Path, octave_n: int, iter_n: int) -> None:
-    """Refuse a --save-steps folder that is a file, or that holds files of the step names."""
-    if folder.exists() and not folder.is_dir():
-        raise DreamError(f"--save-steps {folder} is not a folder", "name a folder for the steps")
-    if folder.is_dir():
-        taken = sorted(p.name for p in folder.glob("octave*_step*.png"))
-        if taken:
-            raise DreamError(
-                f"--save-steps {folder} already holds {taken[0]} (and {len(taken) - 1} more)",
-                "choose an empty folder for the steps",
-            )
 
 
 def run_zoom(job: Job, say=None):

@@ -64,6 +64,8 @@ cmake_flags=(
 # The venv's path differs from clone to clone, so it stays out of the key (its Python and
 # numpy versions, which are what matter, are in it).
 python_flag=-DPYTHON_EXECUTABLE="$PYTHON"
+# The record is shared by every clone too, so it names the venv's Python by role, not path.
+recorded_python_flag="-DPYTHON_EXECUTABLE=<venv python>"
 if [ "$cuda" = 1 ]; then
   # Caffe 1.0 speaks the cuDNN 7 API only, so no cuDNN. sm_90 is the H100/H200.
   cmake_flags+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF
@@ -231,7 +233,7 @@ info = {
     "bvlc_commit": "$BVLC_COMMIT",
     "debian_version": "$DEBIAN_VERSION",
     "patches": """$(for p in "${patches[@]}"; do echo "$(basename "$p") $(sha256sum "$p" | cut -c1-64)"; done)""".split("\n"),
-    "cmake_flags": """$(printf '%s\n' "$python_flag" "${cmake_flags[@]}")""".split("\n"),
+    "cmake_flags": """$(printf '%s\n' "$recorded_python_flag" "${cmake_flags[@]}")""".split("\n"),
     "variant": "$variant",
     "blas": "OpenBLAS ($(dpkg-query -W -f '${Version}' libopenblas-dev 2>/dev/null || echo unknown))",
     "compiler": "$(c++ --version | head -n1)",

@@ -4,15 +4,31 @@ The notebook's files are never committed: tests read them through DEEPDREAM_CAFF
 which defaults here to ../shared/assets/deepdream-notebook beside the checkout.
 """
 
-import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# `make test`: the same examples on every run and every clone (a seed from each test's own
+# source, no example database), so a clean clone passes or fails the same way each time.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# `make fuzz`: fresh randomness on every run; failures are printed as @example(...) to pin.
+settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    """hypothesis's own --hypothesis-profile still wins over the default above."""
+    if config.getoption("hypothesis_profile", None):
+        settings.load_profile(config.getoption("hypothesis_profile"))
+
+
 DEFAULT_MIRROR = ROOT.parent / "shared" / "assets" / "deepdream-notebook"
 # Test images are the notebook's sky, shrunk so that a full 4-octave dream takes about a second.
 TEST_SIZE = (128, 72)
@@ -68,10 +84,10 @@ def flowers():
 
 @pytest.fixture(scope="session")
 def notebook_cells():
-    """The code cells of dream.ipynb, by cell index."""
-    nb = json.loads(notebook_file("dream.ipynb").read_text())
-    cells = nb["worksheets"][0]["cells"]
-    return {i: "".join(c["input"]) for i, c in enumerate(cells) if c["cell_type"] == "code"}
+    """The code cells of dream.ipynb, by cell index (deepdream_caffe/lab/notebook.py)."""
+    from deepdream_caffe.lab import notebook
+
+    return notebook.code_cells(notebook_file("dream.ipynb"))
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +119,45 @@ def load(nets):
         return load_net(definition, weights, end, IMAGENET_MEAN_BGR, **kw)
 
     return _load
+
+
+FAILING = re.compile(
+    r"^(?:Falsifying|Failing) (?:explicit )?(?:example|test case): \w+\(\n(.*?)^\)", re.M | re.S
+)
+
+
+def example_to_pin(notes, fixtures) -> str | None:
+    """Hypothesis's report of a failing example (in the exception's notes) as ``@example(...)``,
+    without the pytest fixtures it lists beside the drawn arguments."""
+    found = FAILING.search("\n".join(map(str, notes)))
+    if not found:
+        return None
+    lines, keep = [], True
+    for line in found.group(1).splitlines():
+        name = re.match(r"    (\w+)=", line)
+        if name:
+            keep = name.group(1) not in fixtures
+        if keep:
+            lines.append(line.replace(",  # or any other generated value", ","))
+    return "@example(\n" + "\n".join(lines) + "\n)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing property test's example, in the form to paste above it as ``@example``."""
+    report = yield
+    notes = getattr(call.excinfo.value, "__notes__", []) if call.excinfo else []
+    pin = example_to_pin(notes, getattr(item, "funcargs", {}))
+    if pin:
+        report.sections.append(("pin it: paste above the test", pin))
+        item.config.stash.setdefault(PINS, []).append((item.nodeid, pin))
+    return report
+
+
+PINS = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for nodeid, pin in config.stash.get(PINS, []):
+        terminalreporter.write_sep("-", f"failing example of {nodeid}, to pin")
+        terminalreporter.write_line(pin)

@@ -1,6 +1,8 @@
-"""Bad input and failures: one clear line, exit 1..125, nothing created, nothing changed.
+"""Bad input and failures: one clear line, exit 1 (2 for flags), nothing created, nothing
+changed: the refusal contract of tests/helpers.py.
 
-Every failure here goes through the real command in a subprocess, as users meet it.
+Every failure here goes through the real command in a subprocess, as users meet it (in this
+process only where the test monkeypatches the product).
 """
 
 import io
@@ -13,6 +15,7 @@ import time
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import CLI, Snapshot, assert_refused, main_in_process, refused, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +28,7 @@ FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "1"]
 
 def command(*args):
     """The command line that runs the CLI on ``args`` in a process of its own."""
-    return [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)]
+    return [*CLI, *map(str, args)]
 
 
 def start(*args):
@@ -36,29 +39,6 @@ def start(*args):
 def dream_argv(folder, *rest):
     """``dream`` from the folder's in.png to its o.png, then ``rest``."""
     return ["dream", folder / "in.png", "-o", folder / "o.png", *rest]
-
-
-def run(*args, env=None):
-    return subprocess.run(
-        command(*args),
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def snapshot(folder):
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_clean_failure(p, folder, before, *words):
-    """The contract: exit 1..125, one line naming the problem, no traceback, no new files."""
-    assert 1 <= p.returncode <= 125, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("deepdream-caffe: error: "), p.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert snapshot(folder) == before  # nothing created, nothing changed
 
 
 @pytest.fixture
@@ -75,11 +55,9 @@ def fails_to_dream(folder, model, *rest, words):
 
 
 def fails(work, *args, words=(), env=None):
+    """The command with the fast flags and the model: refused (tests/helpers.py)."""
     folder, model = work
-    before = snapshot(folder)
-    p = run(args[0], *FAST, *args[1:], *model, env=env)
-    assert_clean_failure(p, folder, before, *words)
-    return p
+    return refused(args[0], *FAST, *args[1:], *model, words=words, watch=[folder], env=env)
 
 
 # --- input images --------------------------------------------------------------------------
@@ -137,7 +115,7 @@ def test_exif_orientation_is_ignored_and_said(tmp_path, sky):
 
 # --- sizes and memory ----------------------------------------------------------------------
 def test_too_small_names_the_smallest_size(work):
-    p = fails(
+    line = fails(
         work,
         "dream",
         work[0] / "in.png",
@@ -149,7 +127,7 @@ def test_too_small_names_the_smallest_size(work):
         "6",
         words=["too small"],
     )
-    assert "at least" in p.stderr and "--octave-n" in p.stderr
+    assert "at least" in line and "--octave-n" in line
 
 
 @pytest.mark.parametrize("small", ["input", "guide"])
@@ -178,17 +156,15 @@ def test_fully_connected_end_needs_the_definition_size(work):
     )
 
 
-def test_too_large_gives_an_estimate_and_a_size_that_fits(work, monkeypatch, capsys):
+def test_too_large_gives_an_estimate_and_a_size_that_fits(work, monkeypatch):
     folder, model = work
     PIL.Image.open(folder / "in.png").resize((512, 288)).save(folder / "big.png")
     monkeypatch.setattr("deepdream_caffe.checks.available_bytes", lambda: 400 * 2**20)
-    before = snapshot(folder)
-    args = ["dream", str(folder / "big.png"), "-o", str(folder / "o.png"), *map(str, model), *FAST]
-    assert cli.main(args) == 1
-    err = capsys.readouterr().err
-    assert "GiB" in err and "--max-size" in err and snapshot(folder) == before
-    fit = int(err.split("--max-size ")[1].split()[0])
-    assert cli.main([*args, "--max-size", str(fit)]) == 0
+    before = Snapshot(folder)
+    args = ["dream", folder / "big.png", "-o", folder / "o.png", *model, *FAST]
+    line = assert_refused(main_in_process(*args), "GiB", "--max-size", before=before)
+    fit = int(line.split("--max-size ")[1].split()[0])
+    assert main_in_process(*args, "--max-size", fit).returncode == 0
     with PIL.Image.open(folder / "o.png") as im:
         assert max(im.size) <= fit
 
@@ -224,7 +200,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 def test_max_size_scales_down(work):
     out = work[0] / "o.png"
-    p = run("dream", work[0] / "in.png", "-o", out, *work[1], *FAST, "--max-size", "64")
+    p = run_cli("dream", work[0] / "in.png", "-o", out, *work[1], *FAST, "--max-size", "64")
     assert p.returncode == 0, p.stderr
     with PIL.Image.open(out) as im:
         assert im.size == (64, 36)
@@ -249,10 +225,8 @@ def test_max_size_scales_down(work):
 )
 def test_bad_flags_are_usage_errors(work, flags, message):
     folder, _ = work
-    before = snapshot(folder)
-    p = run("dream", folder / "in.png", "-o", folder / "o.png", *flags)
-    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
-    assert snapshot(folder) == before
+    argv = ["dream", folder / "in.png", "-o", folder / "o.png", *flags]
+    refused(*argv, words=[message], watch=[folder], codes=(2,))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -408,11 +382,7 @@ def test_definitions_caffe_would_abort_on(work, text, words):
 
 def test_debug_shows_the_traceback(work):
     folder, model = work
-    p = subprocess.run(
-        command("--debug", "dream", str(folder / "nope.png"), "-o", str(folder / "o.png")),
-        capture_output=True,
-        text=True,
-    )
+    p = run_cli("--debug", "dream", folder / "nope.png", "-o", folder / "o.png")
     assert p.returncode != 0 and "Traceback" in p.stderr and "DreamError" in p.stderr
 
 
@@ -447,14 +417,14 @@ def test_gpu_on_a_cpu_build(work):
 
 def test_caffe_missing_points_at_make_setup(work):
     folder, model = work
-    before = snapshot(folder)
+    before = Snapshot(folder)
     argv = ["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model)]
     code = (
         "import sys; sys.modules['caffe'] = None; from deepdream_caffe.cli import main; "
         f"sys.exit(main({argv!r}))"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert_clean_failure(p, folder, before, "pycaffe", "make setup")
+    assert_refused(p, "pycaffe", "make setup", before=before)
 
 
 # --- outputs -------------------------------------------------------------------------------
@@ -475,34 +445,32 @@ def test_output_folder_missing_or_a_folder_or_no_extension(work):
     fails(work, *dream_argv(folder, "--raw", folder / "r.png"), words=[".npy"])
 
 
-def test_output_folder_not_writable(work, monkeypatch, capsys):
+def test_output_folder_not_writable(work, monkeypatch):
     folder, model = work
     real_access = os.access
     monkeypatch.setattr(
         os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode)
     )  # as root, chmod would not stop a write
-    code = cli.main(
-        ["dream", str(folder / "in.png"), "-o", str(folder / "o.png"), *map(str, model)]
-    )
-    assert code == 1 and "is not writable" in capsys.readouterr().err
+    before = Snapshot(folder)
+    p = main_in_process("dream", folder / "in.png", "-o", folder / "o.png", *model)
+    assert_refused(p, "is not writable", before=before, codes=(1,))
 
 
 def test_output_equal_to_input_is_refused(work):
     fails(work, "dream", work[0] / "in.png", "-o", work[0] / "in.png", words=["is the input"])
 
 
-def test_disk_full_leaves_nothing(work, monkeypatch, capsys):
+def test_disk_full_leaves_nothing(work, monkeypatch):
     folder, model = work
-    before = snapshot(folder)
+    before = Snapshot(folder)
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(PIL.Image.Image, "save", full)
-    code = cli.main(list(map(str, dream_argv(folder, "--raw", folder / "o.npy", *model, *FAST))))
-    err = capsys.readouterr().err
-    assert code == 1 and "No space left" in err and "Traceback" not in err
-    assert snapshot(folder) == before  # not the image, not its sidecar, not --raw
+    p = main_in_process(*dream_argv(folder, "--raw", folder / "o.npy", *model, *FAST))
+    # not the image, not its sidecar, not --raw
+    assert_refused(p, "No space left", before=before, codes=(1,))
 
 
 def test_ctrl_c_leaves_no_partial_output(work):

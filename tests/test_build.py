@@ -103,3 +103,13 @@ def test_patches_say_why_and_touch_no_numerics():
         assert "Numerics:" in text, patch
         header = json.dumps(text.split("---", 1)[0])
         assert len(header) > 80, patch
+
+
+def test_build_record_names_no_clone():
+    """The build is cached outside the clone and shared by every clone: its record (copied
+    into sidecars and bundles) holds no path of this clone or its venv."""
+    text = json.dumps(build_record())
+    assert str(ROOT) not in text and ".venv" not in text and sys.prefix not in text
+    assert "-DPYTHON_EXECUTABLE=<venv python>" in build_record()["cmake_flags"]
+    script = SCRIPT.read_text()  # what a new build records: the flag by role, not by path
+    assert '"cmake_flags": """$(printf \'%s\\n\' "$recorded_python_flag"' in script

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import Snapshot, assert_refused, main_in_process, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,30 +41,23 @@ def exported(nets, sky, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bundle")
     PIL.Image.fromarray(np.uint8(sky)).save(tmp / "sky.png")
     definition, weights = nets["bvlc_googlenet"]
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.cli",
-            "export-golden",
-            str(tmp / "sky.png"),
-            "--model-def",
-            str(definition),
-            "--weights",
-            str(weights),
-            "-o",
-            str(tmp / "golden"),
-            "--seed",
-            "3",
-            "--iter-n",
-            "2",
-            "--octave-n",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
+    run_cli(
+        "export-golden",
+        tmp / "sky.png",
+        "--model-def",
+        definition,
+        "--weights",
+        weights,
+        "-o",
+        tmp / "golden",
+        "--seed",
+        3,
+        "--iter-n",
+        2,
+        "--octave-n",
+        2,
+        check=True,
     )
-    assert p.returncode == 0, p.stderr
     return tmp / "golden"
 
 
@@ -85,10 +79,9 @@ def submit(path, arrays, **changes):
     return path
 
 
-def compare_cli(*args, capsys):
-    code = cli.main(["compare", *map(str, args)])
-    out, err = capsys.readouterr()
-    return code, out, err
+def compare_cli(*args, capsys=None):
+    p = main_in_process("compare", *args)
+    return p.returncode, p.stdout, p.stderr
 
 
 def caffe_port(exported, nets, tmp_path, edit=None, **load):
@@ -189,10 +182,12 @@ def test_a_batch_dimension_is_squeezed(exported, ours, tmp_path, capsys):
 
 
 # --- wrong ports get the right diagnosis -----------------------------------------------------
-def failing(exported, other, capsys):
-    code, out, err = compare_cli(exported, other, capsys=capsys)
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    return out, err
+def failing(exported, other, capsys=None):
+    """compare refuses ``other`` (tests/helpers.py), leaving the bundle and it unchanged."""
+    before = Snapshot(exported, Path(other).parent)
+    p = main_in_process("compare", exported, other)
+    assert_refused(p, before=before, codes=(1,))
+    return p.stdout, p.stderr
 
 
 def test_floor_pooling_is_named_at_pool1(exported, nets, tmp_path, capsys):
@@ -376,9 +371,8 @@ def test_files_that_are_not_npz_are_one_line(exported, tmp_path, capsys, content
 
 
 def test_missing_files_are_one_line(tmp_path, capsys):
-    code, _, err = compare_cli(tmp_path, tmp_path / "x.npz", capsys=capsys)
-    assert code == 1 and "bundle.json does not exist" in err
-    assert len(err.strip().splitlines()) == 1
+    _, err = failing(tmp_path, tmp_path / "x.npz")
+    assert "bundle.json does not exist" in err
 
 
 def test_a_bundle_of_another_format_or_changed_is_refused(exported, ours, tmp_path, capsys):
@@ -402,10 +396,12 @@ def test_require_fails_on_missing_keys_and_unknown_patterns(exported, ours, tmp_
     partial = submit(tmp_path / "p.npz", {"data": ours["data"]})
     code, out, _ = compare_cli(exported, partial, capsys=capsys)
     assert code == 0 and "1 judged" in out  # what is there passes
-    code, _, err = compare_cli(exported, partial, "--require", "data,forward/*", capsys=capsys)
-    assert code == 1 and "lacks 48 required key(s): forward/conv1/7x7_s2" in err
-    code, _, err = compare_cli(exported, partial, "--require", "make_step,nothing", capsys=capsys)
-    assert code == 1 and "--require 'nothing' names no key of the bundle" in err
+    lacks = "lacks 48 required key(s): forward/conv1/7x7_s2"
+    p = main_in_process("compare", exported, partial, "--require", "data,forward/*")
+    assert_refused(p, lacks, codes=(1,))
+    nothing = "--require 'nothing' names no key of the bundle"
+    p = main_in_process("compare", exported, partial, "--require", "make_step,nothing")
+    assert_refused(p, nothing, codes=(1,))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -452,7 +448,7 @@ def test_any_submission_gives_a_verdict_never_a_traceback(
     code, out, err = compare_cli(exported, tmp_path / "any.npz", capsys=capsys)
     assert code in (0, 1) and "Traceback" not in err
     if code == 1:
-        assert len(err.strip().splitlines()) == 1
+        assert_refused(subprocess.CompletedProcess([], code, out, err), codes=(1,))
     else:  # only all-zero arrays of the right shape could pass, and none here has it
         pytest.fail(out)
 

@@ -8,11 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import Snapshot, assert_refused, main_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import cli, dream
 from deepdream_caffe.definition import import_caffe
+from deepdream_caffe.lab import notebook
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
 from deepdream_caffe.net import load_net
 
@@ -28,8 +30,7 @@ def test_default_is_the_notebooks_reversal(notebook_cells, load, img):
     """Cell 3's own preprocess and deprocess ([::-1]) against ours, on the default net."""
     net = load()
     assert list(net.transformer.channel_swap["data"]) == [2, 1, 0]
-    ns = {"np": np}
-    exec(notebook_cells[3][notebook_cells[3].index("def preprocess") :], ns)
+    ns = notebook.definitions(notebook_cells)  # cell 3's preprocess and deprocess
     ours, expected = dream.preprocess(net, img), ns["preprocess"](net, img)
     assert ours.dtype == expected.dtype and ours.tobytes() == expected.tobytes()
     back, expected_back = dream.deprocess(net, ours), ns["deprocess"](net, expected)
@@ -98,30 +99,26 @@ def test_the_flag_reaches_the_dream_and_the_sidecar(tmp_path, nets, sky):
     for swap in ("2,1,0", "0,1,2", None):
         out = tmp_path / f"{swap}.png"
         flags = ["--channel-swap", swap] if swap else []
-        assert (
-            cli.main(
-                [
-                    "dream",
-                    str(tmp_path / "in.png"),
-                    "-o",
-                    str(out),
-                    "--model-def",
-                    str(definition),
-                    "--weights",
-                    str(weights),
-                    "--seed",
-                    "1",
-                    "--iter-n",
-                    "2",
-                    "--octave-n",
-                    "1",
-                    "--raw",
-                    str(tmp_path / f"{swap}.npy"),
-                    *flags,
-                ]
-            )
-            == 0
+        p = main_in_process(
+            "dream",
+            tmp_path / "in.png",
+            "-o",
+            out,
+            "--model-def",
+            definition,
+            "--weights",
+            weights,
+            "--seed",
+            1,
+            "--iter-n",
+            2,
+            "--octave-n",
+            1,
+            "--raw",
+            tmp_path / f"{swap}.npy",
+            *flags,
         )
+        assert p.returncode == 0, p.stderr
         results[swap] = np.load(tmp_path / f"{swap}.npy")
         sidecar = json.loads((tmp_path / f"{swap}.png.json").read_text())
         assert sidecar["channel_swap"] == [int(c) for c in (swap or "2,1,0").split(",")]
@@ -130,12 +127,10 @@ def test_the_flag_reaches_the_dream_and_the_sidecar(tmp_path, nets, sky):
 
 
 @pytest.mark.parametrize("value", ["0,0,1", "0,1,3", "-1,0,1", "2,1", "0,1,2,3", "a,b,c", ""])
-def test_bad_values_are_one_line_usage_errors(capsys, value):
-    with pytest.raises(SystemExit) as e:
-        cli.build_parser().parse_args(["dream", "in.png", "-o", "o.png", f"--channel-swap={value}"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--channel-swap" in err[0], err
+def test_bad_values_are_one_line_usage_errors(value, tmp_path):
+    before = Snapshot(tmp_path)
+    p = main_in_process("dream", "in.png", "-o", tmp_path / "o.png", f"--channel-swap={value}")
+    assert_refused(p, "--channel-swap", before=before, codes=(2,))
 
 
 @settings(max_examples=80, deadline=None)

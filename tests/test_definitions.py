@@ -12,14 +12,14 @@ dreams.
 import json
 import os
 import signal
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from helpers import Snapshot, assert_refused, run_cli
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from deepdream_caffe import shapes
@@ -41,19 +41,14 @@ CAFFE_TYPES = sorted(caffe.layer_type_list())
 
 # --- helpers ---------------------------------------------------------------------------
 def cli(*args, tmp, extra_env=None):
-    """Run the CLI in its own process with a private, empty temp folder."""
+    """Run the CLI in its own process in ``tmp``, with a private, empty temp folder; what
+    was in ``tmp`` before goes with the result, for ``refused``."""
     tmpdir = tmp / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(tmpdir), **(extra_env or {})}
-    done = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=300,
-    )
+    before = Snapshot(tmp)
+    done = run_cli(*args, env={"TMPDIR": str(tmpdir), **(extra_env or {})}, cwd=tmp)
     assert not list(tmpdir.iterdir()), "a temporary file was left behind"
+    done.before = before
     return done
 
 
@@ -67,13 +62,9 @@ def dream_args(image, model_def, *rest):
 
 
 def refused(done, *words):
-    """Exit 1, one line, naming ``words``."""
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("deepdream-caffe: error:"), done.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+    """The refusal contract (tests/helpers.py) with exit 1, naming ``words``; nothing written
+    into the folder the command ran in."""
+    return assert_refused(done, *words, before=done.before, codes=(1,))
 
 
 def emit(text):
@@ -335,8 +326,14 @@ def test_generated_definitions_through_the_cli(text, tmp_path_factory, sky_png):
             refused(done)
 
 
+# A declared input (3x3) smaller than a kernel (4): Caffe aborted (blob.cpp, `Check failed:
+# data_`) building the net to make its synthetic weights; now refused before it builds.
+SMALLER_THAN_ITS_KERNEL = [conv("conv0", "data", k=1), conv("l0", "conv0", k=4)]
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=definitions(for_dreams=True))
+@example(text=net_text(SMALLER_THAN_ITS_KERNEL, size=(3, 3)))
 def test_generated_definitions_dream_or_refuse(text, tmp_path_factory, sky_png):
     """The whole dream (checks, synthetic weights, load, octaves, backward) in a forked child:
     it finishes or refuses with a DreamError; Caffe never aborts."""
@@ -475,6 +472,39 @@ def test_batchnorm_net_weights_are_checked(tmp_path, sky_png):
     assert done.returncode == 0, done.stderr
 
 
+def test_a_declared_input_smaller_than_a_kernel_is_refused_in_one_line(tmp_path, sky_png):
+    """Weights made at 32x32 and the definition's input declared 3x3: the dream is refused in
+    one line (it was a traceback from the memory estimate), and so are synthetic weights
+    (Caffe aborted building the net)."""
+    from deepdream_caffe.lab.synthetic import write_synthetic_weights
+
+    big = write(tmp_path, net_text(SMALLER_THAN_ITS_KERNEL, size=(32, 32)), "big.prototxt")
+    write_synthetic_weights(big, tmp_path / "w.caffemodel")
+    small = write(tmp_path, net_text(SMALLER_THAN_ITS_KERNEL, size=(3, 3)))
+    args = dream_args(sky_png, "net.prototxt", "--weights", "w.caffemodel", *QUICK)
+    line = refused(cli(*args, "--end", "l0", tmp=tmp_path), "'l0'", "declared input, 3x3")
+    assert "empty" in line
+    code, out = in_child(lambda: _synthetic(small, tmp_path / "w3.caffemodel"))
+    assert code == 1 and "declared input, 3x3" in out, out
+    assert not (tmp_path / "w3.caffemodel").exists()
+
+
+def test_a_side_branch_smaller_than_its_kernel_is_refused_with_notebook_net(tmp_path, sky_png):
+    """The layers before --end that it does not need are built too, e.g. a side branch whose
+    kernel (4) is larger than the declared input (3x3): one line (with --notebook-net it was a
+    traceback from the memory estimate)."""
+    from deepdream_caffe.lab.synthetic import write_synthetic_weights
+
+    side = [conv("conv0", "data", k=1), conv("side", "conv0", k=4), conv("l0", "conv0", k=1)]
+    write_synthetic_weights(
+        write(tmp_path, net_text(side, size=(32, 32)), "big.prototxt"), tmp_path / "w.caffemodel"
+    )
+    write(tmp_path, net_text(side, size=(3, 3)))
+    args = dream_args(sky_png, "net.prototxt", "--weights", "w.caffemodel", *QUICK, "--end", "l0")
+    for notebook_net in (["--notebook-net"], []):  # Caffe builds the side branch either way
+        refused(cli(*args, *notebook_net, tmp=tmp_path), "'side'", "declared input, 3x3")
+
+
 def test_h5_weights_are_refused(tmp, tiny, sky_png):
     (tiny[1].parent / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     refused(
@@ -566,6 +596,42 @@ def test_pre_relu_only_before_an_in_place_relu(nets):
     assert not layers["inception_4c/output"]
 
 
+class WorkBudget(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_layers_of_a_30000_layer_chain_is_linear_work(tmp_path):
+    """`layers` on a 2 MB definition of 30,000 chained layers: the work (Python calls, not
+    seconds) grows with the layers. A scan of the later layers for each layer made ~10^8
+    calls here (minutes); the budget stops such a scan at 200 calls a layer, at once."""
+    from deepdream_caffe.report import layer_table
+
+    convs = 20_000
+    lines = []
+    for i in range(convs):  # conv, then an in-place ReLU after every second conv
+        lines.append(conv(f"c{i}", f"c{i - 1}" if i else "data", n=3, k=1))
+        if i % 2 == 0:
+            lines.append(layer(f"r{i}", "ReLU", [f"c{i}"], [f"c{i}"]))
+    model = read_definition(write(tmp_path, net_text(lines, size=(8, 8))))
+    assert len(model.layer) == 1 + 30_000
+    calls, budget = [0], 200 * len(model.layer)
+
+    def count(frame, event, arg):
+        if event == "call":
+            calls[0] += 1
+            if calls[0] > budget:
+                raise WorkBudget(f"more than {budget} Python calls")
+
+    sys.setprofile(count)
+    try:
+        table = layer_table(model, (32, 24))
+    finally:
+        sys.setprofile(None)
+    assert len(table) == 1 + convs
+    assert sum(line.rstrip().endswith("*") for line in table[1:]) == convs // 2
+
+
 # --- Python layers ---------------------------------------------------------------------
 PROBE = """
 import pathlib
@@ -616,11 +682,7 @@ def test_python_layers_are_refused_unless_allowed(tmp_path, tiny, sky_png):
 
 
 def test_cli_help_documents_allow_python_layers():
-    done = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", "dream", "--help"],
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("dream", "--help")
     assert "--allow-python-layers" in done.stdout and "runs its code" in " ".join(
         done.stdout.split()
     )

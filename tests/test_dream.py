@@ -6,10 +6,10 @@ Bit-identical is the bar: same net, same seed, same numpy -> the same float32 ar
 import numpy as np
 import PIL.Image
 import pytest
-import scipy.ndimage as nd
 
 from deepdream_caffe import dream
 from deepdream_caffe.errors import DreamError
+from deepdream_caffe.lab import notebook
 
 pytestmark = pytest.mark.caffe
 SEED = 7
@@ -17,32 +17,10 @@ FAST = dict(iter_n=3, octave_n=2)  # enough steps to cover jitter, octaves and d
 
 
 def notebook_namespace(cells, net=None, **names):
-    """Execute the notebook's definitions (cells 3, 6, 8) as Python 3, display stubbed out."""
+    """The notebook's definitions (cells 3, 6, 8) as Python 3, display stubbed out."""
     import caffe
 
-    cell3 = cells[3][cells[3].index("def preprocess") :]  # skip its model loading
-    return run_cells((cell3, cells[6], cells[8]), PIL=PIL, caffe=caffe, net=net, **names)
-
-
-def run_cells(sources, **names):
-    """Execute notebook cells as Python 3 in one namespace (np, nd, ``names``, display stubbed
-    out); return the namespace."""
-    ns = dict(
-        np=np, nd=nd, showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None, **names
-    )
-    for source in sources:
-        exec(py3(source), ns)
-    return ns
-
-
-def py3(source):
-    """The two Python 2 idioms of the notebook's code: xrange and the print statement."""
-    lines = [
-        line
-        for line in source.replace("xrange", "range").splitlines()
-        if not line.strip().startswith("print ")
-    ]
-    return "\n".join(lines)
+    return notebook.definitions(cells, net, PIL=PIL, caffe=caffe, **names)
 
 
 def notebook_dream(cells, net, img, **kw):
@@ -80,11 +58,10 @@ def test_notebook_defaults_bit_identical(notebook_cells, load, sky):
 def test_guided_bit_identical_to_notebook(notebook_cells, load, sky, flowers):
     end = "inception_3b/output"
     net = load(end=end, notebook_net=True)
-    ns = notebook_namespace(notebook_cells, net, guide=flowers)
-    exec(notebook_cells[25], ns)  # guide features, as a global
-    exec(notebook_cells[27][: notebook_cells[27].index("_=deepdream")], ns)
+    ns = notebook_namespace(notebook_cells, net)
+    objective_guide = notebook.guide_objective(notebook_cells, ns, flowers)  # cells 25, 27
     np.random.seed(SEED)
-    expected = ns["deepdream"](net, sky, end=end, objective=ns["objective_guide"], **FAST)
+    expected = ns["deepdream"](net, sky, end=end, objective=objective_guide, **FAST)
 
     net = load(end=end)
     objective = dream.objective_guide(dream.guide_features(net, flowers, end))
@@ -99,14 +76,8 @@ def test_guided_bit_identical_to_notebook(notebook_cells, load, sky, flowers):
 def test_zoom_bit_identical_to_notebook(notebook_cells, load, sky):
     net = load(notebook_net=True)
     ns = notebook_namespace(notebook_cells, net)
-    loop = py3(notebook_cells[19]).replace("range(100)", "range(2)")
-    loop = loop.replace(
-        'PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
-        "saved.append(frame)",
-    )
-    ns.update(frame=sky, frame_i=0, saved=[])
     np.random.seed(SEED)
-    exec(loop, ns)
+    saved = notebook.zoom(notebook_cells, ns, sky, frames=2, params={})  # cell 19
 
     params = dict(iter_n=10, octave_n=4)
     frames = [
@@ -116,7 +87,7 @@ def test_zoom_bit_identical_to_notebook(notebook_cells, load, sky):
         )
     ]
     assert len(frames) == 2
-    for ours, expected in zip(frames, ns["saved"], strict=True):
+    for ours, expected in zip(frames, saved, strict=True):
         np.testing.assert_array_equal(ours, expected)
 
 

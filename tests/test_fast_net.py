@@ -8,6 +8,7 @@ Other topologies: tests/test_topologies.py.
 
 import numpy as np
 import pytest
+from helpers import Snapshot, assert_refused, main_in_process
 
 from deepdream_caffe import dream, fastnet
 from deepdream_caffe.definition import dream_layers, read_definition
@@ -84,27 +85,19 @@ def test_the_check_runs_small(load):
     assert load(end="prob").dream_setup.endswith("at a 224x224 check")  # fully connected
 
 
-def run_cli(tmp_path, img, *flags):
-    """``deepdream-caffe dream`` in this process; returns (status, the --raw result)."""
+def dream_here(tmp_path, img, *flags):
+    """``deepdream-caffe dream`` in this process (tests/helpers.py); returns (the finished
+    command, the --raw result)."""
     import PIL.Image
 
-    from deepdream_caffe import cli
-
     PIL.Image.fromarray(np.uint8(img)).save(tmp_path / "in.png")
-    status = cli.main(
-        [
-            "dream",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "out.png"),
-            "--raw",
-            str(tmp_path / "out.npy"),
-            "--seed",
-            "7",
-            *map(str, flags),
-        ]
+    out = tmp_path / "out.png"
+    before = Snapshot(tmp_path)
+    p = main_in_process(
+        "dream", tmp_path / "in.png", "-o", out, "--raw", tmp_path / "out.npy", "--seed", 7, *flags
     )
-    return status, (np.load(tmp_path / "out.npy") if status == 0 else None)
+    p.before = before
+    return p, (np.load(tmp_path / "out.npy") if p.returncode == 0 else None)
 
 
 # inception_4a/output is the last end before the aux head loss1, at a size other than 224x224;
@@ -125,13 +118,14 @@ def test_notebook_net_is_the_notebooks_own(
     """
     import PIL.Image
     from google.protobuf import text_format
-    from test_dream import SEED, run_cells
+    from test_dream import SEED
 
     import caffe
+    from deepdream_caffe.lab.notebook import run_cells
 
     definition, weights = nets["places205_googlenet"]
     img = np.float32(PIL.Image.fromarray(np.uint8(sky)).resize(size[::-1], PIL.Image.BILINEAR))
-    status, ours = run_cli(
+    done, ours = dream_here(
         tmp_path,
         img,
         "--notebook-net",
@@ -146,7 +140,7 @@ def test_notebook_net_is_the_notebooks_own(
         "--octave-n",
         octave_n,
     )
-    assert status == 0
+    assert done.returncode == 0, done.stderr
 
     cell3 = notebook_cells[3]
     for name, path in (("'deploy.prototxt'", definition), ("'bvlc_googlenet.caffemodel'", weights)):
@@ -184,8 +178,6 @@ def test_notebook_net_refuses_what_aborts_the_notebook(nets, sky, tmp_path, caps
         "--octave-n",
         2,
     ]
-    status, _ = run_cli(tmp_path, sky, "--notebook-net", *flags)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 1 and len(err) == 1 and "loss1/fc" in err[0], err
-    assert "leave out --notebook-net" in err[0]
-    assert run_cli(tmp_path, sky, *flags)[0] == 0
+    done, _ = dream_here(tmp_path, sky, "--notebook-net", *flags)
+    assert_refused(done, "loss1/fc", "leave out --notebook-net", before=done.before, codes=(1,))
+    assert dream_here(tmp_path, sky, *flags)[0].returncode == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import run_cli
 
 from deepdream_caffe.lab import goldens
 
@@ -97,27 +98,20 @@ def test_separate_processes_give_the_same_bits(fresh, tmp_path):
     raws = []
     for i in range(2):
         raw = tmp_path / f"raw{i}.npy"
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "deepdream_caffe.cli",
-                "dream",
-                str(img),
-                "-o",
-                str(tmp_path / f"o{i}.png"),
-                "--raw",
-                str(raw),
-                "--seed",
-                "9",
-                "--model-def",
-                str(definition),
-                "--weights",
-                str(weights),
-            ],
-            capture_output=True,
-            text=True,
+        run_cli(
+            "dream",
+            img,
+            "-o",
+            tmp_path / f"o{i}.png",
+            "--raw",
+            raw,
+            "--seed",
+            9,
+            "--model-def",
+            definition,
+            "--weights",
+            weights,
+            check=True,
         )
-        assert p.returncode == 0, p.stderr
         raws.append(np.load(raw))
     np.testing.assert_array_equal(*raws)

@@ -1,10 +1,10 @@
 """Hostile input (issue 10): what a user can type, hand over or do, against the real command.
 
-The contract for every refusal: exit 1 (or 2 for a flag that makes no sense), exactly one line
-on stderr, no traceback, nothing written, no input or mirror file changed, no temporary file
-left. Commands run in a subprocess (``python -m deepdream_caffe.cli``), so that a Caffe abort
-shows as what it is (exit 134). Property-based tests generate what users type; the named cases
-below each failed before the fixes they test.
+The contract for every refusal (tests/helpers.py): exit 1 (or 2 for a flag that makes no
+sense), exactly one line on stderr, no traceback, nothing written, no input or mirror file
+changed, no temporary file left. Commands run in a subprocess (``python -m
+deepdream_caffe.cli``), so that a Caffe abort shows as what it is (exit 134). Property-based
+tests generate what users type; the named cases below each failed before the fixes they test.
 """
 
 import contextlib
@@ -24,6 +24,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from conftest import slow_examples
+from helpers import CLI, Snapshot, assert_refused, main_in_process, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,23 +87,6 @@ typed = st.one_of(
 
 
 # --- the contract --------------------------------------------------------------------------
-def snapshot(*folders):
-    """Every file under the folders: its bytes (small work files) or its stat (the mirror)."""
-    out = {}
-    for folder in folders:
-        for p in sorted(Path(folder).rglob("*")):
-            if p.is_file():
-                st_ = p.stat()
-                out[p] = (
-                    st_.st_size,
-                    st_.st_mtime_ns,
-                    st_.st_ino,
-                    st_.st_mode,
-                    p.read_bytes() if st_.st_size < 2**20 else None,
-                )
-    return out
-
-
 @pytest.fixture
 def work(tmp_path, sky, nets):
     """A folder with an input image, a private TMPDIR, and the synthetic bvlc_googlenet."""
@@ -123,15 +107,8 @@ def dream_argv(folder, *rest, out="o.png"):
 
 
 def run(folder, *args, env=None, umask=None):
-    env = {**os.environ, "TMPDIR": str(folder / "tmp"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        preexec_fn=None if umask is None else lambda: os.umask(umask),
-    )
+    """The command with the folder's private TMPDIR (a temporary file left there shows)."""
+    return run_cli(*args, env={"TMPDIR": str(folder / "tmp"), **(env or {})}, umask=umask)
 
 
 def mirrors():
@@ -141,21 +118,17 @@ def mirrors():
 def refused(work, *args, codes=(1, 2), words=(), env=None, model=True):
     """Run the command; assert the whole contract of a refusal; return its one line."""
     folder, flags = work
-    before = snapshot(folder, *mirrors())
+    before = Snapshot(folder, *mirrors())
     p = run(folder, *args, *(flags if model else []), env=env)
-    return contract(p, folder, before, codes, words)
+    return contract(p, before, codes, words)
 
 
-def contract(p, folder, before, codes=(1, 2), words=()):
-    assert p.returncode in codes, (p.returncode, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and "error: " in lines[0], p.stderr
-    assert "Traceback" not in p.stderr and "invalid parse value" not in p.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert snapshot(folder, *mirrors()) == before  # nothing written, nothing changed
-    assert not list((folder / "tmp").iterdir())  # no temporary file left behind
-    return lines[0]
+def contract(p, before, codes=(1, 2), words=()):
+    """The refusal contract (tests/helpers.py) over the work folder and the mirrors; the
+    private TMPDIR in the work folder is left empty, not even a folder in it."""
+    line = assert_refused(p, *words, before=before, codes=codes)
+    assert not list((before.folders[0] / "tmp").iterdir())  # no temporary file left behind
+    return line
 
 
 # --- numbers -------------------------------------------------------------------------------
@@ -241,12 +214,12 @@ def test_hostile_numbers_through_the_command(work, flag, value):
     folder, flags = work
     for f in folder.glob("o.png*"):
         f.unlink()
-    before = snapshot(folder, *mirrors())
+    before = Snapshot(folder, *mirrors())
     p = run(
         folder, "dream", folder / "in.png", "-o", folder / "o.png", *FAST, *flags, f"{flag}={value}"
     )
     if p.returncode != 0:
-        contract(p, folder, before)
+        contract(p, before)
     else:
         assert "Traceback" not in p.stderr and "Warning" not in p.stderr
         assert (folder / "o.png").is_file()
@@ -546,7 +519,7 @@ def test_a_failed_commit_leaves_every_earlier_output(work, monkeypatch, failing)
     folder, flags = work
     for name, data in (("o.png", b"old image"), ("o.png.json", b"old json"), ("o.npy", b"old raw")):
         (folder / name).write_bytes(data)
-    before = snapshot(folder)
+    before = Snapshot(folder)
     real = os.replace
 
     def replace(src, dst):
@@ -555,19 +528,12 @@ def test_a_failed_commit_leaves_every_earlier_output(work, monkeypatch, failing)
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    code = cli.main(
-        argv(
-            "dream",
-            str(folder / "in.png"),
-            str(folder / "o.png"),
-            "--raw",
-            str(folder / "o.npy"),
-            *flags,
-            *FAST,
+    p = main_in_process(
+        *argv(
+            "dream", folder / "in.png", folder / "o.png", "--raw", folder / "o.npy", *flags, *FAST
         )
     )
-    assert code == 1
-    assert snapshot(folder) == before
+    assert_refused(p, "No space left", before=before, codes=(1,))
 
 
 # --- zoom's frames folder ------------------------------------------------------------------
@@ -626,12 +592,7 @@ def test_ctrl_c_while_starting_is_one_line(work, attempt):
     soon as numpy is loaded, which happens among the command's own imports."""
     folder = work[0]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.cli",
-            *argv("dream", str(folder / "in.png"), str(folder / "o.png")),
-        ],
+        [*CLI, *argv("dream", str(folder / "in.png"), str(folder / "o.png"))],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -664,10 +625,10 @@ def test_a_wrong_file_in_a_mirror_that_is_also_the_cache_is_never_deleted(tmp_pa
     import pooch
 
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: pytest.fail("downloaded into it"))
-    before = snapshot(data)
+    before = Snapshot(data)
     with pytest.raises(DreamError, match="never changed"):
         assets.fetch(assets.NOTEBOOK_ASSETS["flowers.jpg"], progress=False)
-    assert snapshot(data) == before
+    before.assert_unchanged()
 
 
 def test_an_incomplete_model_folder_in_a_mirror_is_never_removed(tmp_path, monkeypatch):
@@ -685,10 +646,10 @@ def test_an_incomplete_model_folder_in_a_mirror_is_never_removed(tmp_path, monke
         for name in ("a", "b"):
             (tmp_path / name).write_text(name)
             tar.add(tmp_path / name, arcname=name)
-    before = snapshot(data)
+    before = Snapshot(data)
     with pytest.raises(DreamError, match="never changed"):
         models._extract(archive, ["a", "b"], partial)
-    assert snapshot(data) == before
+    before.assert_unchanged()
 
 
 @pytest.mark.parametrize("kind", ["file", "read-only"])

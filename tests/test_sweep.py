@@ -12,13 +12,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import CLI, Snapshot, assert_refused, main_in_process, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,13 +33,7 @@ BLAS1 = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # the sweep's workers use 1
 
 
 def deepdream_caffe(*args, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=BLAS1,
-        **kw,
-    )
+    return run_cli(*args, env={"OPENBLAS_NUM_THREADS": "1"}, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -146,28 +140,21 @@ def test_each_result_is_bit_identical_to_dream(local, files, tmp_path):
     picked = [sky[0], sky[-1]]
     for end, seed in [(r["end"], r["seed"]) for r in picked]:
         single = tmp_path / f"{seed}.png"
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "deepdream_caffe.cli",
-                "dream",
-                files["sky"],
-                "-o",
-                single,
-                *files["model"],
-                "--end",
-                end,
-                "--seed",
-                str(seed),
-                "--threads",
-                "1",
-                *FAST,
-            ],
-            capture_output=True,
-            text=True,
+        run_cli(
+            "dream",
+            files["sky"],
+            "-o",
+            single,
+            *files["model"],
+            "--end",
+            end,
+            "--seed",
+            seed,
+            "--threads",
+            1,
+            *FAST,
+            check=True,
         )
-        assert p.returncode == 0, p.stderr
         name = f"sky__{end.replace('/', '-')}__seed{seed}__iter2_oct2_scale1.4_step1.5_jit32"
         swept = out / "images" / f"{name}.png"
         assert swept.read_bytes() == single.read_bytes()
@@ -233,9 +220,7 @@ def test_a_killed_worker_loses_no_result(local, files, tmp_path):
 def test_ctrl_c_stops_cleanly_and_keeps_finished_results(files, tmp_path):
     out = tmp_path / "sweep"
     cmd = [
-        sys.executable,
-        "-m",
-        "deepdream_caffe.cli",
+        *CLI,
         *map(str, sweep_args(files, out, files["sky"], seeds=range(8))),
         "--iter-n",
         "6",
@@ -316,11 +301,11 @@ def test_the_gallery_loads_every_image_in_headless_chromium(local, tmp_path):
 
 
 # --- flags and names, without a cluster ---------------------------------------------------
-def test_usage_errors_write_nothing(tmp_path, files, capsys):
+def test_usage_errors_write_nothing(tmp_path, files):
     out = tmp_path / "sweep"
-    with pytest.raises(SystemExit) as e:  # a repeated value is a usage error
-        cli.main([*map(str, sweep_args(files, out)), "--grid", "end,end"])
-    assert e.value.code == 2 and "distinct" in capsys.readouterr().err
+    before = Snapshot(tmp_path, files["sky"].parent)
+    p = main_in_process(*sweep_args(files, out), "--grid", "end,end")  # a repeated value
+    assert_refused(p, "distinct", before=before, codes=(2,))
     cases = [
         ["--grid", "end"],
         ["--grid", "end,colour"],
@@ -330,9 +315,8 @@ def test_usage_errors_write_nothing(tmp_path, files, capsys):
         ["--ends", "inception_3a/output,inception_4x/output"],
     ]
     for extra in cases:
-        assert cli.main([*map(str, sweep_args(files, out)), *extra]) == 1, extra
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("deepdream-caffe: error: "), err
+        p = main_in_process(*sweep_args(files, out), *extra)
+        assert_refused(p, before=before, codes=(1,))
         assert not out.exists()
 
 

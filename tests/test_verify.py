@@ -11,6 +11,7 @@ import json
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import run_cli
 
 from deepdream_caffe import dream
 from deepdream_caffe.lab import verify
@@ -121,29 +122,12 @@ def test_the_margin_is_what_lets_a_genuine_seed_pass(monkeypatch):
 
 
 def test_verify_notebook_skips_with_its_own_status(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     env = {
-        **os.environ,
         "DEEPDREAM_CAFFE_MIRROR": str(tmp_path),
         "HTTP_PROXY": "http://127.0.0.1:9",
         "http_proxy": "http://127.0.0.1:9",
     }
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.cli",
-            "verify-notebook",
-            "--out",
-            str(tmp_path / "v"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    p = run_cli("verify-notebook", "--out", tmp_path / "v", env=env)
     assert p.returncode == verify.SKIPPED == 77, p.stderr
     assert "skipped (exit status 77)" in p.stderr and "Traceback" not in p.stderr
 

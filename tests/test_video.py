@@ -3,13 +3,13 @@
 import os
 import re
 import subprocess
-import sys
 
 import imageio_ffmpeg
 import numpy as np
 import PIL.Image
 import pytest
 from conftest import notebook_file
+from helpers import refused, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -128,12 +128,7 @@ def test_a_frame_rate_ffmpeg_cannot_take_is_refused(fps):
         video.check_video(fps)
 
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-    )
+cli = run_cli
 
 
 @pytest.mark.caffe
@@ -186,6 +181,14 @@ def test_a_bad_video_is_refused_before_dreaming(tmp_path, sky, flags, code, mess
     PIL.Image.fromarray(np.uint8(sky)).save(img)
     (tmp_path / "frames.mp4").mkdir()
     flags[1] = tmp_path / flags[1]  # the video's name
-    p = cli("zoom", img, "-o", tmp_path / "frames", *flags)
-    assert p.returncode == code and message in p.stderr and "Traceback" not in p.stderr
+    refused(
+        "zoom",
+        img,
+        "-o",
+        tmp_path / "frames",
+        *flags,
+        words=[message],
+        watch=[tmp_path],
+        codes=(code,),
+    )
     assert not (tmp_path / "frames").exists()  # nothing was dreamed

@@ -121,25 +121,10 @@ def load_variant(variant, definition, weights, end):
 
 
 def notebook_deepdream(net):
-    """The notebook's deepdream (cells 3, 6, 8) as Python 3, its display stubbed out."""
-    import scipy.ndimage as nd
+    """The notebook's deepdream (cells 3, 6, 8; lab/notebook.py), on ``net``."""
+    from . import notebook
 
-    source = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
-    cells = source["worksheets"][0]["cells"]  # by position in the notebook, as its cells
-    ns = dict(
-        np=np, nd=nd, net=net, showarray=lambda *a, **k: None, clear_output=lambda *a, **k: None
-    )
-    for i in (3, 6, 8):
-        text = "".join(cells[i]["input"])
-        if i == 3:
-            text = text[text.index("def preprocess") :]  # skip its model loading
-        lines = [
-            ln
-            for ln in text.replace("xrange", "range").splitlines()
-            if not ln.strip().startswith("print ")
-        ]
-        exec("\n".join(lines), ns)
-    return ns["deepdream"]
+    return notebook.definitions(notebook.code_cells(), net)["deepdream"]
 
 
 def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | None) -> dict:

@@ -384,6 +384,17 @@ def required_keys(order: list, patterns: list[str]) -> list:
     return wanted
 
 
+def check_report(report: Path, bundle_dir: Path, other: Path) -> None:
+    """The report of compare never replaces what it compares: the arrays or a bundle file."""
+    if report.is_dir():
+        raise DreamError(f"--report {report} is a folder", "give a file name, e.g. report.md")
+    inputs = [other, *(bundle_dir.rglob("*") if bundle_dir.is_dir() else [])]
+    if report.exists() and any(p.exists() and report.samefile(p) for p in inputs):
+        raise DreamError(
+            f"--report {report} is one of the files compare reads", "write the report elsewhere"
+        )
+
+
 def compare(bundle_dir: Path, other_path: Path, require=()) -> dict:
     """Judge every key of ``other_path`` against the bundle; name causes where possible."""
     meta, ours = load_bundle(bundle_dir)

@@ -148,57 +148,26 @@ def compute(case: Case, images: dict, nets: Path) -> np.ndarray:
     return dream.deepdream(net, sky, rng=rng, **params)
 
 
-def notebook_cells() -> list:
-    from .. import assets
-
-    notebook = json.loads(assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"]).read_text())
-    return ["".join(c.get("input", "")) for c in notebook["worksheets"][0]["cells"]]
-
-
-def _edit(source: str, *replacements) -> str:
-    for old, new in replacements:
-        if old not in source:
-            raise ValueError(f"the notebook's cell no longer contains {old!r}")
-        source = source.replace(old, new)
-    return source
-
-
 def notebook_compute(case: Case, images: dict, nets: Path) -> np.ndarray:
     """The case computed by the notebook's own code cells (3, 6, 8; 19; 25, 27), on the
     notebook's net, after ``np.random.seed(case.seed)``, as tests/test_dream.py runs them."""
     from ..models import IMAGENET_MEAN_BGR
     from ..net import load_net
     from ..params import DreamParams
-    from .bench import notebook_deepdream
+    from . import notebook
 
     definition, weights = net_files(case.model, nets)
     net = load_net(definition, weights, case.end, IMAGENET_MEAN_BGR, notebook_net=True)
-    deepdream = notebook_deepdream(net)
-    ns = deepdream.__globals__  # the namespace the notebook's cells ran in
+    cells = notebook.code_cells()
+    ns = notebook.definitions(cells, net)
     params = DreamParams(end=case.end, **case.params).as_kwargs()
-    sky, cells = images["sky1024px.jpg"], notebook_cells()
+    sky = images["sky1024px.jpg"]
     if case.guide:
-        ns["guide"] = images["flowers.jpg"]
-        exec(cells[25], ns)  # the guide's features, a global as in the notebook
-        exec(cells[27][: cells[27].index("_=deepdream")], ns)  # objective_guide
-        params["objective"] = ns["objective_guide"]
+        params["objective"] = notebook.guide_objective(cells, ns, images["flowers.jpg"])
     np.random.seed(case.seed)
     if not case.zoom_frames:
-        return deepdream(net, sky, **params)
-    ns.update(frame=sky, frame_i=0, saved=[], params=params)
-    exec(
-        _edit(
-            cells[19],
-            ("xrange(100)", f"range({case.zoom_frames})"),
-            ("deepdream(net, frame)", "deepdream(net, frame, **params)"),
-            (
-                'PIL.Image.fromarray(np.uint8(frame)).save("frames/%04d.jpg"%frame_i)',
-                "saved.append(frame)",
-            ),
-        ),
-        ns,
-    )
-    return np.stack(ns["saved"])
+        return ns["deepdream"](net, sky, **params)
+    return np.stack(notebook.zoom(cells, ns, sky, case.zoom_frames, params))
 
 
 def agreement(ours: np.ndarray, notebook: np.ndarray) -> str | dict:
