@@ -6,7 +6,7 @@ only NaN (or -inf) keeps -1, and the backward pass then adds into the element ju
 diff array: glibc sees its heap corrupted ("double free or corruption", exit 134). So every
 number is checked on its way in:
 
-- the flags, by their ranges (``deepdream_caffe/job.py: RANGES``);
+- the flags, by their ranges (``deepdream_caffe/params.py: LIMITS``);
 - the weights and the preprocessed images, once the net is loaded (:func:`check_net`,
   :func:`check_input`);
 - during a dream, after every forward pass and before its backward pass, the input blob and

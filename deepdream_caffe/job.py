@@ -18,36 +18,18 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, guards, imageio, models, report, video
+from . import checks, dream, environment, guards, imageio, models, sidecar, video
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
-from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams
+from .params import DEFAULTS, LIMITS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams, check_problem
 
-COUNT_MAX = 2**31 - 1  # the largest count numpy's and Caffe's 32-bit integers take
-# The range of every number a job takes, (low, high, low included, high included): the CLI
-# parses its flags with these, and check_numbers holds every other caller to them.
-RANGES = {
-    "iter_n": (1, COUNT_MAX, True, True),
-    "octave_n": (1, COUNT_MAX, True, True),
-    "octave_scale": (1, guards.FLT_MAX, False, True),
-    "step_size": (0, guards.FLT_MAX, False, True),
-    "jitter": (0, COUNT_MAX, True, True),
-    "seed": (0, 2**32 - 1, True, True),  # what np.random.RandomState takes
-    "max_size": (16, COUNT_MAX, True, True),
-    "jpeg_quality": (1, 95, True, True),  # Pillow: above 95 only grows the file
-    "frames": (1, COUNT_MAX, True, True),
-    "scale": (0, 1, False, False),
-    "gpu": (0, COUNT_MAX, True, True),
-    "mean": (0, 255, True, True),  # each of B, G, R: a mean of 0..255 pixels
-    "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
-    "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
-    "fps": (0, guards.FLT_MAX, False, True),  # frames per second of zoom --video
-}
+# A job's dream parameters by default: the notebook's, but its end is the model's own layer.
+JOB_PARAMS = replace(DEFAULTS, end=None)
 
 
 @dataclass
@@ -70,14 +52,9 @@ class Job:
     allow_python_layers: bool = False  # run the code of a definition's Python layers
     verbose: bool = False
     threads: int | None = None  # OpenBLAS threads (Caffe's and numpy's); None: its default
-    # the dream
-    end: str | None = None  # None: the model's default layer
-    iter_n: int = DEFAULTS.iter_n
-    octave_n: int = DEFAULTS.octave_n
-    octave_scale: float = DEFAULTS.octave_scale
-    step_size: float = DEFAULTS.step_size
-    jitter: int = DEFAULTS.jitter
-    clip: bool = DEFAULTS.clip
+    # the dream: end, iter_n, ... clip, as the notebook names them; end None: the model's
+    # default layer
+    params: DreamParams = JOB_PARAMS
     seed: int | None = None  # None: a random seed, printed and recorded
     max_size: int | None = None
     # the outputs
@@ -95,11 +72,17 @@ class Job:
 
     @classmethod
     def from_values(cls, values) -> Job:
-        """A job from any object or mapping with (some of) these names, e.g. parsed flags."""
+        """A job from any object or mapping with (some of) these names, e.g. parsed flags;
+        the dream parameters may be given flat (``iter_n``, ...) or as ``params``."""
         get = values.get if isinstance(values, dict) else lambda k, d: getattr(values, k, d)
         missing = object()
-        picked = {f.name: get(f.name, missing) for f in fields(cls)}
-        return cls(**{k: v for k, v in picked.items() if v is not missing})
+        picked = {f.name: get(f.name, missing) for f in fields(cls) if f.name != "params"}
+        job = {k: v for k, v in picked.items() if v is not missing}
+        params = get("params", missing)
+        params = JOB_PARAMS if params is missing else params
+        flat = {f.name: get(f.name, missing) for f in fields(DreamParams)}
+        flat = {k: v for k, v in flat.items() if v is not missing}
+        return cls(**job, params=replace(params, **flat) if flat else params)
 
 
 def model_config(job, end):
@@ -118,43 +101,14 @@ def model_config(job, end):
     return definition, weights, mean, job.channel_swap or record.channel_swap, record.name
 
 
-def in_range(name, value) -> bool:
-    low, high, low_in, high_in = RANGES[name]
-    return (low < value or (low_in and value == low)) and (
-        value < high or (high_in and value == high)
-    )
-
-
-def range_problem(name, value) -> str | None:
-    """What is wrong with ``value`` for ``RANGES[name]`` in words, or None if it is in range."""
-    if in_range(name, value):
-        return None
-    low, high, low_in, high_in = RANGES[name]
-    if high not in (COUNT_MAX, guards.FLT_MAX):  # a range with a meaningful top: both ends
-        ends = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
-        return (
-            f"must be in {ends}"
-            if isinstance(low, float) or not (low_in and high_in)
-            else f"must be in {low}..{high}"
-        )
-    if value > high:
-        return f"must be at most {high:g}" if isinstance(high, float) else f"must be at most {high}"
-    if not low_in:
-        return f"must be greater than {low}"
-    return "must not be negative" if low == 0 else f"must be at least {low}"
-
-
 def check_numbers(job) -> None:
     """Every number of the job finite and in its range (the CLI's parser already made sure)."""
-    for name in RANGES:
-        value = getattr(job, name, None)
+    for name in LIMITS:
+        where = job.params if hasattr(job.params, name) else job
+        value = getattr(where, name, None)
         values = () if value is None else value if name == "mean" else (value,)
         for v in values:
-            try:
-                problem = None if math.isfinite(v) else "must be finite"
-                problem = problem or range_problem(name, v)
-            except (TypeError, OverflowError):
-                problem = "must be a number"
+            problem = check_problem(name, v)
             if problem:
                 flag = "--" + name.replace("_", "-")
                 raise DreamError(
@@ -168,8 +122,8 @@ def check_numbers(job) -> None:
 
 
 def default_end(job):
-    if job.end:
-        return job.end
+    if job.params.end:
+        return job.params.end
     if job.model_def:
         return DEFAULTS.end
     return models.get_model(job.model).default_end
@@ -254,7 +208,7 @@ class Run:
         return guards.guarded(self.net, objective, self.pooled, self.params.end)
 
     def record(self, job, timings, outputs: dict, **extra) -> dict:
-        return report.run_record(
+        return sidecar.run_record(
             job, self, timings, outputs, net_setup=self.net.dream_setup, **extra
         )
 
@@ -289,9 +243,9 @@ def check_plan(job, end, sizes, names=None):
 
 def check_image_plan(job, model, end, h, w, octave_n) -> list:
     """One image's octaves: their number and every size the net must take."""
-    check_octave_count(h, w, octave_n, job.octave_scale)
+    check_octave_count(h, w, octave_n, job.params.octave_scale)
     try:
-        return checks.check_sizes(model, end, h, w, octave_n, job.octave_scale)
+        return checks.check_sizes(model, end, h, w, octave_n, job.params.octave_scale)
     except DreamError as e:
         if not job.notebook_net:
             raise
@@ -313,24 +267,18 @@ def check_octave_count(h, w, octave_n, octave_scale) -> None:
         )
 
 
-def prepare(job, end, images, names=None) -> Run:
+def prepare(job, end, images, names=None, load_net=None) -> Run:
     """Check the job (:func:`check_plan`), load the net, check the numbers Caffe will get.
 
     ``images``: (array, octave_n) for every image that goes through the net; ``names`` say
-    which file each came from.
+    which file each came from; ``load_net``: what loads the net (default
+    :func:`deepdream_caffe.net.load_net`; a sweep worker passes one that keeps nets).
     """
-    from .net import load_net
+    if load_net is None:
+        from .net import load_net
 
-    started, clock = report.now_utc(), time.perf_counter()
-    params = DreamParams(
-        end=end,
-        iter_n=job.iter_n,
-        octave_n=job.octave_n,
-        octave_scale=job.octave_scale,
-        step_size=job.step_size,
-        jitter=job.jitter,
-        clip=job.clip,
-    )
+    started, clock = sidecar.now_utc(), time.perf_counter()
+    params = replace(job.params, end=end)
     model, definition, weights, mean, swap, model_name = check_plan(
         job, end, [(*img.shape[:2], octave_n) for img, octave_n in images]
     )
@@ -348,7 +296,7 @@ def prepare(job, end, images, names=None) -> Run:
     for i, (img, _) in enumerate(images):
         guards.check_input(dream.preprocess(net, img), names[i] if names else "the image")
     if job.threads is not None:
-        report.set_blas_threads(job.threads)
+        environment.set_blas_threads(job.threads)
     seed, rng = make_rng(job, log_to_stderr)
     return Run(
         net,
@@ -413,25 +361,27 @@ def check_images(job, end, octave_ns, *paths) -> None:
     check_plan(job, end, sizes, names)
 
 
-def run_dream(job: Job, say=None):
-    """dream and guide: one image in, one image out (plus sidecar and --raw)."""
+def run_dream(job: Job, say=None, load_net=None):
+    """dream and guide: one image in, one image out (plus sidecar and --raw); ``load_net``:
+    as for :func:`prepare`."""
     say = say or log_to_stderr
     end = default_end(job)
     check_output(job.output, job.input, job.guide)
     if job.raw is not None:
         check_output(job.raw, job.input, job.guide, suffixes=(".npy",))
     paths = [job.input, *([job.guide] if job.guide else [])]
-    check_images(job, end, [job.octave_n, 1], *paths)
+    check_images(job, end, [job.params.octave_n, 1], *paths)
     img, *guide = read_inputs(job, *paths)
     t0 = time.perf_counter()
-    run = prepare(job, end, [(img, job.octave_n)] + [(g, 1) for g in guide], paths)
+    images = [(img, job.params.octave_n)] + [(g, 1) for g in guide]
+    run = prepare(job, end, images, paths, load_net=load_net)
     t_load = time.perf_counter() - t0
     step_params = {"rng": run.rng, "objective": run.objective()}
     extra = {}
     if guide:
         features = dream.guide_features(run.net, guide[0], end)
         step_params["objective"] = run.objective(dream.objective_guide(features))
-        extra["guide"] = report.file_record(job.guide)
+        extra["guide"] = sidecar.file_record(job.guide)
     if job.save_steps:
         job.save_steps.mkdir(parents=True, exist_ok=True)
     progress = Progress(run.params.octave_n * run.params.iter_n, job.save_steps, run.params.clip)
@@ -451,11 +401,11 @@ def run_dream(job: Job, say=None):
         if job.raw:
             written["raw"] = batch(job.raw)
             save_array(result, written["raw"])
-        sidecar = run.record(job, {"load_s": t_load, "dream_s": t_dream}, written, **extra)
+        record = run.record(job, {"load_s": t_load, "dream_s": t_dream}, written, **extra)
         for name, path in (("image", job.output), ("raw", job.raw)):
             if name in written:  # the name it will have, not the temporary one
-                sidecar["outputs"][name]["path"] = str(path.absolute())
-        save_json(sidecar, sidecar_path(job.output), batch)
+                record["outputs"][name]["path"] = str(path.absolute())
+        save_json(record, sidecar_path(job.output), batch)
     say(f"wrote {job.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
     return result
 
@@ -470,9 +420,9 @@ def run_zoom(job: Job, say=None):
         check_output(job.video, job.input, suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
-    check_images(job, end, [job.octave_n], job.input)
+    check_images(job, end, [job.params.octave_n], job.input)
     (frame,) = read_inputs(job, job.input)
-    run = prepare(job, end, [(frame, job.octave_n)], [job.input])
+    run = prepare(job, end, [(frame, job.params.octave_n)], [job.input])
     created = not job.output.exists()
     job.output.mkdir(parents=True, exist_ok=True)
     for old in earlier:  # --overwrite: the earlier run's frames go, now that this one starts
@@ -508,13 +458,13 @@ def run_zoom(job: Job, say=None):
             frames = {
                 f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}" for i in range(done)
             }
-            sidecar = run.record(
+            record = run.record(
                 job,
                 {"dream_s": time.perf_counter() - t0},
                 frames,
                 zoom={"frames_done": done, "frames": job.frames, "scale": job.scale},
             )
-            save_json(sidecar, job.output / "zoom.json")
+            save_json(record, job.output / "zoom.json")
         elif created:
             with contextlib.suppress(OSError):  # an empty folder this run made
                 job.output.rmdir()

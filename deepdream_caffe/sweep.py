@@ -29,17 +29,16 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gallery, job, models
+from . import gallery, job, models, sidecar
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
+from .params import DreamParams
 
 # The dream parameters a sweep can list, in the order of the grid (and of output names).
 SWEPT = ("end", "seed", "iter_n", "octave_n", "octave_scale", "step_size", "jitter")
 GRID_AXES = ("input",) + SWEPT
 MAX_TASKS = 100_000
-# Sidecar fields that say which dream a result is: a sidecar equal on all of them is kept.
-SAME_DREAM = ("params", "seed", "model", "mean_bgr", "channel_swap", "device")
 CLASSIFIER_TYPES = {"InnerProduct", "Softmax", "INNER_PRODUCT", "SOFTMAX"}
 
 
@@ -255,7 +254,7 @@ def task_job(spec: Sweep, task: Task) -> dict:
 def expectations(spec: Sweep, tasks) -> dict:
     """What each task's sidecar must say for its result to be kept: name -> record."""
     probe = job.Job.from_values(spec.base)
-    definition, weights, mean, swap, model_name = job.model_config(probe, probe.end or "x")
+    definition, weights, mean, swap, model_name = job.model_config(probe, probe.params.end or "x")
     files = {
         "definition": file_hash(Path(definition), "sha256"),
         "weights": file_hash(Path(weights), "sha256"),
@@ -264,97 +263,81 @@ def expectations(spec: Sweep, tasks) -> dict:
     for p in spec.inputs:
         with contextlib.suppress(OSError):
             inputs[p] = file_hash(Path(p), "sha256")
-    device = "cpu" if probe.gpu is None else f"gpu:{probe.gpu}"
     out = {}
     for t in tasks:
         v = t.values
-        params = {k: v[k] for k in SWEPT if k != "seed"}
-        params["clip"] = probe.clip
-        out[t.name] = {
-            "params": params,
-            "seed": v["seed"],
-            "model": model_name,
-            "mean_bgr": list(mean),
-            "channel_swap": list(swap),
-            "device": device,
-            "input": inputs.get(v["input"]),
-            **files,
-        }
+        params = DreamParams(**{k: v[k] for k in SWEPT if k != "seed"}, clip=probe.params.clip)
+        out[t.name] = sidecar.identity(
+            params,
+            v["seed"],
+            model_name,
+            mean,
+            swap,
+            probe.gpu,
+            {"input": inputs.get(v["input"]), **files},
+        )
     return out
 
 
 def is_kept(image: Path, expected: dict) -> bool:
     """The sidecar describes exactly this dream, and the image is the one it was written with."""
-    try:
-        record = json.loads(image.with_name(image.name + ".json").read_text())
-        if not image.is_file():
-            return False
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or any(record.get(k) != expected[k] for k in SAME_DREAM):
-        return False
-    for key in ("input", "definition", "weights"):
-        entry = record.get(key)
-        if not isinstance(entry, dict) or entry.get("sha256") != expected[key]:
-            return False
-    outputs = record.get("outputs")  # the image must be the one the sidecar was written with
-    written = outputs.get("image") if isinstance(outputs, dict) else None
-    return isinstance(written, dict) and written.get("sha256") == file_hash(image, "sha256")
+    return sidecar.same_dream(image, expected)
 
 
 # --- inside a worker ----------------------------------------------------------------------
 _CAFFE = threading.Lock()  # one dream at a time per process, however many threads it has
-_NETS: OrderedDict = OrderedDict()  # (files, end, mean, ...) -> loaded net, last used last
 NETS_KEPT = 4
 
 
-def _cached_loader(load_net):
-    """Wrap ``net.load_net``: a worker reuses a loaded net for the same files and settings.
+class NetCache:
+    """A ``load_net`` that reuses a loaded net for the same files and settings: what a worker
+    hands to :func:`~deepdream_caffe.job.run_dream`, so that its dreams share nets.
 
     Reusing a net changes no bit: each step overwrites the blobs it reads (tested against
-    ``dream``). ``load.last`` says whether the last call loaded or reused.
+    ``dream``). ``last`` says whether the last call loaded or reused.
     """
-    from .net import import_caffe, select_device
 
-    def load(model_def, weights, *args, **kwargs):
+    def __init__(self, kept: int = NETS_KEPT):
+        self.nets: OrderedDict = OrderedDict()  # (files, end, mean, ...) -> net, last used last
+        self.kept, self.last = kept, ""
+
+    def __call__(self, model_def, weights, *args, **kwargs):
+        from .net import import_caffe, load_net, select_device
+
         stats = tuple(
             (str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in (model_def, weights)
         )
         key = (stats, repr(args), repr(sorted(kwargs.items())))
-        load.last = "reused" if key in _NETS else "loaded"
-        if key not in _NETS:
-            _NETS[key] = load_net(model_def, weights, *args, **kwargs)
-            while len(_NETS) > NETS_KEPT:
-                _NETS.popitem(last=False)
+        self.last = "reused" if key in self.nets else "loaded"
+        if key not in self.nets:
+            self.nets[key] = load_net(model_def, weights, *args, **kwargs)
+            while len(self.nets) > self.kept:
+                self.nets.popitem(last=False)
         else:  # Caffe's mode is per thread, and this may be another thread
             select_device(import_caffe(), kwargs.get("gpu"))
-        _NETS.move_to_end(key)
-        return _NETS[key]
+        self.nets.move_to_end(key)
+        return self.nets[key]
 
-    load.sweep_cache, load.last = True, ""
-    return load
+
+_NETS = NetCache()  # this worker process's nets
 
 
 def dream_task(values: dict) -> dict:
     """Run one task's dream in this worker; a problem becomes a status, not an exception."""
-    from . import net
-
     t0, cpu0 = time.perf_counter(), time.process_time()
     with _CAFFE:
-        if not getattr(net.load_net, "sweep_cache", False):
-            # job.prepare looks load_net up at call time, so this worker's dreams share nets
-            net.load_net = _cached_loader(net.load_net)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # no per-step bars from workers
-                job.run_dream(job.Job.from_values(values), say=lambda message: None)
+                job.run_dream(job.Job.from_values(values), say=lambda message: None, load_net=_NETS)
         except DreamError as e:
             return {"status": "failed", "reason": one_line(str(e))}
         except Exception as e:  # recorded in the manifest; the sweep goes on
             return {"status": "failed", "reason": one_line(f"{type(e).__name__}: {e}")}
+        net = _NETS.last
     return {
         "status": "done",
         "seconds": time.perf_counter() - t0,
-        "net": net.load_net.last,
+        "net": net,
         "cpu_seconds": time.process_time() - cpu0,
     }  # the worker process's, all threads
 
@@ -399,14 +382,14 @@ def run(spec: Sweep, say=print) -> list:
     if not todo:
         write_outputs(spec, tasks)
         return tasks
-    started = interrupted = False
+    started, interrupted = False, None
     try:
         with connect(spec, say) as client:
             images.mkdir(parents=True, exist_ok=True)
             started = True
             run_on(client, spec, todo)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C, or the CLI's SIGTERM (which says which)
+        interrupted = e
     finally:
         if started:
             for t in todo:  # stopped early: a task may have ended while the cluster stopped
@@ -416,8 +399,8 @@ def run(spec: Sweep, say=print) -> list:
                     t.reason = "" if done else "the sweep was stopped before this task ended"
             remove_stale_temporaries(images, tasks)
             write_outputs(spec, tasks)
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
     return tasks
 
 
@@ -427,37 +410,39 @@ def connect(spec: Sweep, say):
     import dask
     from distributed import Client, LocalCluster
 
-    if spec.scheduler:
-        try:
-            client = Client(spec.scheduler, timeout="10s")
-        except Exception as e:  # OSError, a timeout, a malformed address
-            raise DreamError(
-                f"cannot reach the Dask scheduler at {spec.scheduler} ({one_line(str(e))})",
-                "start it (`dask scheduler`) or check the address, e.g. tcp://HOST:8786",
-            ) from None
-        cluster = None
-    else:
-        threads = str(spec.threads_per_worker)
-        blas = {"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), sigint_ignored():
-            cluster = LocalCluster(
-                n_workers=spec.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                env=blas,
-                dashboard_address=":0",
-                silence_logs=50,
-            )
-        client = Client(cluster)
+    cluster = client = None
     try:
+        if spec.scheduler:
+            try:
+                client = Client(spec.scheduler, timeout="10s")
+            except Exception as e:  # OSError, a timeout, a malformed address
+                raise DreamError(
+                    f"cannot reach the Dask scheduler at {spec.scheduler} ({one_line(str(e))})",
+                    "start it (`dask scheduler`) or check the address, e.g. tcp://HOST:8786",
+                ) from None
+        else:
+            threads = str(spec.threads_per_worker)
+            blas = {"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+            # a Ctrl-C meanwhile arrives as the block ends: with ``cluster`` set, closed below
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), sigint_ignored():
+                cluster = LocalCluster(
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    env=blas,
+                    dashboard_address=":0",
+                    silence_logs=50,
+                )
+            client = Client(cluster)
         link = dashboard_link(client)
         if link:
             say(f"sweep: dashboard at {link}")
         yield client
     finally:
-        with contextlib.suppress(Exception):
-            client.close(timeout=10)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
@@ -465,17 +450,29 @@ def connect(spec: Sweep, say):
 
 @contextlib.contextmanager
 def sigint_ignored():
-    """Worker processes started here ignore Ctrl-C: the client hears it and stops them."""
+    """Worker processes started here ignore Ctrl-C: the client hears it and stops them.
+
+    Ignoring alone would lose a Ctrl-C pressed while the cluster starts (seconds): SIGINT is
+    also blocked in this thread meanwhile, so that it stays pending (Linux keeps a blocked
+    signal even while it is ignored) and arrives, through the handler restored, as soon as
+    the workers are started.
+    """
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        yield
+        if signal.SIGINT in signal.sigpending():  # pressed just now: before ignoring it
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # raises here
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one: now
 
 
 def dashboard_link(client) -> str | None:

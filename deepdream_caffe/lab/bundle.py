@@ -203,7 +203,7 @@ def export(
 ) -> dict:
     """Write the bundle of ``img`` into the folder ``out``, all files or none."""
     from ..imageio import all_or_nothing
-    from ..report import file_record
+    from ..sidecar import file_record
 
     arrays = stages(net, model, img, params, seed, objective)
     weights = {
@@ -530,7 +530,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     what the weights are (default: published or user)."""
     import PIL.Image
 
-    from .. import assets, report
+    from .. import assets, environment, sidecar
     from ..job import default_end, prepare, read_inputs
     from ..net import dream_model
 
@@ -540,9 +540,9 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     (img,) = read_inputs(job, path)
     if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
         img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
-    run = prepare(job, end, [(img, job.octave_n)])
+    run = prepare(job, end, [(img, job.params.octave_n)])
     source = {
-        name: {**report.file_record(p), "path": str(Path(p).resolve())}
+        name: {**sidecar.file_record(p), "path": str(Path(p).resolve())}
         for name, p in [("input", path), ("weights", run.weights), ("definition", run.definition)]
     }
     provenance = {
@@ -553,7 +553,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
         "mean_bgr": list(run.mean),
         "channel_swap": list(run.swap),
         "net_setup": run.net.dream_setup,
-        "environment": report.environment(with_caffe=True),
+        "environment": environment.environment(with_caffe=True),
     }
     meta = export(
         out,
@@ -565,6 +565,6 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
         provenance,
         run.objective(),
     )
-    report.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
+    sidecar.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
     say(f"wrote {', '.join(str(out / f) for f in (*FILES, 'bundle.json'))}")
     return meta
