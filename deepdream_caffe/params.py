@@ -55,6 +55,7 @@ LIMITS = {
     "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
     "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
     "fps": (0, FLT_MAX, False, True),  # frames per second of zoom --video
+    "tolerance": (0, FLT_MAX, True, True),  # a golden bundle's relative L2 tolerance
 }
 
 
