@@ -164,10 +164,6 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
     with tempfile.TemporaryDirectory(prefix="deepdream-reproduce-") as tmp:
         job = rebuild(record, Path(tmp))
         check_files(record, job)
-        say(
-            f"reproducing: {record.get('command_line') or job.command} "
-            f"(seed {job.seed}, BLAS threads {job.threads})"
-        )
         if job.command == "zoom":
             run_zoom(job, say=lambda _: None)
             new_path = job.output / "zoom.json"
@@ -176,6 +172,11 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
             new_path = job.output.with_name(job.output.name + ".json")
         new = json.loads(new_path.read_text())
         detail = compare_outputs(record, new)
+        # said once it ran: a refusal before that stays the one line it is
+        say(
+            f"reproduced: {record.get('command_line') or job.command} "
+            f"(seed {job.seed}, BLAS threads {job.threads})"
+        )
     return Verdict(
         identical=not detail, detail=detail, factors=tuple(differing_factors(record, new))
     )

@@ -17,6 +17,7 @@ must be absolute and plain, and no permission is taken from it (``allow_python_l
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -284,6 +285,13 @@ def read(path) -> dict:
     return record
 
 
+def _scalar(value) -> bool:
+    """A value a message may show: plain text, a finite number, a bool or None."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (bool, int)) or plain_text(value)
+
+
 def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
@@ -298,6 +306,9 @@ def check(record: dict) -> None:
     environment = record.get("environment", {})
     if not isinstance(environment, dict):
         raise _bad("environment", environment)
+    for key, value in environment.items():  # reproduce shows and compares these
+        if not (_scalar(value) or (isinstance(value, list) and all(map(plain_text, value)))):
+            raise _bad(f"environment's {_short(key)}", value)
     if environment.get("blas_threads") is not None:
         _number("threads", environment["blas_threads"], "int", "environment's BLAS")
     outputs = record.get("outputs", {})
