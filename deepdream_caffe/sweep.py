@@ -433,6 +433,7 @@ def connect(spec: Sweep, say):
                     env=blas,
                     dashboard_address=":0",
                     silence_logs=50,
+                    preload=[__name__],  # dask_setup: the workers ignore Ctrl-C
                 )
             client = Client(cluster)
         link = dashboard_link(client)
@@ -450,29 +451,35 @@ def connect(spec: Sweep, say):
 
 @contextlib.contextmanager
 def sigint_ignored():
-    """Worker processes started here ignore Ctrl-C: the client hears it and stops them.
-
-    Ignoring alone would lose a Ctrl-C pressed while the cluster starts (seconds): SIGINT is
-    also blocked in this thread meanwhile, so that it stays pending (Linux keeps a blocked
-    signal even while it is ignored) and arrives, through the handler restored, as soon as
-    the workers are started.
+    """While the local cluster starts: a Ctrl-C is noted, not lost, and raised (through the
+    handler that was there before) once the workers are started, so that they are stopped in
+    order. (Ignoring SIGINT here, as this once did, dropped it.) The workers themselves
+    ignore Ctrl-C (:func:`dask_setup`): the client hears it and stops them.
     """
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    heard = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: heard.append(frame))
     try:
-        if signal.SIGINT in signal.sigpending():  # pressed just now: before ignoring it
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # raises here
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one: now
+        signal.signal(signal.SIGINT, previous)
+    if heard:
+        if callable(previous):
+            previous(signal.SIGINT, heard[0])
+        raise KeyboardInterrupt
+
+
+def dask_setup(worker=None) -> None:
+    """Run in each local worker as it starts (Dask's ``preload``): Ctrl-C in the terminal
+    reaches the whole process group, and only the client is to act on it."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def dashboard_link(client) -> str | None:
