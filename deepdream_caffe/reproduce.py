@@ -23,7 +23,7 @@ import numpy as np
 from .assets import file_hash
 from .errors import DreamError
 from .job import Job, run_dream, run_zoom
-from .sidecar import NOT_A_SIDECAR, read, rebuild
+from .sidecar import NOT_A_SIDECAR, job_values, read
 
 # The recorded factors that can change bits (docs/determinism.md), in the order named.
 FACTORS = (
@@ -61,6 +61,20 @@ class Verdict:
         if factors:
             return f"differs ({self.detail}); recorded factors that differ here: {factors}"
         return f"differs ({self.detail}), although every recorded factor matches"
+
+
+def rebuild(record: dict, folder: Path) -> Job:
+    """The recorded job (checked: :func:`~deepdream_caffe.sidecar.job_values`), writing only
+    into ``folder``."""
+    job = Job.from_values(job_values(record))
+    if job.command == "zoom":
+        job.output = folder / "frames"
+        frames = record.get("zoom", {}).get("frames_done")
+        job.frames = job.frames if frames is None else frames
+    else:
+        job.output = folder / ("out" + (job.output.suffix if job.output else ".png"))
+        job.raw = folder / "raw.npy"
+    return job
 
 
 def check_files(record: dict, job: Job) -> None:

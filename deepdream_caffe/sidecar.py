@@ -6,7 +6,7 @@ folder, and the ``run`` part of export-golden's ``bundle.json``. It holds every 
 job (the dream parameters flat, as the flags name them), the command line, the times, the
 sha256 of every file read and written, and the machine
 (:func:`deepdream_caffe.environment.environment`). ``reproduce`` rebuilds the job from it
-(:func:`read`, :func:`rebuild`); ``sweep`` keeps an earlier result whose sidecar describes the
+(:func:`read`, :func:`job_values`); ``sweep`` keeps an earlier result whose sidecar describes the
 same dream (:func:`identity`, :func:`same_dream`).
 
 A sidecar read back is untrusted: every field is checked against its type and against the
@@ -208,14 +208,44 @@ def _hashed(entry, what: str) -> dict:
     return entry
 
 
-def _job_kinds() -> dict:
-    """name -> annotation (a string) of every recorded job field, the dream's flat."""
-    from .job import Job
-
-    kinds = {f.name: str(f.type) for f in fields(Job) if f.name != "params"}
-    kinds.update({f.name: str(f.type) for f in fields(DreamParams)})
-    kinds["end"] = "str | None"  # None: the model's default layer
-    return kinds
+# The job as a sidecar records it: each field of :class:`deepdream_caffe.job.Job` (its dream
+# parameters flat) and its type there; tests/test_untrusted.py pins this to the dataclasses.
+JOB_FIELDS = {
+    "command": "str",
+    "input": "Path | None",
+    "output": "Path | None",
+    "guide": "Path | None",
+    "model": "str",
+    "model_def": "Path | None",
+    "weights": "Path | None",
+    "mean": "tuple | None",
+    "places_mean": "bool",
+    "channel_swap": "tuple | None",
+    "gpu": "int | None",
+    "notebook_net": "bool",
+    "allow_python_layers": "bool",
+    "verbose": "bool",
+    "threads": "int | None",
+    "end": "str | None",  # None: the model's default layer
+    "iter_n": "int",
+    "octave_n": "int",
+    "octave_scale": "float",
+    "step_size": "float",
+    "jitter": "int",
+    "clip": "bool",
+    "seed": "int | None",
+    "max_size": "int | None",
+    "jpeg_quality": "int",
+    "raw": "Path | None",
+    "save_steps": "Path | None",
+    "frames": "int",
+    "scale": "float",
+    "format": "str",
+    "video": "Path | None",
+    "fps": "float",
+    "overwrite": "bool",
+    "command_line": "str | None",
+}
 
 
 def _job_field(name: str, kind: str, value):
@@ -335,7 +365,7 @@ def check(record: dict) -> None:
             "which reproduce does not do on a file's say-so",
             "if you trust that code, run the original command again with --allow-python-layers",
         )
-    kinds = _job_kinds()
+    kinds = JOB_FIELDS
     unknown = sorted(k for k in record["job"] if k not in kinds)
     if unknown:
         raise _bad(f"job field {_short(unknown[0])} (unknown)")
@@ -345,30 +375,20 @@ def check(record: dict) -> None:
         _job_field(name, kinds[name], value)
 
 
-def rebuild(record: dict, folder: Path):
-    """The recorded job (a checked record: :func:`read`), writing into ``folder``, with the
-    recorded seed and BLAS threads; nothing it names is written but into ``folder``."""
-    from .job import Job
-
+def job_values(record: dict) -> dict:
+    """The recorded job's fields, checked and typed (paths as Path, lists as tuples), with
+    the recorded seed and BLAS threads; nothing that writes or grants is kept (output, raw,
+    save_steps, video, allow_python_layers: the caller decides those)."""
     check(record)
-    kinds = _job_kinds()
     recorded = {
         **record["job"],
         "seed": record.get("seed"),
         "threads": record.get("environment", {}).get("blas_threads"),
     }
-    values = {k: _job_field(k, kinds[k], v) for k, v in recorded.items() if k in kinds}
+    values = {k: _job_field(k, JOB_FIELDS[k], v) for k, v in recorded.items()}
     values.update(command_line=None, save_steps=None, video=None, verbose=False)
     values["allow_python_layers"] = False
-    job = Job.from_values(values)
-    if job.command == "zoom":
-        job.output = folder / "frames"
-        frames = record.get("zoom", {}).get("frames_done")
-        job.frames = job.frames if frames is None else frames
-    else:
-        job.output = folder / ("out" + (job.output.suffix if job.output else ".png"))
-        job.raw = folder / "raw.npy"
-    return job
+    return values
 
 
 # --- the same dream? --------------------------------------------------------------------------

@@ -166,7 +166,7 @@ def test_a_broken_job_field_is_refused_or_valid(name, value):
     }
     record["job"][name] = value
     try:
-        job = sidecar.rebuild(record, Path("/nowhere"))
+        job = reproduce.rebuild(record, Path("/nowhere"))
     except DreamError as e:
         assert "job field" in str(e) or "not a valid" in str(e)
         return

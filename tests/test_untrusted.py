@@ -21,7 +21,7 @@ from conftest import slow_examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deepdream_caffe import cli, environment
+from deepdream_caffe import cli, environment, sidecar
 
 pytestmark = [pytest.mark.caffe]
 
@@ -151,14 +151,26 @@ def test_a_mutated_sidecar_is_run_or_refused_in_one_line(
     before = hashes(folder, net_folder)
     mine = tmp_path_factory.mktemp("mutated")
     scratch = tmp_path_factory.mktemp("scratch")
-    sidecar = mine / "out.png.json"
-    sidecar.write_text(json.dumps(mutate(record, data)))
-    written = sidecar.read_bytes()
-    code, out, err = run_cli(["reproduce", sidecar], capsys, monkeypatch, scratch)
+    path = mine / "out.png.json"
+    path.write_text(json.dumps(mutate(record, data)))
+    written = path.read_bytes()
+    code, out, err = run_cli(["reproduce", path], capsys, monkeypatch, scratch)
     check_outcome(code, out, err, ("bit-identical", "differs"))
     assert hashes(folder, net_folder) == before
-    assert sorted(mine.iterdir()) == [sidecar] and sidecar.read_bytes() == written
+    assert sorted(mine.iterdir()) == [path] and path.read_bytes() == written
     assert list(scratch.iterdir()) == []  # reproduce's temporary folder is gone too
+
+
+def test_the_recorded_job_fields_are_the_jobs():
+    """sidecar.JOB_FIELDS (the format) and Job with its DreamParams (the code) agree."""
+    from dataclasses import fields
+
+    from deepdream_caffe.job import Job
+    from deepdream_caffe.params import DreamParams
+
+    ours = {f.name: str(f.type) for f in fields(Job) if f.name != "params"}
+    ours.update({f.name: str(f.type) for f in fields(DreamParams)}, end="str | None")
+    assert sidecar.JOB_FIELDS == ours
 
 
 def test_a_sidecar_does_not_grant_python_layers(dreamt, tmp_path, capsys, monkeypatch):
