@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DreamError
+from .params import FLT_MAX
 
-FLT_MAX = float(np.finfo(np.float32).max)
 V1_POOLING = 17  # LayerParameter.LayerType.POOLING of Caffe's V1 definitions
 
 
