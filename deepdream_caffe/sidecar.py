@@ -153,9 +153,10 @@ def stamp(path, job, run, outputs: dict) -> None:
 
 
 # --- reading: a sidecar is untrusted input ---------------------------------------------------
-def _bad(what: str, value=None, fix: str = NOT_A_SIDECAR) -> DreamError:
+def _bad(what: str, value=None, problem: str = "") -> DreamError:
     shown = "" if value is None else f" ({_short(value)})"
-    return DreamError(f"the sidecar's {what} is not valid{shown}", fix)
+    why = f": it {problem}" if problem else ""
+    return DreamError(f"the sidecar's {what} is not valid{shown}{why}", NOT_A_SIDECAR)
 
 
 def _short(value) -> str:
@@ -185,13 +186,7 @@ def _number(name: str, value, kind: str, what: str):
     if problem is None and kind == "int" and not _is_int(value):
         problem = "must be an integer"
     if problem:
-        raise _bad(f"{what} {name}", value)
-    return value
-
-
-def _choice(value, choices, what):
-    if value not in choices or not isinstance(value, str):
-        raise _bad(what, value)
+        raise _bad(f"{what} {name}", value, problem)
     return value
 
 
@@ -328,6 +323,8 @@ def _no_constant(name):
 
 def check(record: dict) -> None:
     """Every field that a rerun reads, checked: types, ranges, paths. DreamError if not."""
+    if not isinstance(record.get("job"), dict) or record.get("command") not in COMMANDS:
+        raise _bad("command or job", record.get("command"))
     if record.get("record_format", RECORD_FORMAT) != RECORD_FORMAT:
         raise _bad("record_format", record.get("record_format"))
     if "seed" not in record:

@@ -60,6 +60,20 @@ JUNK = st.one_of(
 )
 
 
+@pytest.fixture(autouse=True)
+def blas_threads_kept():
+    """reproduce sets this process's OpenBLAS thread counts (a mutated sidecar any count):
+    put them back, or later tests in this process would dream with other bits."""
+    before = [(info["set_threads"], info["blas_threads"]) for info in blas_libraries()]
+    yield
+    for set_threads, n in before:
+        set_threads(n)
+
+
+def blas_libraries():
+    return [info for info in (environment._caffe_blas(), environment._numpy_blas()) if info]
+
+
 def paths(doc, prefix=()):
     """Every place in a JSON document, as a tuple of keys and indices."""
     out = []
