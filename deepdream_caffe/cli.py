@@ -37,7 +37,7 @@ if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the pro
 import json  # noqa: E402
 import os  # noqa: E402
 
-from . import models, report, worker  # noqa: E402
+from . import environment, models, report, worker  # noqa: E402
 from .errors import DreamError  # noqa: E402
 from .imageio import all_or_nothing  # noqa: E402
 from .job import Job, log_to_stderr, run_dream, run_zoom  # noqa: E402
@@ -78,9 +78,9 @@ def cmd_fetch(args):
 
 
 def cmd_info(args):
-    info = report.environment(with_caffe=False)
+    info = environment.environment(with_caffe=False)
     try:
-        info.update(report.caffe_environment())
+        info.update(environment.caffe_environment())
     except DreamError as e:  # info still reports the rest, and what is missing
         info["caffe"] = f"missing: {e}"
     if args.json:
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         for signum, handler in before.items():
             signal.signal(signum, handler)
     if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
-        report.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
+        environment.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
     return status or 0
 
 

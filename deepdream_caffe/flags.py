@@ -1,6 +1,7 @@
-"""argparse building blocks of the command: number types checked against the job's ranges, a
-parser whose usage errors are one line, help that shows each default once, flags that a
-subcommand refuses, the output flag, and the options every subcommand accepts."""
+"""argparse building blocks of the command: number types checked against the one table of
+limits (``params.LIMITS``), a parser whose usage errors are one line, help that shows each
+default once, flags that a subcommand refuses, the output flag, and the options every
+subcommand accepts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 from importlib import metadata
 from pathlib import Path
 
-from .job import RANGES, range_problem
+from .params import LIMITS, range_problem
 
 # The dream's number parameters, in the notebook's order: name (the flag with - for _, and the
 # range checked), type, and dream's help
@@ -95,7 +96,7 @@ KINDS = {int: "an integer", float: "a float number"}
 
 
 def _value(kind, text, name):
-    """``text`` as ``kind``, finite and within ``RANGES[name]``, or ArgumentTypeError."""
+    """``text`` as ``kind``, finite and within ``LIMITS[name]``, or ArgumentTypeError."""
     try:
         value = kind(text)
         finite = math.isfinite(value)
@@ -145,7 +146,7 @@ def size_wxh(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    if max(w, h) > RANGES["max_size"][1]:
+    if max(w, h) > LIMITS["max_size"][1]:
         raise argparse.ArgumentTypeError(f"{text!r} is too large")
     return w, h
 

@@ -6,7 +6,7 @@ only NaN (or -inf) keeps -1, and the backward pass then adds into the element ju
 diff array: glibc sees its heap corrupted ("double free or corruption", exit 134). So every
 number is checked on its way in:
 
-- the flags, by their ranges (``deepdream_caffe/job.py: RANGES``);
+- the flags, by their ranges (``deepdream_caffe/params.py: LIMITS``);
 - the weights and the preprocessed images, once the net is loaded (:func:`check_net`,
   :func:`check_input`);
 - during a dream, after every forward pass and before its backward pass, the input blob and
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DreamError
+from .params import FLT_MAX
 
-FLT_MAX = float(np.finfo(np.float32).max)
 V1_POOLING = 17  # LayerParameter.LayerType.POOLING of Caffe's V1 definitions
 
 

@@ -13,43 +13,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import math
 import os
 import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, guards, imageio, models, report, video, worker
+from . import checks, dream, environment, guards, imageio, models, sidecar, video, worker
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
-from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE
+from .params import DEFAULTS, LIMITS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams, check_problem
 from .plan import Plan, check_input, make_plan
 
-COUNT_MAX = 2**31 - 1  # the largest count numpy's and Caffe's 32-bit integers take
-# The range of every number a job takes, (low, high, low included, high included): the CLI
-# parses its flags with these, and check_numbers holds every other caller to them.
-RANGES = {
-    "iter_n": (1, COUNT_MAX, True, True),
-    "octave_n": (1, COUNT_MAX, True, True),
-    "octave_scale": (1, guards.FLT_MAX, False, True),
-    "step_size": (0, guards.FLT_MAX, False, True),
-    "jitter": (0, COUNT_MAX, True, True),
-    "seed": (0, 2**32 - 1, True, True),  # what np.random.RandomState takes
-    "max_size": (16, COUNT_MAX, True, True),
-    "jpeg_quality": (1, 95, True, True),  # Pillow: above 95 only grows the file
-    "frames": (1, COUNT_MAX, True, True),
-    "scale": (0, 1, False, False),
-    "gpu": (0, COUNT_MAX, True, True),
-    "mean": (0, 255, True, True),  # each of B, G, R: a mean of 0..255 pixels
-    "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
-    "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
-    "fps": (0, guards.FLT_MAX, False, True),  # frames per second of zoom --video
-}
+# A job's dream parameters by default: the notebook's, but its end is the model's own layer.
+JOB_PARAMS = replace(DEFAULTS, end=None)
 
 
 @dataclass
@@ -72,14 +53,9 @@ class Job:
     allow_python_layers: bool = False  # run the code of a definition's Python layers
     verbose: bool = False
     threads: int | None = None  # OpenBLAS threads (Caffe's and numpy's); None: its default
-    # the dream
-    end: str | None = None  # None: the model's default layer
-    iter_n: int = DEFAULTS.iter_n
-    octave_n: int = DEFAULTS.octave_n
-    octave_scale: float = DEFAULTS.octave_scale
-    step_size: float = DEFAULTS.step_size
-    jitter: int = DEFAULTS.jitter
-    clip: bool = DEFAULTS.clip
+    # the dream: end, iter_n, ... clip, as the notebook names them; end None: the model's
+    # default layer
+    params: DreamParams = JOB_PARAMS
     seed: int | None = None  # None: a random seed, printed and recorded
     max_size: int | None = None
     # the outputs
@@ -97,50 +73,27 @@ class Job:
 
     @classmethod
     def from_values(cls, values) -> Job:
-        """A job from any object or mapping with (some of) these names, e.g. parsed flags."""
+        """A job from any object or mapping with (some of) these names, e.g. parsed flags;
+        the dream parameters may be given flat (``iter_n``, ...) or as ``params``."""
         get = values.get if isinstance(values, dict) else lambda k, d: getattr(values, k, d)
         missing = object()
-        picked = {f.name: get(f.name, missing) for f in fields(cls)}
-        return cls(**{k: v for k, v in picked.items() if v is not missing})
-
-
-def in_range(name, value) -> bool:
-    low, high, low_in, high_in = RANGES[name]
-    return (low < value or (low_in and value == low)) and (
-        value < high or (high_in and value == high)
-    )
-
-
-def range_problem(name, value) -> str | None:
-    """What is wrong with ``value`` for ``RANGES[name]`` in words, or None if it is in range."""
-    if in_range(name, value):
-        return None
-    low, high, low_in, high_in = RANGES[name]
-    if high not in (COUNT_MAX, guards.FLT_MAX):  # a range with a meaningful top: both ends
-        ends = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
-        return (
-            f"must be in {ends}"
-            if isinstance(low, float) or not (low_in and high_in)
-            else f"must be in {low}..{high}"
-        )
-    if value > high:
-        return f"must be at most {high:g}" if isinstance(high, float) else f"must be at most {high}"
-    if not low_in:
-        return f"must be greater than {low}"
-    return "must not be negative" if low == 0 else f"must be at least {low}"
+        picked = {f.name: get(f.name, missing) for f in fields(cls) if f.name != "params"}
+        job = {k: v for k, v in picked.items() if v is not missing}
+        params = get("params", missing)
+        params = JOB_PARAMS if params is missing else params
+        flat = {f.name: get(f.name, missing) for f in fields(DreamParams)}
+        flat = {k: v for k, v in flat.items() if v is not missing}
+        return cls(**job, params=replace(params, **flat) if flat else params)
 
 
 def check_numbers(job) -> None:
     """Every number of the job finite and in its range (the CLI's parser already made sure)."""
-    for name in RANGES:
-        value = getattr(job, name, None)
+    for name in LIMITS:
+        where = job.params if hasattr(job.params, name) else job
+        value = getattr(where, name, None)
         values = () if value is None else value if name == "mean" else (value,)
         for v in values:
-            try:
-                problem = None if math.isfinite(v) else "must be finite"
-                problem = problem or range_problem(name, v)
-            except (TypeError, OverflowError):
-                problem = "must be a number"
+            problem = check_problem(name, v)
             if problem:
                 flag = "--" + name.replace("_", "-")
                 raise DreamError(
@@ -154,8 +107,8 @@ def check_numbers(job) -> None:
 
 
 def default_end(job):
-    if job.end:
-        return job.end
+    if job.params.end:
+        return job.params.end
     if job.model_def:
         return DEFAULTS.end
     return models.get_model(job.model).default_end
@@ -203,8 +156,8 @@ def check_save_steps(job) -> None:
     if folder.exists() and not folder.is_dir():
         raise DreamError(f"--save-steps {folder} is not a folder", "give a folder for the steps")
     outputs = {p.absolute() for p in (job.output, job.raw) if p is not None}
-    for octave in range(job.octave_n):
-        for i in range(job.iter_n):
+    for octave in range(job.params.octave_n):
+        for i in range(job.params.iter_n):
             step = step_image(folder, octave, i)
             if step.absolute() in outputs:
                 raise DreamError(
@@ -260,7 +213,7 @@ class Run:
     swap = property(lambda self: self.plan.swap)
 
     def record(self, job, timings, outputs: dict, **extra) -> dict:
-        return report.run_record(job, self, timings, outputs, net_setup=self.net_setup, **extra)
+        return sidecar.run_record(job, self, timings, outputs, net_setup=self.net_setup, **extra)
 
 
 def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
@@ -293,11 +246,11 @@ def start(job, plan, say) -> Run:
     """The run's seed (said when it was drawn) and start time. The BLAS threads are set here,
     before the Caffe process is forked, so that it and the record of this one agree."""
     if plan.threads is not None:
-        report.set_blas_threads(plan.threads)
+        environment.set_blas_threads(plan.threads)
     seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
     if job.seed is None:
         say(f"seed: {seed} (pass --seed {seed} to repeat this run)")
-    return Run(plan, seed, report.now_utc(), time.perf_counter())
+    return Run(plan, seed, sidecar.now_utc(), time.perf_counter())
 
 
 # --- the Caffe part of each command: runs in the child process of worker.run ------------
@@ -377,7 +330,7 @@ def run_dream(job: Job, say=None):
     if job.save_steps is not None:
         check_save_steps(job)
     paths = [job.input, *([job.guide] if job.guide else [])]
-    plan = plan_images(job, end, [job.octave_n, 1], *paths, say=say)
+    plan = plan_images(job, end, [job.params.octave_n, 1], *paths, say=say)
     try:
         img, *guide = read_inputs(job, plan, *paths)
         run = start(job, plan, say)
@@ -411,7 +364,7 @@ def run_dream(job: Job, say=None):
         plan.close()
     finite(result)
     run = dataclasses.replace(run, net_setup=setup[0][0])
-    extra = {"guide": report.file_record(job.guide)} if guide else {}
+    extra = {"guide": sidecar.file_record(job.guide)} if guide else {}
     shown = result if plan.params.clip else dream.stretch(result)
     with all_or_nothing() as batch:
         written = {"image": batch(job.output)}  # temporary names until the block ends
@@ -420,11 +373,11 @@ def run_dream(job: Job, say=None):
             written["raw"] = batch(job.raw)
             save_array(result, written["raw"])
         timings = {"load_s": setup[0][1], "dream_s": t_dream - setup[0][1]}
-        sidecar = run.record(job, timings, written, **extra)
+        record = run.record(job, timings, written, **extra)
         for name, path in (("image", job.output), ("raw", job.raw)):
             if name in written:  # the name it will have, not the temporary one
-                sidecar["outputs"][name]["path"] = str(path.absolute())
-        save_json(sidecar, sidecar_path(job.output), batch)
+                record["outputs"][name]["path"] = str(path.absolute())
+        save_json(record, sidecar_path(job.output), batch)
     say(f"wrote {job.output} ({result.shape[1]}x{result.shape[0]}, {t_dream:.1f} s)")
     return result
 
@@ -439,7 +392,7 @@ def run_zoom(job: Job, say=None):
         check_output(job.video, job.input, suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
-    plan = plan_images(job, end, [job.octave_n], job.input, say=say)
+    plan = plan_images(job, end, [job.params.octave_n], job.input, say=say)
     try:
         (frame,) = read_inputs(job, plan, job.input)
         run = start(job, plan, say)
@@ -495,13 +448,13 @@ def zoom_frames_written(job, plan, run, frame, earlier) -> int:
             frames = {
                 f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}" for i in range(done)
             }
-            sidecar = dataclasses.replace(run, net_setup=setup[0]).record(
+            record = dataclasses.replace(run, net_setup=setup[0]).record(
                 job,
                 {"dream_s": time.perf_counter() - t0},
                 frames,
                 zoom={"frames_done": done, "frames": job.frames, "scale": job.scale},
             )
-            save_json(sidecar, job.output / "zoom.json")
+            save_json(record, job.output / "zoom.json")
         elif created:
             with contextlib.suppress(OSError):  # an empty folder this run made
                 job.output.rmdir()

@@ -1,7 +1,7 @@
 """Every subcommand and flag of ``deepdream-caffe``: the argparse parser the CLI dispatches on.
 
 The argument types and shared pieces are in :mod:`deepdream_caffe.flags`; each default comes
-from :mod:`deepdream_caffe.params` (the notebook's) or the job's range table.
+from :mod:`deepdream_caffe.params` (the notebook's) or its table of limits (``LIMITS``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,15 +128,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
             raise DreamError(f"{name}: {e.problem}", e.fix) from None
     memory = check_memory(sized, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
     weights = read_weights(Path(weights_path), model, built, job)
-    params = DreamParams(
-        end=end,
-        iter_n=job.iter_n,
-        octave_n=job.octave_n,
-        octave_scale=job.octave_scale,
-        step_size=job.step_size,
-        jitter=job.jitter,
-        clip=job.clip,
-    )
+    params = replace(job.params, end=end)  # the job's parameters, the end layer resolved
     return Plan(
         model_name=model_name,
         definition_path=Path(definition_path),
@@ -146,7 +138,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
         swap=tuple(swap),
         params=params,
         setup=net_setup(
-            job.notebook_net, job.iter_n, octaves, len(reach.layer) > len(pruned.layer)
+            job.notebook_net, params.iter_n, octaves, len(reach.layer) > len(pruned.layer)
         ),
         octaves=tuple(tuple(o) for o in octaves),
         memory=memory,
@@ -193,9 +185,9 @@ def model_config(job, say=None):
 
 def check_image(job, model, end, h, w, octave_n) -> list:
     """One image's octaves: their number and every size the net must take."""
-    check_octave_count(h, w, octave_n, job.octave_scale)
+    check_octave_count(h, w, octave_n, job.params.octave_scale)
     try:
-        return checks.check_sizes(model, end, h, w, octave_n, job.octave_scale)
+        return checks.check_sizes(model, end, h, w, octave_n, job.params.octave_scale)
     except DreamError as e:
         if not job.notebook_net:
             raise

@@ -1,8 +1,9 @@
 """``deepdream-caffe reproduce OUT.png.json``: run a recorded job again and compare bit for bit.
 
 A sidecar holds every field of its job, the hashes of its files and the factors that decide a
-dream's bits (:func:`deepdream_caffe.report.environment`). ``reproduce`` rebuilds the
-:class:`~deepdream_caffe.job.Job`, checks that the files the job names are still the recorded
+dream's bits (:func:`deepdream_caffe.environment.environment`). ``reproduce`` reads it as the
+untrusted file it is and rebuilds the :class:`~deepdream_caffe.job.Job`
+(:mod:`deepdream_caffe.sidecar`), checks that the files the job names are still the recorded
 ones, runs it through :func:`~deepdream_caffe.job.run_dream` or
 :func:`~deepdream_caffe.job.run_zoom` into a temporary folder with the recorded seed and
 OpenBLAS thread count, and compares each output with the recorded one: the float32 result
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from .assets import file_hash
 from .errors import DreamError
 from .job import Job, run_dream, run_zoom
+from .sidecar import NOT_A_SIDECAR, job_values, read
 
 # The recorded factors that can change bits (docs/determinism.md), in the order named.
 FACTORS = (
@@ -43,7 +45,6 @@ FACTORS = (
     ("Python", "python"),
     ("CPU", "cpu"),
 )
-NOT_A_SIDECAR = "pass the OUT.png.json written beside a dream or guide, or a zoom's zoom.json"
 
 
 @dataclass(frozen=True)
@@ -62,113 +63,14 @@ class Verdict:
         return f"differs ({self.detail}), although every recorded factor matches"
 
 
-def load(path: Path) -> dict:
-    """The sidecar at ``path``, or a DreamError saying why it is not one this can repeat."""
-    path = Path(path)
-    if not path.is_file():
-        raise DreamError(
-            f"{path} {'is a folder' if path.is_dir() else 'does not exist'}", NOT_A_SIDECAR
-        )
-    try:
-        record = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DreamError(
-            f"{path} is not a deepdream-caffe sidecar (not JSON)", NOT_A_SIDECAR
-        ) from None
-    if (
-        not isinstance(record, dict)
-        or not isinstance(record.get("job"), dict)
-        or record.get("command") not in ("dream", "guide", "zoom")
-    ):
-        old = isinstance(record, dict) and "params" in record and "job" not in record
-        raise DreamError(
-            f"{path} is not a deepdream-caffe sidecar of a dream, guide or zoom"
-            + (" (it was written before sidecars recorded the whole job)" if old else ""),
-            "run the command again to get a sidecar that can be repeated" if old else NOT_A_SIDECAR,
-        )
-    return record
-
-
-# The smallest value of each number a job holds (the CLI's own limits).
-LOWEST = {
-    "iter_n": 1,
-    "octave_n": 1,
-    "octave_scale": 1,
-    "step_size": 0,
-    "jitter": 0,
-    "seed": 0,
-    "max_size": 16,
-    "jpeg_quality": 1,
-    "frames": 1,
-    "scale": 0,
-    "gpu": 0,
-    "threads": 1,
-}
-HIGHEST = {"jpeg_quality": 95, "threads": 1024, "scale": 1}
-CHOICES = {"command": ("dream", "guide", "zoom"), "format": ("png", "jpg")}
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _field(name: str, kind: str, value):
-    """A recorded job field, checked against its type: a sidecar is untrusted input."""
-    if value is None and "None" in kind:
-        return None
-    if "Path" in kind and isinstance(value, str):
-        return Path(value)
-    if (
-        name == "channel_swap"
-        and isinstance(value, list)
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        and sorted(value) == [0, 1, 2]
-    ):
-        return tuple(value)
-    if (
-        name == "mean"
-        and isinstance(value, list)
-        and len(value) == 3
-        and all(_number(v) and abs(v) < 1e6 for v in value)
-    ):
-        return tuple(value)
-    if kind.startswith("bool") and isinstance(value, bool):
-        return value
-    # comparisons first: nan and inf fail them, and a huge integer never becomes a float
-    if (
-        kind.startswith(("int", "float"))
-        and _number(value)
-        and LOWEST.get(name, 0) <= value <= HIGHEST.get(name, 2**32 - 1)
-        and (kind.startswith("float") or float(value).is_integer())
-    ):
-        return value if kind.startswith("float") else int(value)
-    if kind.startswith("str") and isinstance(value, str) and value in CHOICES.get(name, (value,)):
-        return value
-    raise DreamError(
-        f"the sidecar's job field {name} = {str(value)[:40]!r} is not a valid {kind.split(' ')[0]}",
-        NOT_A_SIDECAR,
-    )
-
-
 def rebuild(record: dict, folder: Path) -> Job:
-    """The recorded job, writing into ``folder``, with the recorded seed and BLAS threads."""
-    recorded = {
-        **record["job"],
-        "seed": record.get("seed"),
-        "threads": record.get("environment", {}).get("blas_threads"),
-    }
-    job = Job(
-        **{
-            f.name: _field(f.name, str(f.type), recorded[f.name])
-            for f in fields(Job)
-            if f.name in recorded
-        }
-    )
-    job.command_line = job.save_steps = job.video = None
-    job.verbose = False
+    """The recorded job (checked: :func:`~deepdream_caffe.sidecar.job_values`), writing only
+    into ``folder``."""
+    job = Job.from_values(job_values(record))
     if job.command == "zoom":
         job.output = folder / "frames"
-        job.frames = record.get("zoom", {}).get("frames_done", job.frames)
+        frames = record.get("zoom", {}).get("frames_done")
+        job.frames = job.frames if frames is None else frames
     else:
         job.output = folder / ("out" + (job.output.suffix if job.output else ".png"))
         job.raw = folder / "raw.npy"
@@ -272,14 +174,10 @@ def compare_outputs(old: dict, new: dict) -> str:
 
 def reproduce(sidecar: Path, say=print) -> Verdict:
     """Run the sidecar's job again in a temporary folder and compare."""
-    record = load(sidecar)
+    record = read(sidecar)
     with tempfile.TemporaryDirectory(prefix="deepdream-reproduce-") as tmp:
         job = rebuild(record, Path(tmp))
         check_files(record, job)
-        say(
-            f"reproducing: {record.get('command_line') or job.command} "
-            f"(seed {job.seed}, BLAS threads {job.threads})"
-        )
         if job.command == "zoom":
             run_zoom(job, say=lambda _: None)
             new_path = job.output / "zoom.json"
@@ -288,6 +186,11 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
             new_path = job.output.with_name(job.output.name + ".json")
         new = json.loads(new_path.read_text())
         detail = compare_outputs(record, new)
+        # said once it ran: a refusal before that stays the one line it is
+        say(
+            f"reproduced: {record.get('command_line') or job.command} "
+            f"(seed {job.seed}, BLAS threads {job.threads})"
+        )
     return Verdict(
         identical=not detail, detail=detail, factors=tuple(differing_factors(record, new))
     )

@@ -30,17 +30,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gallery, job, models, plan
+from . import gallery, job, models, plan, sidecar
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
+from .params import DreamParams
 
 # The dream parameters a sweep can list, in the order of the grid (and of output names).
 SWEPT = ("end", "seed", "iter_n", "octave_n", "octave_scale", "step_size", "jitter")
 GRID_AXES = ("input",) + SWEPT
 MAX_TASKS = 100_000
-# Sidecar fields that say which dream a result is: a sidecar equal on all of them is kept.
-SAME_DREAM = ("params", "seed", "model", "mean_bgr", "channel_swap", "device")
 CLASSIFIER_TYPES = {"InnerProduct", "Softmax", "INNER_PRODUCT", "SOFTMAX"}
 
 
@@ -263,42 +262,25 @@ def expectations(spec: Sweep, tasks) -> dict:
     for p in spec.inputs:
         with contextlib.suppress(OSError):
             inputs[p] = file_hash(Path(p), "sha256")
-    device = "cpu" if probe.gpu is None else f"gpu:{probe.gpu}"
     out = {}
     for t in tasks:
         v = t.values
-        params = {k: v[k] for k in SWEPT if k != "seed"}
-        params["clip"] = probe.clip
-        out[t.name] = {
-            "params": params,
-            "seed": v["seed"],
-            "model": model_name,
-            "mean_bgr": list(mean),
-            "channel_swap": list(swap),
-            "device": device,
-            "input": inputs.get(v["input"]),
-            **files,
-        }
+        params = DreamParams(**{k: v[k] for k in SWEPT if k != "seed"}, clip=probe.params.clip)
+        out[t.name] = sidecar.identity(
+            params,
+            v["seed"],
+            model_name,
+            mean,
+            swap,
+            probe.gpu,
+            {"input": inputs.get(v["input"]), **files},
+        )
     return out
 
 
 def is_kept(image: Path, expected: dict) -> bool:
     """The sidecar describes exactly this dream, and the image is the one it was written with."""
-    try:
-        record = json.loads(image.with_name(image.name + ".json").read_text())
-        if not image.is_file():
-            return False
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or any(record.get(k) != expected[k] for k in SAME_DREAM):
-        return False
-    for key in ("input", "definition", "weights"):
-        entry = record.get(key)
-        if not isinstance(entry, dict) or entry.get("sha256") != expected[key]:
-            return False
-    outputs = record.get("outputs")  # the image must be the one the sidecar was written with
-    written = outputs.get("image") if isinstance(outputs, dict) else None
-    return isinstance(written, dict) and written.get("sha256") == file_hash(image, "sha256")
+    return sidecar.same_dream(image, expected)
 
 
 # --- inside a worker ----------------------------------------------------------------------
@@ -370,14 +352,14 @@ def run(spec: Sweep, say=print) -> list:
     if not todo:
         write_outputs(spec, tasks)
         return tasks
-    started = interrupted = False
+    started, interrupted = False, None
     try:
         with connect(spec, say) as client:
             images.mkdir(parents=True, exist_ok=True)
             started = True
             run_on(client, spec, todo)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C, or the CLI's SIGTERM (which says which)
+        interrupted = e
     finally:
         if started:
             for t in todo:  # stopped early: a task may have ended while the cluster stopped
@@ -387,8 +369,8 @@ def run(spec: Sweep, say=print) -> list:
                     t.reason = "" if done else "the sweep was stopped before this task ended"
             remove_stale_temporaries(images, tasks)
             write_outputs(spec, tasks)
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
     return tasks
 
 
@@ -398,37 +380,40 @@ def connect(spec: Sweep, say):
     import dask
     from distributed import Client, LocalCluster
 
-    if spec.scheduler:
-        try:
-            client = Client(spec.scheduler, timeout="10s")
-        except Exception as e:  # OSError, a timeout, a malformed address
-            raise DreamError(
-                f"cannot reach the Dask scheduler at {spec.scheduler} ({one_line(str(e))})",
-                "start it (`dask scheduler`) or check the address, e.g. tcp://HOST:8786",
-            ) from None
-        cluster = None
-    else:
-        threads = str(spec.threads_per_worker)
-        blas = {"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), sigint_ignored():
-            cluster = LocalCluster(
-                n_workers=spec.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                env=blas,
-                dashboard_address=":0",
-                silence_logs=50,
-            )
-        client = Client(cluster)
+    cluster = client = None
     try:
+        if spec.scheduler:
+            try:
+                client = Client(spec.scheduler, timeout="10s")
+            except Exception as e:  # OSError, a timeout, a malformed address
+                raise DreamError(
+                    f"cannot reach the Dask scheduler at {spec.scheduler} ({one_line(str(e))})",
+                    "start it (`dask scheduler`) or check the address, e.g. tcp://HOST:8786",
+                ) from None
+        else:
+            threads = str(spec.threads_per_worker)
+            blas = {"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+            # a Ctrl-C meanwhile arrives as the block ends: with ``cluster`` set, closed below
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), sigint_ignored():
+                cluster = LocalCluster(
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    env=blas,
+                    dashboard_address=":0",
+                    silence_logs=50,
+                    preload=[__name__],  # dask_setup: the workers ignore Ctrl-C
+                )
+            client = Client(cluster)
         link = dashboard_link(client)
         if link:
             say(f"sweep: dashboard at {link}")
         yield client
     finally:
-        with contextlib.suppress(Exception):
-            client.close(timeout=10)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
@@ -436,17 +421,35 @@ def connect(spec: Sweep, say):
 
 @contextlib.contextmanager
 def sigint_ignored():
-    """Worker processes started here ignore Ctrl-C: the client hears it and stops them."""
+    """While the local cluster starts: a Ctrl-C is noted, not lost, and raised (through the
+    handler that was there before) once the workers are started, so that they are stopped in
+    order. (Ignoring SIGINT here, as this once did, dropped it.) The workers themselves
+    ignore Ctrl-C (:func:`dask_setup`): the client hears it and stops them.
+    """
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    heard = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: heard.append(frame))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+    if heard:
+        if callable(previous):
+            previous(signal.SIGINT, heard[0])
+        raise KeyboardInterrupt
+
+
+def dask_setup(worker=None) -> None:
+    """Run in each local worker as it starts (Dask's ``preload``): Ctrl-C in the terminal
+    reaches the whole process group, and only the client is to act on it."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def dashboard_link(client) -> str | None:

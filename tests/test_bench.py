@@ -93,7 +93,7 @@ def test_kernel_bench_skips_what_the_cpu_cannot_run_and_goes_on_after_a_failure(
 ):
     from deepdream_caffe.lab import kernelbench
 
-    monkeypatch.setattr(kernelbench.report, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(kernelbench.environment, "cpu_flags", lambda: {"avx2", "fma"})
     monkeypatch.setattr(kernelbench, "MODULE", "deepdream_caffe.lab.no_such_module")
     lines = []
     record = kernelbench.kernelbench(

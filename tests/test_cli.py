@@ -271,7 +271,7 @@ def test_fps_is_a_positive_finite_number_or_a_usage_error(fps):
         value = float(fps)
     except ValueError:
         value = None
-    from deepdream_caffe.job import in_range
+    from deepdream_caffe.params import in_range
 
     if value is not None and np.isfinite(value) and value > 0 and in_range("fps", value):
         assert parser.parse_args(argv).fps == value

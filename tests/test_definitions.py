@@ -347,15 +347,17 @@ def test_generated_definitions_dream_or_refuse(text, tmp_path_factory, sky_png):
         names = [info.name for info in dream_layers(read_definition(path))]
         _synthetic(path, tmp / "w.caffemodel")
         run_dream(
-            Job(
-                input=sky_png,
-                output=tmp / "out.png",
-                model_def=path,
-                weights=tmp / "w.caffemodel",
-                end=names[-1] if names else "none",
-                iter_n=1,
-                octave_n=1,
-                seed=0,
+            Job.from_values(
+                dict(
+                    input=sky_png,
+                    output=tmp / "out.png",
+                    model_def=path,
+                    weights=tmp / "w.caffemodel",
+                    end=names[-1] if names else "none",
+                    iter_n=1,
+                    octave_n=1,
+                    seed=0,
+                )
             ),
             say=lambda message: None,
         )

@@ -28,7 +28,7 @@ from helpers import CLI, Snapshot, assert_refused, main_in_process, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdream_caffe import assets, cli, imageio, job
+from deepdream_caffe import assets, cli, imageio, job, params
 from deepdream_caffe.errors import DreamError
 
 pytestmark = pytest.mark.caffe
@@ -65,7 +65,7 @@ TYPED = [
     "½",
     "٣",
 ]
-NUMBER_FLAGS = {  # flag: (subcommand, name in job.RANGES)
+NUMBER_FLAGS = {  # flag: (subcommand, name in params.LIMITS)
     "--iter-n": ("dream", "iter_n"),
     "--octave-n": ("dream", "octave_n"),
     "--octave-scale": ("dream", "octave_scale"),
@@ -147,7 +147,7 @@ def parse(argv):
 @settings(max_examples=300, deadline=None)
 @given(flag=st.sampled_from(sorted(NUMBER_FLAGS)), value=typed)
 def test_any_typed_number_parses_into_range_or_is_one_usage_line(flag, value):
-    """Every value either parses to a finite number within job.RANGES, which a job accepts,
+    """Every value either parses to a finite number within params.LIMITS, which a job accepts,
     or is a usage error of one line."""
     command, name = NUMBER_FLAGS[flag]
     try:
@@ -158,7 +158,7 @@ def test_any_typed_number_parses_into_range_or_is_one_usage_line(flag, value):
         assert "invalid parse value" not in err and f"argument {flag}" in err
         return
     v = getattr(args, name)
-    assert np.isfinite(v) and job.in_range(name, v)
+    assert np.isfinite(v) and params.in_range(name, v)
     job.check_numbers(job.Job.from_values(args))  # the job takes it as it is
 
 
@@ -253,7 +253,7 @@ def test_a_huge_clipped_step_runs_without_warnings(work):
         *dream_argv(folder, *FAST, *flags, "--step-size", "1e38"),
     )
     # the one other line a run may print: OpenBLAS's slow generic kernel, on a machine where
-    # OPENBLAS_CORETYPE is not set (report.kernel_warning)
+    # OPENBLAS_CORETYPE is not set (environment.kernel_warning)
     lines = [line for line in p.stderr.strip().splitlines() if "OPENBLAS_CORETYPE" not in line]
     assert p.returncode == 0 and lines[0].startswith("wrote"), p.stderr
     assert len(lines) == 1, p.stderr
@@ -354,7 +354,7 @@ def test_job_from_another_caller_is_held_to_the_ranges(tmp_path):
         {"channel_swap": (0, 0, 1)},
     ):
         with pytest.raises(DreamError):
-            job.check_numbers(job.Job(**bad))
+            job.check_numbers(job.Job.from_values(bad))
 
 
 # --- images --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from helpers import refused, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdream_caffe import report, reproduce
+from deepdream_caffe import environment, report, reproduce, sidecar
 from deepdream_caffe.errors import DreamError
 from deepdream_caffe.flags import DREAM_NUMBERS
 
@@ -35,34 +35,34 @@ AVX2 = {"sse2", "avx", "avx2", "fma"}
     ],
 )
 def test_generic_kernel_on_a_fast_cpu_names_the_fix(kernel, flags, fix):
-    line = report.kernel_warning(kernel, flags)
+    line = environment.kernel_warning(kernel, flags)
     assert kernel in line and fix in line and "\n" not in line
 
 
 @given(
-    kernel=st.sampled_from(sorted(report.AVX_KERNELS)),
+    kernel=st.sampled_from(sorted(environment.AVX_KERNELS)),
     flags=st.sets(st.sampled_from(sorted(AVX512 | {"sse4_2", "avx512_fp16"}))),
 )
 def test_no_warning_for_a_kernel_with_avx(kernel, flags):
-    assert report.kernel_warning(kernel, flags) is None
+    assert environment.kernel_warning(kernel, flags) is None
 
 
 @given(
-    kernel=st.text(min_size=1, max_size=20).filter(lambda k: k not in report.AVX_KERNELS),
+    kernel=st.text(min_size=1, max_size=20).filter(lambda k: k not in environment.AVX_KERNELS),
     flags=st.sets(st.sampled_from(["sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx"])),
 )
 def test_no_warning_on_a_cpu_without_avx2(kernel, flags):
     """A generic kernel is the right one on a CPU without AVX2: nothing to fix."""
-    assert report.kernel_warning(kernel, flags) is None
+    assert environment.kernel_warning(kernel, flags) is None
 
 
 def test_the_warning_is_said_once(monkeypatch):
-    monkeypatch.setattr(report, "blas_info", lambda: {"blas_kernel": "Prescott"})
-    monkeypatch.setattr(report, "cpu_flags", lambda: AVX2)
-    monkeypatch.setattr(report, "_warned", [])
+    monkeypatch.setattr(environment, "blas_info", lambda: {"blas_kernel": "Prescott"})
+    monkeypatch.setattr(environment, "cpu_flags", lambda: AVX2)
+    monkeypatch.setattr(environment, "_warned", [])
     heard = []
-    report.warn_slow_kernel_once(heard.append)
-    report.warn_slow_kernel_once(heard.append)
+    environment.warn_slow_kernel_once(heard.append)
+    environment.warn_slow_kernel_once(heard.append)
     assert len(heard) == 1 and "OPENBLAS_CORETYPE=Haswell" in heard[0]
 
 
@@ -70,15 +70,15 @@ def test_the_warning_is_said_once(monkeypatch):
 def test_info_shows_both_blas_kernels_and_the_cli_warns_once(monkeypatch, capsys):
     from deepdream_caffe import cli
 
-    kernel = report.blas_info()["blas_kernel"]
+    kernel = environment.blas_info()["blas_kernel"]
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     for key in ("blas_kernel", "numpy_blas_kernel", "numpy_blas_threads", "glibc", "cpu"):
         assert f"\n{key} " in out, key
     assert kernel in out
-    monkeypatch.setattr(report, "blas_info", lambda: {"blas_kernel": "Katmai"})
-    monkeypatch.setattr(report, "cpu_flags", lambda: AVX512)
-    monkeypatch.setattr(report, "_warned", [])
+    monkeypatch.setattr(environment, "blas_info", lambda: {"blas_kernel": "Katmai"})
+    monkeypatch.setattr(environment, "cpu_flags", lambda: AVX512)
+    monkeypatch.setattr(environment, "_warned", [])
     assert cli.main(["info"]) == 0 and cli.main(["info"]) == 0
     err = capsys.readouterr().err
     assert err.count("OPENBLAS_CORETYPE=SkylakeX") == 1 and "Katmai" in err
@@ -146,7 +146,7 @@ def test_any_json_that_is_not_a_sidecar_is_one_clear_error(tmp_path_factory, dat
     path = tmp_path_factory.mktemp("s") / "x.png.json"
     path.write_text(json.dumps(data))
     with pytest.raises(DreamError, match="not a deepdream-caffe sidecar"):
-        reproduce.load(path)
+        sidecar.read(path)
 
 
 @settings(max_examples=80, deadline=None)
@@ -157,19 +157,20 @@ def test_any_json_that_is_not_a_sidecar_is_one_clear_error(tmp_path_factory, dat
     value=JSON,
 )
 def test_a_broken_job_field_is_refused_or_valid(name, value):
-    sidecar = {
+    record = {
         "command": "dream",
         "seed": 1,
-        "job": {"command": "dream", "input": "in.png", "output": "o.png"},
+        "job": {"command": "dream", "input": "/in.png", "output": "/o.png"},
         "environment": {},
     }
-    sidecar["job"][name] = value
+    record["job"][name] = value
     try:
-        job = reproduce.rebuild(sidecar, Path("/nowhere"))
+        job = reproduce.rebuild(record, Path("/nowhere"))
     except DreamError as e:
         assert "job field" in str(e) or "not a valid" in str(e)
         return
-    got = getattr(job, name) if name != "threads" else value  # threads: from environment
+    where = job.params if hasattr(job.params, name) else job
+    got = getattr(where, name) if name != "threads" else value  # threads: from environment
     if name in ("iter_n", "octave_n", "jpeg_quality", "max_size") and got is not None:
         assert isinstance(got, int) and got >= 1
     if name in ("octave_scale", "step_size", "jitter") and got is not None:
@@ -178,9 +179,9 @@ def test_a_broken_job_field_is_refused_or_valid(name, value):
 
 def test_a_folder_or_a_missing_file_is_named(tmp_path):
     with pytest.raises(DreamError, match="is a folder"):
-        reproduce.load(tmp_path)
+        sidecar.read(tmp_path)
     with pytest.raises(DreamError, match="does not exist"):
-        reproduce.load(tmp_path / "none.png.json")
+        sidecar.read(tmp_path / "none.png.json")
 
 
 def test_the_command_line_is_recorded_as_typed():
@@ -192,7 +193,7 @@ def test_an_old_sidecar_says_to_run_again(tmp_path):
     path = tmp_path / "old.png.json"
     path.write_text(json.dumps({"command": "dream", "params": {}, "seed": 1}))
     with pytest.raises(DreamError, match="before sidecars recorded the whole job"):
-        reproduce.load(path)
+        sidecar.read(path)
 
 
 # --- end to end, as users run it ---------------------------------------------------------
@@ -239,8 +240,8 @@ def test_the_sidecar_records_what_repeats_the_run(dreamt, nets):
     assert side["job"]["jpeg_quality"] == 80 and side["job"]["max_size"] is None
     assert side["job"]["threads"] == 1 and side["job"]["seed"] == 4
     assert side["input"]["path"] == str(folder / "in.png")
-    assert side["outputs"]["image"]["sha256"] == report.file_hash(out, "sha256")
-    assert side["outputs"]["raw"]["sha256"] == report.file_hash(folder / "raw.npy", "sha256")
+    assert side["outputs"]["image"]["sha256"] == sidecar.file_hash(out, "sha256")
+    assert side["outputs"]["raw"]["sha256"] == sidecar.file_hash(folder / "raw.npy", "sha256")
     assert side["outputs"]["image"]["path"] == str(out)
     assert side["weights"]["provenance"].startswith("synthetic")
     assert side["weights"]["path"] == str(nets["bvlc_googlenet"][1])
@@ -269,7 +270,7 @@ def test_reproduce_names_the_factor_that_differs(dreamt):
     folder, out, side = dreamt
     raw = np.load(folder / "raw.npy")
     np.save(folder / "raw.npy", raw + np.float32(1))
-    side["outputs"]["raw"]["sha256"] = report.file_hash(folder / "raw.npy", "sha256")
+    side["outputs"]["raw"]["sha256"] = sidecar.file_hash(folder / "raw.npy", "sha256")
     side["environment"]["numpy"] = "1.0.0"
     (folder / "out.jpg.json").write_text(json.dumps(side))
     p = run("reproduce", folder / "out.jpg.json", check=False)
@@ -381,7 +382,7 @@ def test_export_golden_bundle_carries_the_shared_fields(tmp_path, nets, notebook
     )
     meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
     shared = meta["run"]
-    assert shared["outputs"]["bundle.npz"]["sha256"] == report.file_hash(
+    assert shared["outputs"]["bundle.npz"]["sha256"] == sidecar.file_hash(
         tmp_path / "b" / "bundle.npz", "sha256"
     )
     for key in ("command_line", "started_utc", "duration_s", "job", "environment"):
@@ -469,7 +470,7 @@ def test_weights_provenance(tmp_path, monkeypatch):
         Asset(
             "mine.caffemodel",
             "http://example.invalid/m",
-            "sha1:" + report.file_hash(mine, "sha1"),
+            "sha1:" + sidecar.file_hash(mine, "sha1"),
             mine.stat().st_size,
         ),
         1000,

@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -247,6 +248,53 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_results(files, tmp_path):
         assert image_size(out / row["image"]) == (128, 72)  # decodes whole
     assert [f for f in os.listdir(out / "images") if f.startswith(".")] == []
     assert (out / "index.html").is_file()
+
+
+def start_sweep(files, out):
+    """A sweep of slow-ish tasks (8 seeds) on one worker, in its own process group."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepdream_caffe.cli",
+        *map(str, sweep_args(files, out, files["sky"], seeds=range(8))),
+        "--iter-n",
+        "6",
+        "--workers",
+        "1",
+    ]
+    return subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, env=BLAS1, start_new_session=True
+    )
+
+
+def test_a_ctrl_c_while_the_workers_start_is_not_lost():
+    """SIGINT is ignored while the local cluster starts its workers (so that they ignore it);
+    a Ctrl-C meanwhile must arrive once they are started, not be dropped."""
+    started = []
+    with pytest.raises(KeyboardInterrupt):
+        with sweep.sigint_ignored():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            started.append(True)  # the start itself is not interrupted
+    assert started
+
+
+@pytest.mark.slow  # runs a Dask cluster
+def test_sigterm_stops_a_sweep_as_terminated_and_keeps_finished_results(files, tmp_path):
+    out = tmp_path / "sweep"
+    p = start_sweep(files, out)
+    deadline = time.monotonic() + 120
+    while not list((out / "images").glob("[!.]*.json")) if (out / "images").is_dir() else True:
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)  # the client alone, as a service manager stops it
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "terminated; finished outputs are kept" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # the sweep's first line, then this one
+    rows = manifest(out)
+    done = [r for r in rows.values() if r["status"] == "done"]
+    assert done and {f"{r['name']}.png" for r in done} == set(results(out))
 
 
 CHECK_SCRIPT = """<script>

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import assets, dream, report
+from .. import assets, dream, environment
 from ..params import DreamParams
 
 VARIANTS = ("ours", "notebook", "pytorch")
@@ -246,7 +246,7 @@ def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
         "config": config,
         "seed": SEED,
         "weights": "synthetic (seeded), bvlc_googlenet",
-        "environment": report.environment(with_caffe=True),
+        "environment": environment.environment(with_caffe=True),
         "results": results,
         "skipped": skipped,
         "comparison": compare(out, results),

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import dream, models
 from ..errors import DreamError
+from ..params import DreamParams
 from . import diagnosis
 
 FORMAT = 2
@@ -220,7 +221,7 @@ def computed(net, model, img, params, seed, objective=dream.objective_L2) -> tup
 def write(out: Path, arrays, weights, model, params, seed, provenance: dict) -> dict:
     """Write a bundle's files into the folder ``out``, all or none."""
     from ..imageio import all_or_nothing
-    from ..report import file_record
+    from ..sidecar import file_record
 
     meta = {
         "format": FORMAT,
@@ -269,22 +270,116 @@ def load_bundle(folder: Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise DreamError(f"{path} does not exist", "pass a folder written by export-golden")
     try:
-        meta = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DreamError(f"{path} is not valid JSON ({e})", fix) from None
+        meta = json.loads(path.read_text(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise DreamError(f"{path} is not valid JSON ({one_line(e)})", fix) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise DreamError(
-            f"{path} is bundle format {found!r}; this deepdream-caffe reads format {FORMAT}", fix
+            f"{path} is bundle format {_short(found)}; this deepdream-caffe reads format {FORMAT}",
+            fix,
         )
-    for name, record in meta.get("files", {}).items():
-        target = folder / name
-        if not target.is_file() or file_hash(target, "sha256") != record.get("sha256"):
+    check_meta(meta, path)
+    for name, record in meta["files"].items():
+        target = folder / name  # one of FILES: check_meta allows no other name
+        if not target.is_file() or file_hash(target, "sha256") != record["sha256"]:
             raise DreamError(f"{target} is missing or does not match its sha256 in {path}", fix)
     arrays = read_npz(folder / "bundle.npz")
-    if list(arrays) != meta.get("order"):
+    if list(arrays) != meta["order"]:
         raise DreamError(f"{folder / 'bundle.npz'} does not hold the keys {path} lists", fix)
+    sizes = arrays.get("octave_sizes")
+    if sizes is not None and (sizes.ndim != 2 or len(sizes) != meta["params"]["octave_n"]):
+        raise DreamError(f"{path}'s params.octave_n does not match its octave_sizes", fix)
     return meta, arrays
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def one_line(error) -> str:
+    return " ".join(str(error).split())[:200]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_meta(meta: dict, path: Path) -> None:
+    """bundle.json, read back, is untrusted: the type and range of every field that compare
+    reads, and file names that stay inside the bundle's folder. DreamError if not."""
+    from ..params import check_problem
+    from ..sidecar import plain_text
+
+    def bad(field, value):
+        return DreamError(
+            f"{path}: its field {field} is not valid ({_short(value)})",
+            "export the bundle again with `deepdream-caffe export-golden`",
+        )
+
+    def number(field, name, value, integer=False):
+        if check_problem(name, value) or (integer and not isinstance(value, int)):
+            raise bad(field, value)
+
+    files = meta.get("files")
+    if not isinstance(files, dict) or sorted(files) != sorted(FILES):
+        raise bad("files", files)
+    for name, record in files.items():
+        digest = record.get("sha256") if isinstance(record, dict) else None
+        if not (
+            isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+        ):
+            raise bad(f"files.{name}", record)
+    order = meta.get("order")
+    if not (
+        isinstance(order, list)
+        and all(plain_text(k) for k in order)
+        and len(set(order)) == len(order)
+        and all(stage_of(k) in STAGES for k in order)
+    ):
+        raise bad("order", order)
+    tolerances = meta.get("tolerances_relative_l2")
+    if not isinstance(tolerances, dict) or not set(STAGES) <= set(tolerances):
+        raise bad("tolerances_relative_l2", tolerances)
+    for stage in STAGES:
+        tol = tolerances[stage]
+        if tol is not None and check_problem("tolerance", tol):
+            raise bad(f"tolerances_relative_l2.{stage}", tol)
+    params = meta.get("params")
+    if not isinstance(params, dict) or set(params) != set(DreamParams.__dataclass_fields__):
+        raise bad("params", params)
+    for name in ("iter_n", "octave_n", "jitter"):
+        number(f"params.{name}", name, params[name], integer=True)
+    for name in ("octave_scale", "step_size"):
+        number(f"params.{name}", name, params[name])
+    if not isinstance(params["clip"], bool) or not plain_text(params["end"]):
+        raise bad("params", params)
+    mean = meta.get("mean_bgr")
+    if not isinstance(mean, list) or len(mean) != 3:
+        raise bad("mean_bgr", mean)
+    for v in mean:
+        number("mean_bgr", "mean", v)
+    jitter = meta.get("fixed_jitter")
+    if not (isinstance(jitter, list) and len(jitter) == 2):
+        raise bad("fixed_jitter", jitter)
+    for v in jitter:
+        if not isinstance(v, int) or isinstance(v, bool) or abs(v) > params["jitter"]:
+            raise bad("fixed_jitter", jitter)
+    blobs = meta.get("blobs")
+    if not isinstance(blobs, dict):
+        raise bad("blobs", blobs)
+    for name, info in blobs.items():
+        if not (
+            isinstance(info, dict)
+            and all(plain_text(info.get(k)) for k in ("layer", "type"))
+            and isinstance(info.get("bottom"), list)
+            and all(plain_text(b) for b in info["bottom"])
+        ):
+            raise bad(f"blobs.{_short(name)}", info)
+    for key in order:  # every forward key names a blob the hints can look up
+        if stage_of(key) == "forward" and key[len("forward/") :] not in blobs:
+            raise bad("order", key)
 
 
 def read_npz(path: Path) -> dict:
@@ -553,7 +648,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     process; this one writes the files."""
     import PIL.Image
 
-    from .. import assets, report, worker
+    from .. import assets, environment, sidecar, worker
     from ..definition import prune
     from ..imageio import load_image
     from ..job import check_numbers, default_end, start
@@ -566,7 +661,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     img = load_image(path, max_size=job.max_size)
     if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
         img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
-    plan = make_plan(job, end, [(*img.shape[:2], job.octave_n)], say=say)
+    plan = make_plan(job, end, [(*img.shape[:2], job.params.octave_n)], say=say)
     try:
         check_input(plan, img, str(path))
         run = start(job, plan, say)
@@ -578,7 +673,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     finally:
         plan.close()
     source = {
-        name: {**report.file_record(p), "path": str(Path(p).resolve())}
+        name: {**sidecar.file_record(p), "path": str(Path(p).resolve())}
         for name, p in [("input", path), ("definition", plan.definition_path)]
     }
     source["weights"] = {**plan.weights.record(), "path": str(plan.weights.path.resolve())}
@@ -591,10 +686,10 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
         "mean_bgr": list(plan.mean),
         "channel_swap": list(plan.swap),
         "net_setup": setup[0][1],
-        "environment": report.environment(with_caffe=True),
+        "environment": environment.environment(with_caffe=True),
     }
     meta = write(out, arrays, weights, model, plan.params, run.seed, provenance)
-    report.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
+    sidecar.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
     say(f"wrote {', '.join(str(out / f) for f in (*FILES, 'bundle.json'))}")
     return meta
 

@@ -180,12 +180,12 @@ def agreement(ours: np.ndarray, notebook: np.ndarray) -> str | dict:
 
 
 def manifest(case: Case, nets: Path) -> dict:
-    from .. import report
+    from .. import environment
     from ..params import DreamParams
     from . import synthetic
 
     definition, weights = net_files(case.model, nets)
-    env = report.environment(with_caffe=True)
+    env = environment.environment(with_caffe=True)
     return {
         "case": asdict(case),
         "params": asdict(DreamParams(end=case.end, **case.params)),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import report
+from .. import environment
 from ..errors import DreamError
 from . import bench
 
@@ -43,7 +43,7 @@ def child(config: dict, cache: Path, raw: Path) -> dict:
     result = bench.run_variant(
         "ours", tuple(config["size"]), config["iter_n"], config["octave_n"], cache, raw
     )
-    info = report.blas_info()
+    info = environment.blas_info()
     result["blas_kernel"] = info.get("blas_kernel")
     result["blas_threads"] = info.get("blas_threads")
     return result
@@ -78,7 +78,7 @@ def kernelbench(out: Path, quick=False, kernels=KERNELS, threads=THREADS, say=pr
     out.mkdir(parents=True, exist_ok=True)
     bench.synthetic_net_files(cache)
     bench.assets.fetch(bench.assets.NOTEBOOK_ASSETS["sky1024px.jpg"])  # a clear error, here
-    flags = report.cpu_flags()
+    flags = environment.cpu_flags()
     results, skipped, failed = [], [], []
     for kernel in kernels:
         if not NEEDS.get(kernel, set()) <= flags:
@@ -103,8 +103,8 @@ def kernelbench(out: Path, quick=False, kernels=KERNELS, threads=THREADS, say=pr
         "config": config,
         "seed": bench.SEED,
         "weights": "synthetic (seeded), bvlc_googlenet",
-        "cpu": report.cpu_model(),
-        "environment": report.environment(with_caffe=True),
+        "cpu": environment.cpu_model(),
+        "environment": environment.environment(with_caffe=True),
         "results": results,
         "skipped": skipped,
         "failed": failed,

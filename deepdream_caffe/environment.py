@@ -1,0 +1,211 @@
+"""The machine a run happens on: versions, the Caffe build, BLAS (Caffe's OpenBLAS and numpy's:
+kernel and threads), CPU, glibc and GPU.
+
+Recorded in every sidecar (:mod:`deepdream_caffe.sidecar`), shown by ``deepdream-caffe info``,
+and compared by ``reproduce`` with the machine it runs on (docs/determinism.md says which of
+these factors change bits).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .errors import DreamError
+
+PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
+# OpenBLAS kernels that use AVX or better; any other on an AVX2 CPU is a slow fallback.
+AVX_KERNELS = {
+    "Sandybridge",
+    "Haswell",
+    "Zen",
+    "SkylakeX",
+    "Cooperlake",
+    "SapphireRapids",
+    "Bulldozer",
+    "Piledriver",
+    "Steamroller",
+    "Excavator",
+}
+
+
+# --- BLAS: Caffe's OpenBLAS and numpy's own ---------------------------------------------
+def _openblas(lib: ctypes.CDLL) -> dict | None:
+    """Configuration, kernel and thread count of one loaded OpenBLAS (any symbol prefix)."""
+    for prefix, suffix in (("openblas_", ""), ("scipy_openblas_", "64_"), ("openblas_", "64_")):
+        try:
+            config, core, threads = (
+                getattr(lib, f"{prefix}{f}{suffix}")
+                for f in ("get_config", "get_corename", "get_num_threads")
+            )
+        except AttributeError:
+            continue
+        config.restype = core.restype = ctypes.c_char_p
+        kernel = core().decode()
+        # a DYNAMIC_ARCH build names its kernel in the configuration too: keep them apart
+        return {
+            "blas": config().decode().replace(f" {kernel} ", " "),
+            "blas_kernel": kernel,
+            "blas_threads": threads(),
+            "set_threads": getattr(lib, f"{prefix}set_num_threads{suffix}"),
+        }
+    return None
+
+
+def _caffe_blas():
+    try:
+        return _openblas(ctypes.CDLL("libopenblas.so.0"))  # what libcaffe links
+    except OSError:
+        return None
+
+
+def _numpy_blas():
+    import numpy  # noqa: F401  (loads its BLAS)
+
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in maps:
+        path = line.split()[-1]
+        if "numpy" in path and "openblas" in Path(path).name:
+            return _openblas(ctypes.CDLL(path))
+    return None
+
+
+def blas_info() -> dict:
+    """Caffe's OpenBLAS as loaded by libcaffe: its configuration, kernel and thread count."""
+    info = _caffe_blas()
+    if info is None:
+        return {"blas": "unknown (libopenblas.so.0 not loadable)"}
+    info.pop("set_threads")
+    return info
+
+
+def numpy_blas_info() -> dict:
+    """numpy's own BLAS (used by the guided objective's dot product)."""
+    import numpy as np
+
+    build = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    info = {"numpy_blas": f"{build.get('name', '?')} {build.get('version', '?')}"}
+    loaded = _numpy_blas()
+    if loaded:
+        info.update(
+            {
+                "numpy_blas_kernel": loaded["blas_kernel"],
+                "numpy_blas_threads": loaded["blas_threads"],
+            }
+        )
+    return info
+
+
+def set_blas_threads(n: int) -> None:
+    """Run Caffe's and numpy's OpenBLAS with ``n`` threads from now on.
+
+    Set at run time (``openblas_set_num_threads``), not through OPENBLAS_NUM_THREADS: that
+    variable is read once, when the library loads (numpy's is loaded before any flag is
+    parsed), and it is capped at the number of cores, which would keep ``reproduce`` from
+    repeating a run made on a larger machine. Measured: the two ways give the same bits
+    (docs/determinism.md).
+    """
+    for info in (_caffe_blas(), _numpy_blas()):
+        if info is not None:
+            info["set_threads"](int(n))
+
+
+def cpu_flags() -> set:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    line = next((ln for ln in text.splitlines() if ln.startswith("model name")), "")
+    return line.partition(":")[2].strip() or platform.processor() or "unknown"
+
+
+def kernel_warning(kernel: str, flags: set) -> str | None:
+    """The line to print when OpenBLAS chose a generic kernel on a CPU with AVX2 or AVX-512."""
+    if not kernel or kernel in AVX_KERNELS:
+        return None
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        has, fix = "AVX-512", "SkylakeX"
+    elif {"avx2", "fma"} <= flags:
+        has, fix = "AVX2", "Haswell"
+    else:
+        return None
+    return (
+        f"warning: OpenBLAS runs its generic {kernel} kernels on this CPU, which has {has}; "
+        f"set OPENBLAS_CORETYPE={fix} for its fast kernels (a kernel changes a dream's "
+        "bits: docs/determinism.md)"
+    )
+
+
+_warned = []
+
+
+def warn_slow_kernel_once(say) -> None:
+    """Say :func:`kernel_warning` for Caffe's OpenBLAS, once per process."""
+    if _warned:
+        return
+    _warned.append(True)
+    line = kernel_warning(blas_info().get("blas_kernel", ""), cpu_flags())
+    if line:
+        say(f"deepdream-caffe: {line}")
+
+
+def glibc_version() -> str:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") or "unknown"
+    except (ValueError, OSError):
+        return "unknown"
+
+
+def gpu_info() -> str:
+    from .build import build_record
+
+    try:
+        variant = build_record().get("variant", "cpu")
+    except DreamError:
+        return "unknown"
+    return "CPU-only build" if variant == "cpu" else "CUDA build"
+
+
+def environment(with_caffe: bool = True) -> dict:
+    """Every factor that can change a dream's bits, and the versions around them."""
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "glibc": glibc_version(),
+        "cpu": cpu_model(),
+    }
+    for name in PACKAGES:
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    info.update(numpy_blas_info())
+    if with_caffe:
+        info.update(caffe_environment())
+    return info
+
+
+def caffe_environment() -> dict:
+    """The Caffe build record, BLAS and GPU; DreamError when pycaffe is not installed."""
+    from .build import build_record
+
+    info = {f"caffe_{k}": v for k, v in build_record().items()}
+    info.update(blas_info())
+    info["gpu"] = gpu_info()
+    return info
