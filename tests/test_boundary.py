@@ -5,7 +5,6 @@ command ends with one line, writes nothing and changes no input. A default dream
 definition with one upgrade child and opens its weights file at most twice.
 """
 
-import hashlib
 import os
 import re
 import shutil
@@ -18,17 +17,10 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import CLI, Snapshot, assert_refused
 
 from deepdream_caffe import worker
 from deepdream_caffe.errors import DreamError
-
-CLI = [sys.executable, "-m", "deepdream_caffe.cli"]
-
-
-def digest(folder: Path) -> dict:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -93,56 +85,56 @@ def child_of(proc, wait_s=120.0) -> int:
     raise AssertionError("the command never started its Caffe process")
 
 
-def assert_contained(proc, tmp_path, out, before, pattern):
-    """One line matching ``pattern``, a nonzero status, nothing written, inputs unchanged."""
+def assert_contained(proc, before, pattern, codes=(1,)):
+    """The refusal contract (one line matching ``pattern``, nothing written, no input
+    changed), for a command stopped from outside."""
     _, stderr = proc.communicate(timeout=120)
-    lines = stderr.strip().splitlines()
-    assert proc.returncode != 0
-    assert len(lines) == 1, stderr
-    assert re.search(pattern, lines[0]), lines[0]
-    assert list(out.iterdir()) == []
-    assert digest(tmp_path) == before
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
+    line = assert_refused(done, before=before, codes=codes)
+    assert re.search(pattern, line), line
 
 
 @pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGABRT, signal.SIGFPE])
 def test_a_crash_of_the_caffe_process_ends_in_one_line(scene, signum):
     tmp_path, out, command = scene
-    before = digest(tmp_path)
+    before = Snapshot(tmp_path)
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     os.kill(child_of(proc), signum)
-    assert_contained(proc, tmp_path, out, before, f"Caffe stopped: .*{signum.name}")
+    assert_contained(proc, before, f"Caffe stopped: .*{signum.name}")
 
 
 def test_a_silent_caffe_process_is_ended_after_the_timeout(scene):
     tmp_path, out, command = scene
-    before = digest(tmp_path)
+    before = Snapshot(tmp_path)
     env = {**os.environ, worker.TIMEOUT_VARIABLE: "3"}
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     child = child_of(proc)
     os.kill(child, signal.SIGSTOP)  # a hang, as far as the parent can tell
-    assert_contained(proc, tmp_path, out, before, "Caffe stopped: no progress for 3 s")
+    assert_contained(proc, before, "Caffe stopped: no progress for 3 s")
     assert not Path(f"/proc/{child}").exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_command_ends_its_caffe_process(scene, signum):
     tmp_path, out, command = scene
-    before = digest(tmp_path)
+    before = Snapshot(tmp_path)
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     child = child_of(proc)
     proc.send_signal(signum)
-    assert_contained(proc, tmp_path, out, before, "terminated|interrupted")
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum
+    assert re.fullmatch(r"deepdream-caffe: (terminated|interrupted); [^\n]*\n", stderr), stderr
+    before.assert_unchanged()
     assert not Path(f"/proc/{child}").exists()
 
 
 def test_a_bad_timeout_is_one_line(scene):
     tmp_path, out, command = scene
-    before = digest(tmp_path)
+    before = Snapshot(tmp_path)
     for value in ("soon", "0", "-1", "nan", "inf"):
         env = {**os.environ, worker.TIMEOUT_VARIABLE: value}
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-        assert_contained(proc, tmp_path, out, before, worker.TIMEOUT_VARIABLE)
+        assert_contained(proc, before, worker.TIMEOUT_VARIABLE)
 
 
 # --- the boundary itself, with stand-ins for Caffe's part ------------------------------

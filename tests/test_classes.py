@@ -7,16 +7,13 @@ with its sidecar) or refuses: exit 1 or 2, one line, nothing written, inputs unc
 abort or crash on the way is contained by the process boundary and is a refusal too.
 """
 
-import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 from conftest import slow_examples
+from helpers import Snapshot, assert_refused, run_cli
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -53,37 +50,24 @@ def small(tmp_path_factory):
     return folder, weights.read_bytes()
 
 
-def digest(folder: Path) -> dict:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
-
-
 def dream(folder: Path, definition: Path, weights: Path, *flags):
     """Run the command from the folder's in.png into folder/out/; assert the contract; return
     the outcome ("dreamed" or the refusal's line)."""
     out = folder / "out"
     out.mkdir(exist_ok=True)
-    before = digest(folder)
-    p = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", "dream", str(folder / "in.png")]
-        + ["-o", str(out / "o.png"), "--raw", str(out / "o.npy")]
-        + ["--model-def", str(definition), "--weights", str(weights), *map(str, flags)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TMPDIR": str(folder)},
+    before = Snapshot(folder)
+    p = run_cli(
+        *["dream", folder / "in.png", "-o", out / "o.png", "--raw", out / "o.npy"],
+        *["--model-def", definition, "--weights", weights, *flags],
+        env={"TMPDIR": str(folder)},
     )
-    lines = p.stderr.strip().splitlines()
     if p.returncode == 0:
         assert (out / "o.png").is_file() and (out / "o.png.json").is_file()
         assert np.isfinite(np.load(out / "o.npy")).all()
         for f in out.iterdir():
             f.unlink()
         return "dreamed"
-    assert p.returncode in (1, 2), p.stderr
-    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    assert list(out.iterdir()) == []
-    assert digest(folder) == before
-    return lines[0]
+    return assert_refused(p, before=before)
 
 
 def write_case(small, tmp_path, definition_text=None, weights_bytes=None):

@@ -208,11 +208,14 @@ def export(
 
 
 def computed(net, model, img, params, seed, objective=dream.objective_L2) -> tuple:
-    """The bundle's arrays (:func:`stages`) and the net's weights, by name."""
+    """The bundle's arrays (:func:`stages`) and the model's weights, by name: those of the
+    layers of ``model``, whichever set-up the net has (not the fast net's added Scale)."""
     arrays = stages(net, model, img, params, seed, objective)
+    layers = {layer.name for layer in model.layer}
     weights = {
         f"{layer}/{i}": blob.data.copy()
         for layer, blobs in net.params.items()
+        if layer in layers
         for i, blob in enumerate(blobs)
     }
     return arrays, weights
