@@ -68,8 +68,8 @@ def deepdraw_namespace(cells, weights):
 
 
 def our_net(draw_net):
-    from deepdream_caffe.net import build
     from deepdream_caffe.definition import read_definition
+    from deepdream_caffe.net import build
 
     definition, weights = draw_net
     return build(read_definition(definition), str(weights), None, draw.MEAN_BGR, (2, 1, 0))
