@@ -236,7 +236,9 @@ def job_fields(job) -> dict:
     for f in fields(job):
         value = getattr(job, f.name)
         out[f.name] = (
-            str(Path(value).absolute())
+            str(value)
+            if is_noise(value)
+            else str(Path(value).absolute())
             if isinstance(value, Path)
             else list(value)
             if isinstance(value, tuple)
@@ -266,8 +268,21 @@ def shared_fields(job, run, outputs: dict) -> dict:
         "environment": environment(with_caffe=True),
     }
     if job.input is not None:
-        record["input"] = file_record(job.input)
+        record["input"] = input_record(job.input)
     return record
+
+
+def input_record(path) -> dict:
+    """An input image's file record, or what a ``noise:WxH`` input was."""
+    from .noise import record
+
+    return record(path) if is_noise(path) else file_record(path)
+
+
+def is_noise(value) -> bool:
+    from .noise import is_noise
+
+    return isinstance(value, Path) and is_noise(value)
 
 
 def run_record(job, run, timings, outputs: dict, **extra) -> dict:
