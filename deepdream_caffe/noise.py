@@ -15,6 +15,7 @@ A real file whose name starts with ``noise:`` must be given with its folder (``/
 from __future__ import annotations
 
 import re
+
 import numpy as np
 
 from .errors import DreamError

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import slow_examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import slow_examples
 from deepdream_caffe import dream, noise
 from deepdream_caffe.errors import DreamError
 from deepdream_caffe.models import IMAGENET_MEAN_BGR
