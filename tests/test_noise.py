@@ -97,3 +97,30 @@ def test_a_bad_or_huge_noise_size_is_one_line(tmp_path, byo, spec):
     assert p.returncode == 1, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not out.exists()
+
+
+@pytest.mark.caffe
+def test_export_golden_takes_noise(tmp_path, byo):
+    out = tmp_path / "golden"
+    run(
+        "export-golden", "noise:64x48", "-o", out, "--seed", 2, *byo, "--iter-n", 1, "--octave-n", 1
+    )
+    bundle = np.load(out / "bundle.npz")
+    expected = np.float32(np.random.RandomState(2).uniform(size=(48, 64, 3)) + 100.0)
+    np.testing.assert_array_equal(bundle["input_image"], expected)
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["source"]["input"]["noise"] == "64x48"
+    assert meta["run"]["input"]["noise"] == "64x48"
+
+
+@pytest.mark.caffe
+@pytest.mark.slow
+def test_sweep_takes_noise(tmp_path, byo):
+    out = tmp_path / "sweep"
+    grid = ["--seeds", "0,1", "--ends", "inception_3b/output", "--iter-n", 1, "--octave-n", 1]
+    run("sweep", "noise:64x48", "-o", out, *grid, "--workers", 1, "--threads-per-worker", 1, *byo)
+    sidecars = sorted((out / "images").glob("*.png.json"))
+    assert len(sidecars) == 2
+    records = [json.loads(p.read_text()) for p in sidecars]
+    assert {r["input"]["noise"] for r in records} == {"64x48"}
+    assert {r["seed"] for r in records} == {0, 1}
