@@ -467,3 +467,72 @@ def definition_record(job, plan: DrawPlan) -> dict:
 
 def one_line(e) -> str:
     return " ".join(str(e).split())[:200]
+
+
+# --- reproduce ---------------------------------------------------------------------------
+def rebuild(record: dict, folder: Path) -> DrawJob:
+    """The recorded draw (an untrusted sidecar: each field checked), writing into
+    ``folder``, with the recorded seed and BLAS threads, its files checked unchanged."""
+    from .reproduce import NOT_A_SIDECAR
+
+    recorded = record.get("job")
+    kinds = {
+        "klass": str,
+        "schedule": str,
+        "start": "path",
+        "model": str,
+        "model_def": "path",
+        "weights": "path",
+        "allow_python_layers": bool,
+        "gpu": int,
+    }
+    values = {}
+    for name, kind in kinds.items():
+        value = recorded.get(name) if isinstance(recorded, dict) else None
+        ok = (
+            value is None
+            and name not in ("klass", "schedule", "model", "allow_python_layers")
+            or kind == "path"
+            and isinstance(value, str)
+            or kind is int
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and 0 <= value < 2**31
+            or kind in (str, bool)
+            and type(value) is kind
+        )
+        if not ok:
+            raise DreamError(
+                f"the sidecar's job field {name} = {str(value)[:40]!r} is not valid", NOT_A_SIDECAR
+            )
+        values[name] = Path(value) if kind == "path" and value is not None else value
+    seed = record.get("seed")
+    threads = record.get("environment", {}).get("blas_threads")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise DreamError("the sidecar records no valid seed", NOT_A_SIDECAR)
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024:
+        threads = None
+    job = DrawJob(**values, seed=seed, threads=threads)
+    job.output, job.raw = folder / "out.png", folder / "raw.npy"
+    files = {
+        "weights": (job.weights, record.get("weights")),
+        "start": (job.start, record.get("start")),
+    }
+    if job.model_def:
+        files["definition"] = (job.model_def, record.get("definition"))
+    if job.schedule not in draw.SCHEDULES:
+        schedule = record.get("schedule")
+        where = schedule.get("path") if isinstance(schedule, dict) else None
+        job.schedule = where if isinstance(where, str) else job.schedule  # absolute
+        files["schedule"] = (Path(job.schedule), schedule)
+    for name, (path, was) in files.items():
+        if path is None or noise.is_noise(path) or not isinstance(was, dict):
+            continue
+        if not path.is_file():
+            raise DreamError(f"the {name} file {path} is gone", "restore it to reproduce the run")
+        if assets.file_hash(path, "sha256") != was.get("sha256"):
+            raise DreamError(
+                f"the {name} file {path} has changed since the run",
+                "restore the file the sidecar names",
+            )
+    return job

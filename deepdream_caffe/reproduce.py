@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import noise
 from .assets import file_hash
 from .errors import DreamError
 from .job import Job, run_dream, run_zoom
@@ -78,11 +79,11 @@ def load(path: Path) -> dict:
     if (
         not isinstance(record, dict)
         or not isinstance(record.get("job"), dict)
-        or record.get("command") not in ("dream", "guide", "zoom")
+        or record.get("command") not in ("dream", "guide", "zoom", "draw")
     ):
         old = isinstance(record, dict) and "params" in record and "job" not in record
         raise DreamError(
-            f"{path} is not a deepdream-caffe sidecar of a dream, guide or zoom"
+            f"{path} is not a deepdream-caffe sidecar of a dream, guide, zoom or draw"
             + (" (it was written before sidecars recorded the whole job)" if old else ""),
             "run the command again to get a sidecar that can be repeated" if old else NOT_A_SIDECAR,
         )
@@ -189,7 +190,7 @@ def check_files(record: dict, job: Job) -> None:
     }
     for name, path in named.items():
         recorded = record.get(name)
-        if path is None or not isinstance(recorded, dict):
+        if path is None or noise.is_noise(path) or not isinstance(recorded, dict):
             continue
         if not path.is_file():
             raise DreamError(f"the {name} file {path} is gone", "restore it to reproduce the run")
@@ -274,6 +275,16 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
     """Run the sidecar's job again in a temporary folder and compare."""
     record = load(sidecar)
     with tempfile.TemporaryDirectory(prefix="deepdream-reproduce-") as tmp:
+        if record["command"] == "draw":
+            from . import drawjob
+
+            job = drawjob.rebuild(record, Path(tmp))
+            say(f"reproducing: {record.get('command_line') or 'draw'} (seed {job.seed})")
+            drawjob.run_draw(job, say=lambda _: None)
+            new = json.loads(Path(tmp, "out.png.json").read_text())
+            detail = compare_outputs(record, new)
+            factors = tuple(differing_factors(record, new))
+            return Verdict(identical=not detail, detail=detail, factors=factors)
         job = rebuild(record, Path(tmp))
         check_files(record, job)
         say(

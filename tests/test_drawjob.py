@@ -77,6 +77,17 @@ def test_draw_both_nets_give_deepdraws_bits(tmp_path, draw_net, schedule):
     assert "normal(200, 8" in side["start"]["deepdraw"]
     assert side["definition"]["builder"].startswith("googlenet.deepdraw_googlenet")
 
+    # reproduce, from another folder: the same bits
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    p = subprocess.run(
+        [sys.executable, "-m", "deepdream_caffe.cli", "reproduce", tmp_path / "b.png.json"],
+        capture_output=True,
+        text=True,
+        cwd=other,
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "bit-identical", p.stderr
+
 
 @pytest.mark.caffe
 def test_draw_from_noise(tmp_path, draw_net, schedule):

@@ -66,6 +66,7 @@ def test_dream_on_noise_is_the_notebook_after_the_seed(tmp_path, byo, nets):
     assert side["input"]["noise"] == "96x64" and side["job"]["input"] == "noise:96x64"
     run("dream", "noise:96x64", "-o", tmp_path / "b.png", "--seed", 3, *byo, *FAST)
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert run("reproduce", tmp_path / "a.png.json").stdout.strip() == "bit-identical"
 
 
 @pytest.mark.caffe
