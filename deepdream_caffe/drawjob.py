@@ -47,6 +47,7 @@ LIMITS = {
     "end_step_size": (0, guards.FLT_MAX, False),
 }
 MAX_SIDE = 2**15  # of deepdraw's growing square image
+NOT_A_SIDECAR = "pass the OUT.png.json written beside a draw"
 
 
 @dataclass
@@ -473,8 +474,6 @@ def one_line(e) -> str:
 def rebuild(record: dict, folder: Path) -> DrawJob:
     """The recorded draw (an untrusted sidecar: each field checked), writing into
     ``folder``, with the recorded seed and BLAS threads, its files checked unchanged."""
-    from .reproduce import NOT_A_SIDECAR
-
     recorded = record.get("job")
     kinds = {
         "klass": str,
