@@ -151,7 +151,10 @@ def refused(capsys, *args):
     from deepdream_caffe import cli
 
     capsys.readouterr()
-    status = cli.main([str(a) for a in args])
+    try:
+        status = cli.main([str(a) for a in args])
+    except SystemExit as e:  # a usage error: argparse exits
+        status = e.code
     return status, capsys.readouterr().err.strip().splitlines()
 
 
@@ -197,3 +200,16 @@ def test_a_bad_class_schedule_or_start_is_one_line(tmp_path, capsys, draw_net, a
     assert status == 1 and len(lines) == 1, lines
     assert lines[0].startswith("deepdream-caffe: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@slow_examples(40)
+@given(klass=st.text(min_size=0, max_size=12))
+def test_any_class_text_is_a_class_or_one_line(tmp_path, capsys, monkeypatch, draw_net, klass):
+    """Offline and without the class list: only an index 0..999 is a class."""
+    if klass.strip().isascii() and klass.strip().isdigit() and int(klass) < 1000:
+        return  # a class: it would draw
+    monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(tmp_path / "none"))
+    out = tmp_path / "out.png"
+    status, lines = refused(capsys, "draw", klass, "-o", out, "--weights", draw_net[1])
+    assert status in (1, 2) and len(lines) == 1, lines
+    assert not out.exists()
