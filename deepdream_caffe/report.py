@@ -282,7 +282,7 @@ def input_record(path) -> dict:
 def is_noise(value) -> bool:
     from .noise import is_noise
 
-    return isinstance(value, Path) and is_noise(value)
+    return isinstance(value, (str, Path)) and is_noise(value)
 
 
 def run_record(job, run, timings, outputs: dict, **extra) -> dict:
