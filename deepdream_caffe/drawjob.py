@@ -261,10 +261,9 @@ def plan_draw(job: DrawJob, say=None) -> DrawPlan:
                 f"draw runs on bvlc_googlenet (deepdraw's net), not {job.model}",
                 "leave out --model, or give --model-def and --weights",
             )
-        record = models.get_model(job.model)
         model = deepdraw_googlenet()
-        label, model_name = "googlenet.deepdraw_googlenet() (deepdraw's net, built)", record.name
-        weights_path = job.weights or models.model_files(record)[1]
+        label, model_name = "googlenet.deepdraw_googlenet() (deepdraw's net, built)", job.model
+        weights_path = job.weights  # fetched below, once the rest is checked
     check_buildable(model, label, job.allow_python_layers)
     shape = declared_input(model)
     if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
@@ -285,6 +284,8 @@ def plan_draw(job: DrawJob, say=None) -> DrawPlan:
         count = n if count is None else min(count, n)
     focus, name = resolve_class(job.klass, count)
     check_sides(job, octaves, side)
+    if weights_path is None:
+        weights_path = models.model_files(models.get_model(job.model))[1]
     weights = read_weights(Path(weights_path), model, model, job)
     return DrawPlan(
         model_name=model_name,
