@@ -56,6 +56,12 @@ def cmd_zoom(args):
     run_zoom(Job.from_values(args))
 
 
+def cmd_draw(args):
+    from .drawjob import DrawJob, run_draw
+
+    run_draw(DrawJob.from_values(args))
+
+
 def cmd_sweep(args):
     from . import sweep
 
@@ -196,7 +202,7 @@ def main(argv=None) -> int:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-    if args.command in ("dream", "guide", "zoom", "export-golden", "reproduce", "info"):
+    if args.command in ("dream", "guide", "zoom", "draw", "export-golden", "reproduce", "info"):
         environment.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
     return status or 0
 

@@ -2,9 +2,11 @@
 
 One builder, written with ``caffe.NetSpec`` and parameterised by the number of classes, so that
 the same code describes bvlc_googlenet (1000 classes) and the Places205 architecture (205
-classes, with the auxiliary heads loss1/loss2 its deploy file keeps).
+classes, with the auxiliary heads loss1/loss2 its deploy file keeps) and the net of auduno/deepdraw
+(bvlc_googlenet with the heads' classifiers, :func:`deepdraw_googlenet`).
 tests/test_googlenet.py checks, layer by layer, that ``googlenet(1000)`` equals the deploy
-file of the verified Caffe source.
+file of the verified Caffe source, and ``deepdraw_googlenet()`` deepdraw's
+deploy_googlenet_updated.prototxt.
 """
 
 from __future__ import annotations
@@ -28,12 +30,20 @@ POOL_AFTER = {"3b": "pool3/3x3_s2", "4e": "pool4/3x3_s2"}
 AUX_HEADS = {"4a": "loss1", "4d": "loss2"}
 
 
-def googlenet(num_classes: int = 1000, aux_heads: bool = False, input_shape=(10, 3, 224, 224)):
+def googlenet(
+    num_classes: int = 1000,
+    aux_heads: bool = False,
+    input_shape=(10, 3, 224, 224),
+    aux_style: str = "places205",
+):
     """Return the GoogLeNet deploy definition as a ``caffe_pb2.NetParameter``.
 
     ``aux_heads`` adds the loss1/loss2 classifiers (ave-pool 5/3, 1x1 conv 128, fc 1024,
-    dropout 0.7, fc ``num_classes``, softmax) as the Places205 deploy file keeps them.
+    dropout 0.7, fc ``num_classes``, softmax) as the Places205 deploy file keeps them;
+    ``aux_style="deepdraw"`` writes them as deepdraw's file does: no softmax, and xavier
+    fillers without the ``std`` (fillers only matter for training; no weight changes).
     """
+    deepdraw = aux_style == "deepdraw"
     from caffe import NetSpec
     from caffe import layers as L
     from caffe import params as P
@@ -44,7 +54,7 @@ def googlenet(num_classes: int = 1000, aux_heads: bool = False, input_shape=(10,
         param = dict(
             num_output=num_output,
             kernel_size=kernel,
-            weight_filler=dict(type="xavier", std=std),
+            weight_filler=dict(type="xavier") if std is None else dict(type="xavier", std=std),
             bias_filler=dict(type="constant", value=0.2),
         )
         if pad:
@@ -102,12 +112,14 @@ def googlenet(num_classes: int = 1000, aux_heads: bool = False, input_shape=(10,
 
     def aux_head(h, bottom):
         n[h + "/ave_pool"] = L.Pooling(bottom, pool=P.Pooling.AVE, kernel_size=5, stride=3)
-        x = conv_relu(h + "/conv", h + "/relu_conv", n[h + "/ave_pool"], 128, 1, 0.08)
-        x = fc(h + "/fc", x, 1024, std=0.02, bias=0.2)
+        std = (None, None) if deepdraw else (0.08, 0.02)
+        x = conv_relu(h + "/conv", h + "/relu_conv", n[h + "/ave_pool"], 128, 1, std[0])
+        x = fc(h + "/fc", x, 1024, std=std[1], bias=0.2)
         n[h + "/relu_fc"] = L.ReLU(x, in_place=True)
         n[h + "/drop_fc"] = L.Dropout(x, dropout_ratio=0.7, in_place=True)
         x = fc(h + "/classifier", x, num_classes)
-        n[h + "/prob"] = L.Softmax(x)
+        if not deepdraw:
+            n[h + "/prob"] = L.Softmax(x)
 
     n["data"] = L.Input(shape=dict(dim=list(input_shape)))
     x = conv_relu("conv1/7x7_s2", "conv1/relu_7x7", n["data"], 64, 7, 0.1, pad=3, stride=2)
@@ -128,4 +140,15 @@ def googlenet(num_classes: int = 1000, aux_heads: bool = False, input_shape=(10,
 
     net = n.to_proto()
     net.name = "GoogleNet"
+    return net
+
+
+def deepdraw_googlenet():
+    """auduno/deepdraw's deploy_googlenet_updated.prototxt: bvlc_googlenet with the auxiliary
+    classifiers loss1/classifier and loss2/classifier (whose weights the published
+    bvlc_googlenet.caffemodel holds), ``force_backward``, the input declared with
+    ``input_dim`` (which Caffe's upgrade names the layer ``input``)."""
+    net = googlenet(1000, aux_heads=True, aux_style="deepdraw")
+    net.layer[0].name = "input"
+    net.force_backward = True
     return net

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, environment, guards, imageio, models, sidecar, video, worker
+from . import checks, dream, environment, guards, imageio, models, noise, sidecar, video, worker
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, LIMITS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams, check_problem
@@ -221,9 +221,11 @@ def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
     octaves, memory, the definition and the weights."""
     check_numbers(job)
     pairs = list(zip(paths, octave_ns, strict=False))  # a dream without a guide has one path
-    sizes = [(*imageio.image_size(p, job.max_size), n) for p, n in pairs]
+    sizes = [(*input_size(p, job.max_size), n) for p, n in pairs]
     free = checks.available_bytes()
     for p in paths:
+        if noise.is_noise(p):
+            continue
         if free is not None and imageio.decode_bytes(p) > 0.9 * free:
             raise DreamError(
                 f"decoding {p} would take more memory than is available ({free / 2**30:.1f} GiB)",
@@ -233,10 +235,22 @@ def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
     return make_plan(job, end, sizes, names, say)
 
 
-def read_inputs(job, plan, *paths):
-    """Decode the images the plan was made for, and check what Caffe will get of them."""
+def input_size(path, max_size=None) -> tuple:
+    """(H, W) of an input image from its header, or of ``noise:WxH`` (which --max-size leaves
+    as it is)."""
+    return noise.size(path) if noise.is_noise(path) else imageio.image_size(path, max_size)
+
+
+def read_inputs(job, plan, *paths, rng=None):
+    """Decode the images the plan was made for, and check what Caffe will get of them;
+    ``noise:WxH`` inputs are drawn from ``rng``, in order (:mod:`deepdream_caffe.noise`)."""
     log = log_to_stderr if job.verbose else None
-    images = [load_image(p, log=log, max_size=job.max_size, note=log_to_stderr) for p in paths]
+    images = [
+        noise.image(p, rng)
+        if noise.is_noise(p)
+        else load_image(p, log=log, max_size=job.max_size, note=log_to_stderr)
+        for p in paths
+    ]
     for img, p in zip(images, paths, strict=True):
         check_input(plan, img, str(p))
     return images
@@ -271,8 +285,9 @@ def open_net(send, plan: Plan):
     return net
 
 
-def dream_in_caffe(send, plan: Plan, seed: int, img, guide, save_steps: bool):
-    """dream and guide: the result of the notebook's deepdream, steps reported as they go."""
+def dream_in_caffe(send, plan: Plan, rng, img, guide, save_steps: bool):
+    """dream and guide: the result of the notebook's deepdream, steps reported as they go;
+    ``rng``: ``RandomState(seed)``, after any noise input was drawn from it."""
     net = open_net(send, plan)
     params = plan.params
     objective = dream.objective_L2
@@ -287,14 +302,14 @@ def dream_in_caffe(send, plan: Plan, seed: int, img, guide, save_steps: bool):
             net,
             img,
             callback=step,
-            rng=np.random.RandomState(seed),
+            rng=rng,
             objective=guards.guarded(net, objective, plan.pooled, params.end),
             **params.as_kwargs(),
         )
 
 
-def zoom_in_caffe(send, plan: Plan, seed: int, frame, frames: int, scale: float):
-    """zoom: every frame sent as it is made."""
+def zoom_in_caffe(send, plan: Plan, rng, frame, frames: int, scale: float):
+    """zoom: every frame sent as it is made; ``rng`` as for :func:`dream_in_caffe`."""
     net = open_net(send, plan)
     with quiet_overflow():
         for i, img in dream.zoom_frames(
@@ -302,7 +317,7 @@ def zoom_in_caffe(send, plan: Plan, seed: int, frame, frames: int, scale: float)
             frame,
             frames,
             scale,
-            rng=np.random.RandomState(seed),
+            rng=rng,
             objective=guards.guarded(net, dream.objective_L2, plan.pooled, plan.end),
             **plan.params.as_kwargs(),
         ):
@@ -332,8 +347,9 @@ def run_dream(job: Job, say=None):
     paths = [job.input, *([job.guide] if job.guide else [])]
     plan = plan_images(job, end, [job.params.octave_n, 1], *paths, say=say)
     try:
-        img, *guide = read_inputs(job, plan, *paths)
         run = start(job, plan, say)
+        rng = np.random.RandomState(run.seed)  # noise inputs first, then the jitter
+        img, *guide = read_inputs(job, plan, *paths, rng=rng)
         if job.save_steps:
             job.save_steps.mkdir(parents=True, exist_ok=True)
         progress = Progress(plan.params.octave_n * plan.params.iter_n, job.save_steps)
@@ -350,7 +366,7 @@ def run_dream(job: Job, say=None):
             result = worker.run(
                 dream_in_caffe,
                 plan,
-                run.seed,
+                rng,
                 img,
                 guide[0] if guide else None,
                 job.save_steps is not None,
@@ -364,7 +380,7 @@ def run_dream(job: Job, say=None):
         plan.close()
     finite(result)
     run = dataclasses.replace(run, net_setup=setup[0][0])
-    extra = {"guide": sidecar.file_record(job.guide)} if guide else {}
+    extra = {"guide": sidecar.input_record(job.guide)} if guide else {}
     shown = result if plan.params.clip else dream.stretch(result)
     with all_or_nothing() as batch:
         written = {"image": batch(job.output)}  # temporary names until the block ends
@@ -394,9 +410,10 @@ def run_zoom(job: Job, say=None):
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
     plan = plan_images(job, end, [job.params.octave_n], job.input, say=say)
     try:
-        (frame,) = read_inputs(job, plan, job.input)
         run = start(job, plan, say)
-        done = zoom_frames_written(job, plan, run, frame, earlier)
+        rng = np.random.RandomState(run.seed)  # a noise input first, then the jitter
+        (frame,) = read_inputs(job, plan, job.input, rng=rng)
+        done = zoom_frames_written(job, plan, run, rng, frame, earlier)
     finally:
         plan.close()
     if job.video:
@@ -404,7 +421,7 @@ def run_zoom(job: Job, say=None):
     say(f"wrote {done} frames to {job.output}")
 
 
-def zoom_frames_written(job, plan, run, frame, earlier) -> int:
+def zoom_frames_written(job, plan, run, rng, frame, earlier) -> int:
     """Run the zoom's Caffe part; write each frame as it comes, and zoom.json for those
     written, whatever stops it. Returns the number of frames written."""
     from tqdm import tqdm
@@ -431,7 +448,7 @@ def zoom_frames_written(job, plan, run, frame, earlier) -> int:
         worker.run(
             zoom_in_caffe,
             plan,
-            run.seed,
+            rng,
             frame,
             job.frames,
             job.scale,
@@ -469,7 +486,7 @@ def check_frames_folder(folder: Path, input_path: Path, overwrite: bool) -> list
     ``overwrite``; return the files of the earlier run that ``overwrite`` replaces."""
     if folder.exists() and not folder.is_dir():
         raise DreamError(f"{folder} exists and is not a folder", "name a folder for frames")
-    if input_path.resolve().parent == folder.resolve():
+    if not noise.is_noise(input_path) and input_path.resolve().parent == folder.resolve():
         raise DreamError(
             f"the input {input_path} is inside the frames folder {folder}, where "
             "zoom writes NNNN.png",

@@ -221,6 +221,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command(
+        "draw",
+        help="draw what the net sees in an ImageNet class (auduno/deepdraw's notebook)",
+    )
+    p.add_argument(
+        "klass",
+        metavar="CLASS",
+        help="an ImageNet class: an index 0..999 (e.g. 954, banana), or a name of Caffe's "
+        "class list synset_words.txt (found in DEEPDREAM_CAFFE_MIRROR or the cache)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output image (.png lossless, .jpg); a .json sidecar goes beside it",
+    )
+    p.add_argument(
+        "--raw",
+        type=Path,
+        metavar="OUT.npy",
+        help="also save the float32 result before the uint8 cast",
+    )
+    p.add_argument(
+        "--schedule",
+        default="blog",
+        metavar="blog|coherent|FILE.json",
+        help="the octaves: deepdraw's cell 5 (blog), cell 7 (coherent), or a JSON list in "
+        "deepdraw's format",
+    )
+    p.add_argument(
+        "--start",
+        type=Path,
+        metavar="IMAGE|noise:WxH",
+        help="a square start image, at least 224x224 (default: deepdraw's, "
+        "normal(200, 8) noise drawn from the seed)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        choices=["bvlc_googlenet"],
+        default="bvlc_googlenet",
+        help="bvlc_googlenet with its auxiliary classifiers, as deepdraw's prototxt has it",
+    )
+    g.add_argument(
+        "--model-def",
+        type=Path,
+        metavar="PROTOTXT",
+        help="your own net definition (needs --weights)",
+    )
+    g.add_argument(
+        "--weights",
+        type=Path,
+        metavar="CAFFEMODEL",
+        help="weights for --model-def, or local weights for --model",
+    )
+    g.add_argument(
+        "--allow-python-layers",
+        action="store_true",
+        help="accept Python layers in the definition (refused by default)",
+    )
+    g.add_argument(
+        "--gpu", type=number(int, "gpu"), metavar="N", help="run on GPU N (default: CPU)"
+    )
+    g.add_argument(
+        "--seed",
+        type=number(int, "seed"),
+        help="seed, 0..2**32-1: deepdraw's start image and crops after np.random.seed(SEED) "
+        "(default: a random seed, printed and recorded)",
+    )
+    g.add_argument(
+        "--threads",
+        type=number(int, "threads"),
+        metavar="N",
+        help="OpenBLAS threads; the count changes the bits (default: OpenBLAS's own choice)",
+    )
+
+    p = command(
         "sweep",
         parents=[model],
         help="dream every combination of parameter lists, on a Dask cluster",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import noise
 from .assets import file_hash
 from .errors import DreamError
 from .job import Job, run_dream, run_zoom
@@ -91,7 +92,7 @@ def check_files(record: dict, job: Job) -> None:
     }
     for name, path in named.items():
         recorded = record.get(name)
-        if path is None or not isinstance(recorded, dict):
+        if path is None or noise.is_noise(path) or not isinstance(recorded, dict):
             continue
         if not path.is_file():
             raise DreamError(f"the {name} file {path} is gone", "restore it to reproduce the run")
@@ -176,6 +177,17 @@ def reproduce(sidecar: Path, say=print) -> Verdict:
     """Run the sidecar's job again in a temporary folder and compare."""
     record = read(sidecar)
     with tempfile.TemporaryDirectory(prefix="deepdream-reproduce-") as tmp:
+        if record["command"] == "draw":
+            from . import drawjob
+
+            job = drawjob.rebuild(record, Path(tmp))
+            drawjob.run_draw(job, say=lambda _: None)
+            new = json.loads(Path(tmp, "out.png.json").read_text())
+            detail = compare_outputs(record, new)
+            say(f"reproduced: {record.get('command_line') or 'draw'} (seed {job.seed})")
+            return Verdict(
+                identical=not detail, detail=detail, factors=tuple(differing_factors(record, new))
+            )
         job = rebuild(record, Path(tmp))
         check_files(record, job)
         if job.command == "zoom":

@@ -25,12 +25,13 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import noise
 from .assets import file_hash
 from .errors import DreamError
 from .params import DreamParams, check_problem
 
 RECORD_FORMAT = 2  # 2: the job's every field, command line, times, output hashes, provenance
-COMMANDS = ("dream", "guide", "zoom")
+COMMANDS = ("dream", "guide", "zoom", "draw")
 NOT_A_SIDECAR = "pass the OUT.png.json written beside a dream or guide, or a zoom's zoom.json"
 # Fields that say which dream a result is: a sidecar equal on all of them (and on the files'
 # hashes) describes the same dream.
@@ -54,7 +55,7 @@ def now_utc() -> str:
 
 def _plain(value):
     if isinstance(value, Path):
-        return str(Path(value).absolute())
+        return str(value) if noise.is_noise(value) else str(Path(value).absolute())
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -92,8 +93,13 @@ def shared_fields(job, run, outputs: dict) -> dict:
         "environment": environment(with_caffe=True),
     }
     if job.input is not None:
-        record["input"] = file_record(job.input)
+        record["input"] = input_record(job.input)
     return record
+
+
+def input_record(path) -> dict:
+    """An input image's file record, or what a ``noise:WxH`` input was."""
+    return noise.record(path) if noise.is_noise(path) else file_record(path)
 
 
 def run_record(job, run, timings, outputs: dict, **extra) -> dict:
@@ -149,6 +155,16 @@ def plain_text(value) -> bool:
 def plain_path(value) -> bool:
     """An absolute path of plain text that names no ``..``: where it was written."""
     return plain_text(value) and value.startswith("/") and ".." not in Path(value).parts
+
+
+def _is_noise_record(entry) -> bool:
+    """What :func:`input_record` writes for a ``noise:WxH`` input."""
+    return (
+        isinstance(entry, dict)
+        and set(entry) == {"noise", "recipe"}
+        and plain_text(entry["noise"])
+        and noise.is_noise(noise.PREFIX + entry["noise"])
+    )
 
 
 def _is_int(value) -> bool:
@@ -218,6 +234,31 @@ JOB_FIELDS = {
 }
 
 
+# A draw's job (:class:`deepdream_caffe.drawjob.DrawJob`) as its sidecar records it.
+DRAW_JOB_FIELDS = {
+    "command": "str",
+    "klass": "str",
+    "output": "Path | None",
+    "raw": "Path | None",
+    "start": "Path | None",
+    "schedule": "str",
+    "model": "str",
+    "model_def": "Path | None",
+    "weights": "Path | None",
+    "allow_python_layers": "bool",
+    "gpu": "int | None",
+    "threads": "int | None",
+    "seed": "int | None",
+    "verbose": "bool",
+    "command_line": "str | None",
+}
+
+
+def job_kinds(record: dict) -> dict:
+    """The job fields a sidecar of this command records, and their types."""
+    return DRAW_JOB_FIELDS if record.get("command") == "draw" else JOB_FIELDS
+
+
 def _job_field(name: str, kind: str, value):
     """One recorded job field, checked against its type and range."""
     what = f"job field {name}"
@@ -236,7 +277,9 @@ def _job_field(name: str, kind: str, value):
             return tuple(_number("mean", v, "float", "job field") for v in value)
         raise _bad(what, value)
     if kind.startswith("Path"):
-        if plain_path(value):
+        if plain_path(value) or (
+            name in ("input", "guide") and plain_text(value) and noise.is_noise(value)
+        ):
             return Path(value)
         raise _bad(what + " (an absolute path)", value)
     if kind.startswith("bool"):
@@ -321,7 +364,7 @@ def check(record: dict) -> None:
             raise _bad("output name", name)
         _hashed(entry, f"output {name}")
     for name in ("input", "guide", "weights", "definition"):
-        if name in record:
+        if name in record and not (name in ("input", "guide") and _is_noise_record(record[name])):
             _hashed(record[name], f"{name} record")
     zoom = record.get("zoom", {})
     if not isinstance(zoom, dict):
@@ -337,7 +380,7 @@ def check(record: dict) -> None:
             "which reproduce does not do on a file's say-so",
             "if you trust that code, run the original command again with --allow-python-layers",
         )
-    kinds = JOB_FIELDS
+    kinds = job_kinds(record)
     unknown = sorted(k for k in record["job"] if k not in kinds)
     if unknown:
         raise _bad(f"job field {_short(unknown[0])} (unknown)")
@@ -357,7 +400,8 @@ def job_values(record: dict) -> dict:
         "seed": record.get("seed"),
         "threads": record.get("environment", {}).get("blas_threads"),
     }
-    values = {k: _job_field(k, JOB_FIELDS[k], v) for k, v in recorded.items()}
+    kinds = job_kinds(record)
+    values = {k: _job_field(k, kinds[k], v) for k, v in recorded.items()}
     values.update(command_line=None, save_steps=None, video=None, verbose=False)
     values["allow_python_layers"] = False
     return values

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gallery, job, models, plan, sidecar
+from . import gallery, job, models, noise, plan, sidecar
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
@@ -244,7 +244,9 @@ def task_job(spec: Sweep, task: Task) -> dict:
         **files,
         **task.values,
         "command": "dream",
-        "input": Path(task.values["input"]).resolve(),
+        "input": task.values["input"]
+        if noise.is_noise(task.values["input"])
+        else Path(task.values["input"]).resolve(),
         "output": spec.outdir.resolve() / "images" / f"{task.name}.png",
     }
 

@@ -4,6 +4,7 @@ The notebook's files are never committed: tests read them through DEEPDREAM_CAFF
 which defaults here to ../shared/assets/deepdream-notebook beside the checkout.
 """
 
+import json
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,8 @@ def pytest_configure(config):
 
 
 DEFAULT_MIRROR = ROOT.parent / "shared" / "assets" / "deepdream-notebook"
+# auduno/deepdraw's notebook and prototxt, read where they lie, never committed
+DEEPDRAW = ROOT.parent / "shared" / "assets" / "deepdraw"
 # Test images are the notebook's sky, shrunk so that a full 4-octave dream takes about a second.
 TEST_SIZE = (128, 72)
 
@@ -161,3 +164,31 @@ def pytest_terminal_summary(terminalreporter, config):
     for nodeid, pin in config.stash.get(PINS, []):
         terminalreporter.write_sep("-", f"failing example of {nodeid}, to pin")
         terminalreporter.write_line(pin)
+
+
+def deepdraw_file(name):
+    """One of deepdraw's files from the shared assets; skipped (not failed) without them."""
+    path = DEEPDRAW / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not there (deepdraw's files are read from the shared assets)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def deepdraw_cells():
+    """The code cells of deepdraw.ipynb (nbformat 4), by cell index."""
+    nb = json.loads(deepdraw_file("deepdraw.ipynb").read_text())
+    return {i: "".join(c["source"]) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"}
+
+
+@pytest.fixture(scope="session")
+def draw_net(tmp_path_factory):
+    """deepdraw's net as the builder makes it (bvlc_googlenet with the auxiliary classifiers),
+    with seeded synthetic weights: (definition, weights)."""
+    from deepdream_caffe.googlenet import deepdraw_googlenet
+    from deepdream_caffe.lab.synthetic import write_synthetic_weights
+
+    d = tmp_path_factory.mktemp("draw")
+    definition = d / "deepdraw_googlenet.prototxt"
+    definition.write_text(str(deepdraw_googlenet()))
+    return definition, write_synthetic_weights(definition, d / "deepdraw_synthetic.caffemodel", 2)

@@ -1,6 +1,7 @@
 """The NetSpec builder against Caffe's shipped bvlc_googlenet deploy.prototxt."""
 
 import pytest
+from conftest import deepdraw_file
 
 from deepdream_caffe.build import caffe_source_dir
 from deepdream_caffe.definition import dream_layers, prune, read_definition
@@ -46,3 +47,15 @@ def test_dream_layers_mark_pre_relu_blobs():
     assert layers["inception_3b/5x5_reduce"].pre_relu
     assert not layers["inception_4c/output"].pre_relu
     assert "conv1/relu_7x7" not in layers and "data" not in layers
+
+
+def test_deepdraw_net_equals_deepdraws_prototxt_layer_by_layer():
+    """deepdraw's definition (read through the mirror, never committed) is the builder's."""
+    from deepdream_caffe.googlenet import deepdraw_googlenet
+
+    path = deepdraw_file("deploy_googlenet_updated.prototxt")
+    ours, theirs = deepdraw_googlenet(), read_definition(path)
+    assert [layer.name for layer in ours.layer] == [layer.name for layer in theirs.layer]
+    for a, b in zip(ours.layer, theirs.layer, strict=True):
+        assert a == b, f"layer {a.name} differs:\n{a}\nvs\n{b}"
+    assert ours == theirs

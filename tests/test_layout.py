@@ -44,6 +44,7 @@ TOP = {
     "deepdream_caffe.parser",
     "deepdream_caffe.flags",
     "deepdream_caffe.job",
+    "deepdream_caffe.drawjob",
     "deepdream_caffe.sweep",
     "deepdream_caffe.reproduce",
 }

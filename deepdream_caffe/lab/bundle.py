@@ -651,7 +651,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     process; this one writes the files."""
     import PIL.Image
 
-    from .. import assets, environment, sidecar, worker
+    from .. import assets, environment, noise, sidecar, worker
     from ..definition import prune
     from ..imageio import load_image
     from ..job import check_numbers, default_end, start
@@ -661,13 +661,22 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     end = default_end(job)
     path = job.input or assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])
     size = size or (None if job.input else (256, 144))
-    img = load_image(path, max_size=job.max_size)
-    if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
-        img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
-    plan = make_plan(job, end, [(*img.shape[:2], job.params.octave_n)], say=say)
+    if noise.is_noise(path):  # drawn once the seed is known; --size is its own
+        if size:
+            raise DreamError("--size does not apply to noise:WxH", "give the size in noise:WxH")
+        img, shape = None, noise.size(path)
+    else:
+        img = load_image(path, max_size=job.max_size)
+        if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
+            img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
+        shape = img.shape[:2]
+    plan = make_plan(job, end, [(*shape, job.params.octave_n)], say=say)
     try:
-        check_input(plan, img, str(path))
         run = start(job, plan, say)
+        if img is None:
+            # the bundle's input: its jitter starts from RandomState(seed), as every bundle's
+            img = np.float32(noise.image(path, np.random.RandomState(run.seed)))
+        check_input(plan, img, str(path))
         model = prune(plan.model(), end)
         setup = []
         arrays, weights = worker.run(
@@ -678,7 +687,10 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     source = {
         name: {**sidecar.file_record(p), "path": str(Path(p).resolve())}
         for name, p in [("input", path), ("definition", plan.definition_path)]
+        if not noise.is_noise(p)
     }
+    if noise.is_noise(path):
+        source["input"] = noise.record(path)
     source["weights"] = {**plan.weights.record(), "path": str(plan.weights.path.resolve())}
     del source["weights"]["provenance"]
     provenance = {
