@@ -49,6 +49,8 @@ RANGES = {
     "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
     "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
     "fps": (0, guards.FLT_MAX, False, True),  # frames per second of zoom --video
+    "tile": (64, COUNT_MAX, True, True),  # --tile: below 64 pixels tiles are mostly border
+    "blend": (0, 1, True, True),  # video --blend: the next raw frame's weight
 }
 
 
@@ -82,6 +84,7 @@ class Job:
     clip: bool = DEFAULTS.clip
     seed: int | None = None  # None: a random seed, printed and recorded
     max_size: int | None = None
+    tile: int | None = None  # --tile: the gradient in tiles of at most N x N (tile.py)
     # the outputs
     jpeg_quality: int = 95
     raw: Path | None = None
