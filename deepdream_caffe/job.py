@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, guards, imageio, models, report, video, worker
+from . import checks, dream, guards, imageio, models, report, tile, video, worker
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, ZOOM_FRAMES, ZOOM_SCALE
@@ -308,7 +308,15 @@ def dream_in_caffe(send, plan: Plan, seed: int, img, guide, save_steps: bool):
             rng=np.random.RandomState(seed),
             objective=guards.guarded(net, objective, plan.pooled, params.end),
             **params.as_kwargs(),
+            **tiles(plan, seed),
         )
+
+
+def tiles(plan: Plan, seed: int) -> dict:
+    """make_step's ``gradient`` for --tile (its grid from its own generator), else nothing."""
+    if not plan.tile:
+        return {}
+    return {"gradient": tile.tiled_gradient(plan.tile, tile.grid_rng(seed))}
 
 
 def zoom_in_caffe(send, plan: Plan, seed: int, frame, frames: int, scale: float):
@@ -323,6 +331,7 @@ def zoom_in_caffe(send, plan: Plan, seed: int, frame, frames: int, scale: float)
             rng=np.random.RandomState(seed),
             objective=guards.guarded(net, dream.objective_L2, plan.pooled, plan.end),
             **plan.params.as_kwargs(),
+            **tiles(plan, seed),
         ):
             send(("frame", i, finite(img, f"frame {i}")))
 

@@ -43,6 +43,39 @@ def smallest_piece(n: int, tile: int) -> int:
     return min(b - a for a, b in cuts(n, tile))
 
 
+def tile_sizes(sizes, tile: int) -> list:
+    """The (H, W) the net takes at each octave of ``sizes`` with tiles of at most ``tile``:
+    the octave itself where it fits in one tile, else its smallest and largest tiles."""
+    out = []
+    for h, w in sizes:
+        if h <= tile and w <= tile:
+            out.append((h, w))
+        else:
+            out.append((smallest_piece(h, tile), smallest_piece(w, tile)))
+            out.append((min(h, tile), min(w, tile)))
+    return out
+
+
+def estimate_bytes(model, sizes, tile: int, notebook_net: bool) -> int:
+    """Memory of a tiled dream: the net at its largest tile, numpy's copies of the whole
+    image (checks.estimate_bytes counts about 12 of the largest size)."""
+    from . import checks
+
+    h, w = sizes[-1]
+    th, tw = min(h, tile), min(w, tile)
+    return checks.estimate_bytes(model, [*sizes[:-1], (th, tw)], notebook_net) + 4 * 12 * 3 * (
+        h * w - th * tw
+    )
+
+
+def tile_that_fits(model, sizes, notebook_net: bool, free: int) -> int | None:
+    """The largest --tile, a multiple of 64 from 1024 down, whose dream fits in ``free``."""
+    for t in range(1024, 63, -64):
+        if estimate_bytes(model, sizes, t, notebook_net) <= free:
+            return t
+    return None
+
+
 def tiled_gradient(tile: int, rng: np.random.Generator):
     """``gradient(net, end, objective)`` for :func:`dream.make_step`: the data gradient of
     the image in the net's data blob, computed in tiles of at most ``tile`` x ``tile``."""
