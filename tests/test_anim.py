@@ -163,7 +163,7 @@ def test_a_loop_started_midway_continues_bit_for_bit(load, sky, flow):
             if flow
             else anim.blend_frames(frames.__getitem__, 3, dream_frame, 0.5, layers, first, previous)
         )
-        for v, saved, hallu in loop:
+        for _v, saved, hallu in loop:
             out.append((saved, hallu if flow else saved, rng.get_state()))
         return out
 
