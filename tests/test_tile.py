@@ -93,3 +93,24 @@ def test_memory_follows_the_tile_not_the_image(nets, tmp_path, sky):
     untiled = child_peak("dream", *args, "-o", tmp_path / "a.png")
     tiled = child_peak("dream", *args, "-o", tmp_path / "b.png", "--tile", "256")
     assert tiled <= untiled / 2, (tiled / 2**20, untiled / 2**20)
+
+
+@pytest.mark.caffe
+def test_a_memory_refusal_names_a_tile_that_fits(nets, tmp_path, sky, monkeypatch, capsys):
+    import PIL.Image
+
+    from deepdream_caffe import cli
+
+    definition, weights = nets["bvlc_googlenet"]
+    PIL.Image.fromarray(np.uint8(sky)).resize((1024, 576)).save(tmp_path / "big.png")
+    monkeypatch.setattr("deepdream_caffe.checks.available_bytes", lambda: 600 * 2**20)
+    args = ["dream", str(tmp_path / "big.png"), "-o", str(tmp_path / "o.png")]
+    args += ["--model-def", str(definition), "--weights", str(weights)]
+    args += ["--iter-n", "1", "--octave-n", "1", "--seed", "0"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--tile " in err, err
+    assert not (tmp_path / "o.png").exists()
+    size = int(err.split("--tile ")[1].split()[0])
+    assert cli.main([*args, "--tile", str(size)]) == 0
+    assert (tmp_path / "o.png").exists()
