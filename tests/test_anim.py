@@ -74,6 +74,8 @@ def run_dreamer(tmp_path, nets, frames, layers, **kw):
         d.mkdir(parents=True)
     for i, f in enumerate(frames):
         f.save(inputs / f"image-{i + 1:06d}.png")
+    if kw.get("guide") is not None:
+        kw["guide"].save(inputs / "guide.jpg")  # not a .png: dreamer.py takes it for no frame
     ns = dreamer()
     here = os.getcwd()
     os.chdir(cwd)  # main reads ../../caffe/models and writes tmp.prototxt here
@@ -91,8 +93,8 @@ def run_dreamer(tmp_path, nets, frames, layers, **kw):
             None,
             kw.get("blend"),
             layers,
-            None,
-            0,
+            "guide.jpg" if kw.get("guide") is not None else None,
+            0,  # gpu: CPU
             kw.get("flow"),
         )
     finally:
@@ -100,12 +102,16 @@ def run_dreamer(tmp_path, nets, frames, layers, **kw):
     return {p.name: np.asarray(PIL.Image.open(p)) for p in sorted(outputs.glob("*.png"))}
 
 
-def ours(load, frames, layers, flow=False, blend=0.5, deepest=None):
-    net = load(end=deepest or layers[-1])
+def ours(load, frames, layers, flow=False, blend=0.5, deepest=None, guide=None, **kw):
+    net = load(end=deepest or layers[-1], **kw)
     rng = np.random.RandomState(SEED)
+    objective = dream.objective_L2
+    if guide is not None:
+        guide = np.float32(guide.resize((224, 224), PIL.Image.LANCZOS))
+        objective = dream.objective_guide(dream.guide_features(net, guide, layers[0]))
 
     def dream_frame(img, end):
-        return dream.deepdream(net, img, end=end, rng=rng, **FAST)
+        return dream.deepdream(net, img, end=end, rng=rng, objective=objective, **FAST)
 
     read = frames.__getitem__
     if flow:
@@ -171,3 +177,16 @@ def test_a_loop_started_midway_continues_bit_for_bit(load, sky, flow):
     rest = run(1, whole[0][1], whole[0][2])
     for (a, _, _), (b, _, _) in zip(whole[1:], rest, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_guided_blend_bit_identical_to_dreamer(tmp_path, nets, load, sky, flowers):
+    frames = clip_frames(sky, 3)
+    guide = PIL.Image.fromarray(np.uint8(flowers))
+    layers = ["inception_3b/output"]
+    expected = run_dreamer(tmp_path, nets, frames, layers, blend=0.5, guide=guide)
+    with PIL.Image.open(tmp_path / "in" / "guide.jpg") as im:  # as dreamer.py read it
+        guide = im.convert("RGB")
+        guide.load()
+    got = ours(load, frames[:2], layers, guide=guide)
+    for i, saved in enumerate(got):
+        np.testing.assert_array_equal(saved, expected[f"frame_{i + 1:06d}.png"])

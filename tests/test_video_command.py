@@ -146,8 +146,9 @@ def test_an_interrupted_run_resumes_to_the_same_bits(tmp_path, clip, nets, carry
         np.testing.assert_array_equal(a, b)
 
 
-def test_more_frames_later_continue_the_same_run(tmp_path, clip, nets):
-    args = [clip[0], *FAST, *model_flags(nets)]
+@pytest.mark.parametrize("extra", [[], ["--tile", "64", "--flow"]])
+def test_more_frames_later_continue_the_same_run(tmp_path, clip, nets, extra):
+    args = [clip[0], *FAST, *model_flags(nets), *extra]
     assert run("video", *args, "-o", tmp_path / "a.mp4", "--frames", "3").returncode == 0
     assert run("video", *args, "-o", tmp_path / "b.mp4", "--frames", "2").returncode == 0
     p = run("video", *args, "-o", tmp_path / "b.mp4", "--frames", "3")
@@ -191,3 +192,24 @@ def test_unreadable_input_gets_one_line_and_nothing_written(tmp_path, nets, name
     assert p.returncode == 1 and len(lines) == 1, p.stderr
     assert lines[0].startswith("deepdream-caffe: error: ") and words in lines[0], lines[0]
     assert snapshot(tmp_path) == before and not (tmp_path / "o_frames").exists()
+
+
+def test_a_guided_tiled_video(tmp_path, clip, nets, flowers):
+    PIL.Image.fromarray(np.uint8(flowers)).save(tmp_path / "guide.png")
+    out = tmp_path / "g.mp4"
+    p = run(
+        "video",
+        clip[0],
+        "-o",
+        out,
+        *FAST,
+        *model_flags(nets),
+        "--guide",
+        tmp_path / "guide.png",
+        "--tile",
+        "64",
+        "--frames",
+        "2",
+    )
+    assert p.returncode == 0, p.stderr
+    assert len(decoded(out)[2]) == 2
