@@ -76,6 +76,9 @@ NUMBER_FLAGS = {  # flag: (subcommand, name in job.RANGES)
     "--gpu": ("dream", "gpu"),
     "--frames": ("zoom", "frames"),
     "--scale": ("zoom", "scale"),
+    "--tile": ("dream", "tile"),
+    "--blend": ("video", "blend"),
+    "--fps": ("video", "fps"),
 }
 typed = st.one_of(
     st.sampled_from(TYPED),
