@@ -114,3 +114,26 @@ def test_a_memory_refusal_names_a_tile_that_fits(nets, tmp_path, sky, monkeypatc
     size = int(err.split("--tile ")[1].split()[0])
     assert cli.main([*args, "--tile", str(size)]) == 0
     assert (tmp_path / "o.png").exists()
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("command", ["dream", "zoom"])
+def test_a_covering_tile_changes_no_output_bit(nets, tmp_path, sky, command):
+    """Through the command: --tile at the image's size writes the untiled dream's pixels."""
+    import PIL.Image
+
+    from deepdream_caffe import cli
+
+    definition, weights = nets["bvlc_googlenet"]
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    args = [command, str(tmp_path / "in.png"), "--model-def", str(definition)]
+    args += ["--weights", str(weights), "--iter-n", "1", "--octave-n", "2", "--seed", "2"]
+    args += ["--frames", "2"] if command == "zoom" else []
+    name = "0001.png" if command == "zoom" else ""
+    out = {}
+    for tiles in ([], ["--tile", "128"], ["--tile", "64"]):
+        target = tmp_path / f"out{len(out)}{'' if name else '.png'}"
+        assert cli.main([*args, "-o", str(target), *tiles]) == 0
+        out[tuple(tiles)] = np.asarray(PIL.Image.open(target / name if name else target))
+    np.testing.assert_array_equal(out[()], out[("--tile", "128")])  # 128x72 fits one tile
+    assert not np.array_equal(out[()], out[("--tile", "64")])
