@@ -62,6 +62,12 @@ def cmd_draw(args):
     run_draw(DrawJob.from_values(args))
 
 
+def cmd_video(args):
+    from .videojob import Carry, run_video
+
+    run_video(Job.from_values(args), Carry(args.blend, args.flow, args.layers), args.frames_dir)
+
+
 def cmd_sweep(args):
     from . import sweep
 
@@ -202,7 +208,10 @@ def main(argv=None) -> int:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-    if args.command in ("dream", "guide", "zoom", "draw", "export-golden", "reproduce", "info"):
+    if args.command in (
+        *("dream", "guide", "zoom", "draw", "video"),
+        *("export-golden", "reproduce", "info"),
+    ):
         environment.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
     return status or 0
 

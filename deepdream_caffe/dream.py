@@ -40,7 +40,7 @@ def objective_L2(dst):  # noqa: N802 (the notebook's name)
 
 
 def make_step(net, step_size=1.5, end='inception_4c/output',
-              jitter=32, clip=True, objective=objective_L2, rng=np.random):
+              jitter=32, clip=True, objective=objective_L2, rng=np.random, gradient=None):
     '''Basic gradient ascent step.'''
 
     src = net.blobs['data']  # input image is stored in Net's 'data' blob
@@ -49,10 +49,13 @@ def make_step(net, step_size=1.5, end='inception_4c/output',
     ox, oy = rng.randint(-jitter, jitter+1, 2)
     src.data[0] = np.roll(np.roll(src.data[0], ox, -1), oy, -2)  # apply jitter shift
 
-    net.forward(end=end)
-    objective(dst)  # specify the optimization objective
-    net.backward(start=end)
-    g = src.diff[0]
+    if gradient is None:
+        net.forward(end=end)
+        objective(dst)  # specify the optimization objective
+        net.backward(start=end)
+        g = src.diff[0]
+    else:  # --tile: the same gradient, tile by tile (deepdream_caffe/tile.py)
+        g = gradient(net, end, objective)
     g_mean = np.abs(g).mean()  # the notebook computes this inline, below
     check_step(g_mean, step_size, end)
     # apply normalized ascent step to the input image

@@ -216,6 +216,7 @@ def add_sweep_arguments(p):
     p.add_argument(
         "--max-size", type=number(int, "max_size"), metavar="PIXELS", help="as for dream"
     )
+    p.add_argument("--tile", type=number(int, "tile"), metavar="N", help="as for dream")
     p.add_argument(
         "--scheduler",
         metavar="tcp://HOST:8786",

@@ -23,7 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dream, environment, guards, imageio, models, noise, sidecar, video, worker
+from . import (
+    checks,
+    dream,
+    environment,
+    guards,
+    imageio,
+    models,
+    noise,
+    sidecar,
+    tile,
+    video,
+    worker,
+)
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, LIMITS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams, check_problem
@@ -58,6 +70,7 @@ class Job:
     params: DreamParams = JOB_PARAMS
     seed: int | None = None  # None: a random seed, printed and recorded
     max_size: int | None = None
+    tile: int | None = None  # --tile: the gradient in tiles of at most N x N (tile.py)
     # the outputs
     jpeg_quality: int = 95
     raw: Path | None = None
@@ -285,9 +298,10 @@ def open_net(send, plan: Plan):
     return net
 
 
-def dream_in_caffe(send, plan: Plan, rng, img, guide, save_steps: bool):
+def dream_in_caffe(send, plan: Plan, rng, tiling: dict, img, guide, save_steps: bool):
     """dream and guide: the result of the notebook's deepdream, steps reported as they go;
-    ``rng``: ``RandomState(seed)``, after any noise input was drawn from it."""
+    ``rng``: ``RandomState(seed)``, after any noise input was drawn from it; ``tiling``:
+    :func:`tiles`."""
     net = open_net(send, plan)
     params = plan.params
     objective = dream.objective_L2
@@ -305,11 +319,20 @@ def dream_in_caffe(send, plan: Plan, rng, img, guide, save_steps: bool):
             rng=rng,
             objective=guards.guarded(net, objective, plan.pooled, params.end),
             **params.as_kwargs(),
+            **tiling,
         )
 
 
-def zoom_in_caffe(send, plan: Plan, rng, frame, frames: int, scale: float):
-    """zoom: every frame sent as it is made; ``rng`` as for :func:`dream_in_caffe`."""
+def tiles(plan: Plan, seed: int) -> dict:
+    """make_step's ``gradient`` for --tile (its grid from its own generator), else nothing."""
+    if not plan.tile:
+        return {}
+    return {"gradient": tile.tiled_gradient(plan.tile, tile.grid_rng(seed))}
+
+
+def zoom_in_caffe(send, plan: Plan, rng, tiling: dict, frame, frames: int, scale: float):
+    """zoom: every frame sent as it is made; ``rng`` and ``tiling`` as for
+    :func:`dream_in_caffe`."""
     net = open_net(send, plan)
     with quiet_overflow():
         for i, img in dream.zoom_frames(
@@ -320,6 +343,7 @@ def zoom_in_caffe(send, plan: Plan, rng, frame, frames: int, scale: float):
             rng=rng,
             objective=guards.guarded(net, dream.objective_L2, plan.pooled, plan.end),
             **plan.params.as_kwargs(),
+            **tiling,
         ):
             send(("frame", i, finite(img, f"frame {i}")))
 
@@ -367,6 +391,7 @@ def run_dream(job: Job, say=None):
                 dream_in_caffe,
                 plan,
                 rng,
+                tiles(plan, run.seed),
                 img,
                 guide[0] if guide else None,
                 job.save_steps is not None,
@@ -449,6 +474,7 @@ def zoom_frames_written(job, plan, run, rng, frame, earlier) -> int:
             zoom_in_caffe,
             plan,
             rng,
+            tiles(plan, run.seed),
             frame,
             job.frames,
             job.scale,

@@ -55,6 +55,8 @@ LIMITS = {
     "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
     "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
     "fps": (0, FLT_MAX, False, True),  # frames per second of zoom --video
+    "tile": (64, COUNT_MAX, True, True),  # --tile: below 64 pixels tiles are mostly border
+    "blend": (0, 1, True, True),  # video --blend: the next raw frame's weight
     "tolerance": (0, FLT_MAX, True, True),  # a golden bundle's relative L2 tolerance
 }
 

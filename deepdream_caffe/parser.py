@@ -298,6 +298,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command(
+        "video",
+        parents=[common],
+        help="dream every frame of a video, carrying the dream along (DeepDreamAnim's dreamer.py)",
+    )
+    p.add_argument("input", type=Path, help="a video ffmpeg can read, or a folder of PNG frames")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.mp4", help="the video (H.264)"
+    )
+    p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
+    p.add_argument(
+        "--layers",
+        type=lambda t: tuple(x for x in t.split(",") if x),
+        default=(),
+        metavar="L1,L2",
+        help="end layers cycled frame by frame, as dreamer.py does (default: --end)",
+    )
+    p.add_argument(
+        "--blend",
+        type=number(float, "blend"),
+        default=0.5,
+        help="start each frame from PIL.Image.blend(previous dream, next frame, BLEND); "
+        "0: from the raw frame",
+    )
+    p.add_argument(
+        "--flow",
+        action="store_true",
+        help="carry the dream along Farneback optical flow instead of blending",
+    )
+    p.add_argument("--guide", type=Path, metavar="IMAGE", help="dream every frame guided by IMAGE")
+    p.add_argument(
+        "--frames",
+        type=number(int, "frames"),
+        default=None,
+        metavar="N",
+        help="only the first N frames (default: all)",
+    )
+    p.add_argument(
+        "--fps",
+        type=number(float, "fps"),
+        default=None,
+        help="frames per second of the video (default: the input's; 25 for a folder)",
+    )
+    p.add_argument(
+        "--frames-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder for the dreamt frames (NNNN.png) and the resume state; a re-run with "
+        "the same arguments continues there (default: OUT_frames beside OUT)",
+    )
+
+    for name in ("dream", "guide", "zoom", "video"):
+        sub.choices[name].add_argument(
+            "--tile",
+            type=number(int, "tile"),
+            metavar="N",
+            help="compute each step's gradient in tiles of at most NxN pixels, so that memory "
+            "follows the tile, not the image (a deviation: docs/deviations.md; default: "
+            "no tiles)",
+        )
+
+    p = command(
         "sweep",
         parents=[model],
         help="dream every combination of parameter lists, on a Dask cluster",

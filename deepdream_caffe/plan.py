@@ -67,6 +67,7 @@ class Plan:
     pooled: tuple  # the blobs max pooling reads: checked before every backward pass
     gpu: int | None = None
     threads: int | None = None
+    tile: int | None = None  # --tile: the gradient in tiles of at most N x N (tile.py)
 
     def close(self) -> None:
         """Let go of the weights' memory file (a sweep makes one plan per task)."""
@@ -122,6 +123,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
     for (h, w, octave_n), name in zip(sizes, names or [None] * len(sizes), strict=True):
         try:
             octaves.append(check_image(job, sized, end, h, w, octave_n))
+            check_tiles(job, sized, end, octaves[-1])
         except DreamError as e:
             if name is None:
                 raise
@@ -145,6 +147,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
         pooled=tuple(guards.max_pool_inputs(sized)),
         gpu=job.gpu,
         threads=job.threads,
+        tile=getattr(job, "tile", None),
     )
 
 
@@ -209,16 +212,40 @@ def check_octave_count(h, w, octave_n, octave_scale) -> None:
         )
 
 
+def check_tiles(job, model, end, sizes) -> None:
+    """Refuse a --tile whose tiles the net cannot take at some octave."""
+    t = getattr(job, "tile", None)
+    if not t:
+        return
+    from .tile import tile_sizes
+
+    for h, w in tile_sizes(sizes, t):
+        try:
+            checks.check_sizes(model, end, h, w, 1, job.octave_scale)
+        except DreamError as e:
+            raise DreamError(
+                f"--tile {t}: a tile of {w}x{h} does not go through --end {end} ({e.problem})",
+                "give a larger --tile, or leave it out",
+            ) from None
+
+
 def check_memory(model, sizes, job) -> int | None:
     """Refuse a dream that would not fit in memory, with the estimate and a size that fits;
     return the estimate. ``sizes``: the (H, W) of every octave of the largest image."""
+    from . import tile
+
     size = sizes[-1]
     free = checks.available_bytes()
+    t = getattr(job, "tile", None)
     try:
-        need = checks.estimate_bytes(model, sizes, job.notebook_net)
+        if t:
+            need = tile.estimate_bytes(model, sizes, t, job.notebook_net)
+        else:
+            need = checks.estimate_bytes(model, sizes, job.notebook_net)
         if free is None or need <= 0.9 * free:
             return need
         fit = checks.side_that_fits(model, size, job.notebook_net, 0.9 * free)
+        fit_tile = tile.tile_that_fits(model, sizes, job.notebook_net, 0.9 * free)
     except (checks.Unknown, checks.ShapeError):
         return None
     h, w = size
@@ -230,6 +257,12 @@ def check_memory(model, sizes, job) -> int | None:
         raise DreamError(
             what + ", and even a small image would not fit",
             "close other programs or use a machine with more memory",
+        )
+    if fit_tile is not None and fit_tile != t:
+        raise DreamError(
+            what + (f" with --tile {t}" if t else ""),
+            f"pass --tile {fit_tile} to compute the gradient in tiles of that size (memory "
+            f"follows the tile), or --max-size {fit} to scale the image down first",
         )
     raise DreamError(
         what, f"pass --max-size {fit} to scale the image down first, or use a smaller image"

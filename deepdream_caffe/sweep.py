@@ -96,6 +96,7 @@ SHARED = (
     "verbose",
     "clip",
     "max_size",
+    "tile",
 )
 
 
@@ -204,7 +205,8 @@ def task_name(values: dict, input_label: str, suffix: str = "") -> str:
 def name_suffix(base: dict) -> str:
     """Per-sweep settings that change the pixels but are not in the sidecar's params."""
     suffix = "" if base.get("clip", True) else "__noclip"
-    return suffix + (f"__max{base['max_size']}" if base.get("max_size") else "")
+    suffix += f"__max{base['max_size']}" if base.get("max_size") else ""
+    return suffix + (f"__tile{base['tile']}" if base.get("tile") else "")
 
 
 def make_tasks(spec: Sweep) -> list:

@@ -64,12 +64,19 @@ def check_video(fps: float) -> str:
 
 
 def encode(
-    frames_dir: Path, fmt: str, count: int, path: Path, fps: float, ffmpeg: str | None = None
+    frames_dir: Path,
+    fmt: str,
+    count: int,
+    path: Path,
+    fps: float,
+    ffmpeg: str | None = None,
+    audio: Path | None = None,
 ) -> None:
     """Encode frames ``0000.fmt`` .. ``count-1`` of ``frames_dir`` into ``path``, atomically.
 
     Only the first ``count`` frames are read, so stale frames of an earlier, longer run in the
     same folder never end up in the video. ``path`` appears complete or not at all.
+    ``audio``: a file whose first audio track goes along (AAC, cut to the frames).
     """
     if count < 1:
         raise DreamError(f"no frames to encode into {path}", "let zoom finish at least one frame")
@@ -85,6 +92,11 @@ def encode(
             f"{fps:g}",
             "-i",
             str(Path(frames_dir) / f"%04d.{fmt}"),
+            *(
+                ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", "aac", "-shortest"]
+                if audio is not None
+                else []
+            ),
             "-frames:v",
             str(count),
             "-vf",

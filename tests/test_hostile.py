@@ -77,6 +77,9 @@ NUMBER_FLAGS = {  # flag: (subcommand, name in params.LIMITS)
     "--gpu": ("dream", "gpu"),
     "--frames": ("zoom", "frames"),
     "--scale": ("zoom", "scale"),
+    "--tile": ("dream", "tile"),
+    "--blend": ("video", "blend"),
+    "--fps": ("video", "fps"),
 }
 typed = st.one_of(
     st.sampled_from(TYPED),

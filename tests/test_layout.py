@@ -47,6 +47,7 @@ TOP = {
     "deepdream_caffe.drawjob",
     "deepdream_caffe.sweep",
     "deepdream_caffe.reproduce",
+    "deepdream_caffe.videojob",  # the video command's job, as sweep's
 }
 CORE = {m for m in GRAPH if m not in TOP and not m.startswith("deepdream_caffe.lab")}
 
