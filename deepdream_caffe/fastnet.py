@@ -21,7 +21,8 @@ from ``data`` to the end, whatever their types:
 Each bottom diff on those paths is then computed by the same code from the same numbers as in
 the notebook's net. A rule is not a proof, so :func:`load_fast` also checks every net before
 use: one forward and backward pass at a small size in it and in the notebook's net (as far as
-the notebook's calls run it: every layer up to the end), compared bit for bit. If anything
+the notebook's calls run it: every layer up to the end; its parameters copied from the fast
+net, so the weights are read once), compared bit for bit. If anything
 differs, that notebook net is used and ``net.dream_setup`` says so (it goes into the sidecar).
 """
 
@@ -43,17 +44,22 @@ def load_fast(reach, pruned, end: str, make):
     ``reach`` is the notebook's net as far as its calls run it: force_backward, every layer up
     to ``end`` in the definition's order (the layers after ``end`` never run in the notebook,
     and building them could fail where they no longer fit). ``pruned`` is the same pruned to
-    ``end``; ``make(definition)`` loads a definition with the weights.
+    ``end``; ``make(definition)`` loads a definition with the weights, ``make(definition,
+    False)`` builds it without reading them. The notebook's net of the check gets its
+    parameters from the fast net, copied float for float (the same numbers Caffe read), so
+    the weights are read once.
     """
-    notebook = make(reach)
+    notebook = make(reach, False)
     fast_model = data_gradient_only(pruned, end, param_counts(notebook))
     if fast_model is None:
+        notebook = make(reach)
         notebook.dream_setup = (
             f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only rewrite "
             "needs a definition in the current (non-V1) format"
         )
         return notebook
     fast = make(fast_model)
+    copy_params(fast, notebook)
     declared = fast.blobs["data"].data.shape
     size = check_size(reach, declared[2:])
     where = f"a {size[1]}x{size[0]} check"
@@ -65,12 +71,20 @@ def load_fast(reach, pruned, end: str, make):
         )
         return fast
     del notebook, fast
-    notebook = make(reach)  # a fresh one: the check left its diffs behind
+    notebook = make(reach)  # a fresh one, with the weights: the check left its diffs behind
     notebook.dream_setup = (
         f"{NOTEBOOK_UP_TO} {end}: the data-gradient-only net differed "
         f"from it at {where}, so this one is used"
     )
     return notebook
+
+
+def copy_params(source, target) -> None:
+    """Every parameter blob of ``target`` that ``source`` has too (by layer name), copied."""
+    for name, blobs in target.params.items():
+        if name in source.params:
+            for mine, theirs in zip(blobs, source.params[name], strict=True):
+                mine.data[...] = theirs.data
 
 
 def data_gradient_only(pruned, end: str, counts: dict):

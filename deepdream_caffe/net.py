@@ -43,9 +43,11 @@ def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, se
     select_device(caffe, gpu)
     net_mean = mean_in_net_order(mean, channel_swap)
 
-    def make(definition):
+    def make(definition, with_weights=True):
         # The notebook wrote tmp.prototxt into the working folder; here no file at all.
         with definition_file(definition) as path:
+            if not with_weights:  # a net for fastnet's check, its parameters copied in
+                return caffe.Net(path, caffe.TEST)
             return caffe.Classifier(path, weights, mean=net_mean, channel_swap=tuple(channel_swap))
 
     if setup == WHOLE or end is None:
