@@ -14,7 +14,7 @@ def command_line(argv) -> str:
 
 def layer_table(model, size) -> list[str]:
     """``deepdream-caffe layers``: the dreamable layers with their blob shapes at ``size``."""
-    from .net import dream_layers
+    from .definition import dream_layers
 
     shapes = blob_shapes(model, size)
     lines = [
@@ -34,7 +34,7 @@ def blob_shapes(model, size) -> dict:
     its deepest layer that is not fully connected, from shapes.py: no Caffe net is built.
     A layer whose output would be empty at this size maps to None."""
     from .checks import smallest_side
-    from .net import prune
+    from .definition import prune
     from .shapes import ShapeError, infer_shapes
 
     last = _ends(model)
@@ -61,7 +61,7 @@ def blob_shapes(model, size) -> dict:
 
 def _ends(model):
     """Dreamable layers up to the last one that is not fully connected."""
-    from .net import dream_layers
+    from .definition import dream_layers
 
     return [
         info.name for info in dream_layers(model) if info.type not in ("InnerProduct", "Softmax")

@@ -189,12 +189,19 @@ def test_messages_arrive_in_order_and_the_result_comes_back():
 
 
 # --- resolve once: counted with strace --------------------------------------------------
-def test_a_default_dream_parses_once_and_reads_its_weights_once(scene):
+@pytest.mark.parametrize(
+    "net", [["--model", "bvlc_googlenet"], ["--model", "bvlc_googlenet", "--notebook-net"], []]
+)
+def test_a_default_dream_parses_once_and_reads_its_weights_once(scene, net):
     """One upgrade child, and the weights file opened at most twice (here once: Caffe reads
-    the same bytes from a memory file)."""
+    the same bytes from a memory file): with the published architecture (its definition from
+    Caffe's source, the weights given), with the notebook's net, and with --model-def."""
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed (tests/apt-packages.txt installs it)")
     tmp_path, out, command = scene
+    if net:  # the published definition instead of --model-def
+        at = command.index("--model-def")
+        command = command[:at] + command[at + 2 :] + net
     log = tmp_path.parent / "strace.log"
     weights = command[command.index("--weights") + 1]
     done = subprocess.run(

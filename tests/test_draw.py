@@ -46,7 +46,7 @@ def short(cell5):
 def deepdraw_namespace(cells, weights):
     """deepdraw's net built as its cell 1 builds it (its own prototxt, from the shared
     assets), and its definitions of cells 1 and 3, display stubbed out."""
-    from deepdream_caffe.net import import_caffe
+    from deepdream_caffe.definition import import_caffe
 
     caffe = import_caffe()
 
