@@ -1,9 +1,10 @@
 """The static gallery of a sweep: ``OUTDIR/index.html`` and its thumbnails in ``OUTDIR/thumbs``.
 
 One table per combination of the input and the parameters that are not on the grid's axes
-(layer x seed by default; a draw sweep's: class x seed); each cell is a thumbnail linking to the full image, with its
-parameters and a link to its sidecar, or the reason its task failed. Plain HTML and CSS, no
-script, relative links only, so the folder can be copied or served as it is.
+(layer x seed by default; a draw sweep's: class x seed); each cell is a thumbnail linking to
+the full image, with its parameters and a link to its sidecar, or the reason its task failed.
+Plain HTML and CSS, no script, relative links only, so the folder can be copied or served as
+it is.
 """
 
 from __future__ import annotations
