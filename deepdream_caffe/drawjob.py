@@ -254,8 +254,9 @@ def resolve_class(text: str, count: int = 1000) -> tuple[int, str | None]:
 
 
 # --- the plan ----------------------------------------------------------------------------
-def plan_draw(job: DrawJob, say=None) -> DrawPlan:
-    """Resolve and check ``job`` before a pixel is drawn or a net is built."""
+def plan_draw(job: DrawJob, say=None, also=()) -> DrawPlan:
+    """Resolve and check ``job`` before a pixel is drawn or a net is built. ``also``: more
+    classes as typed (a sweep's), checked as the job's, before the weights are fetched."""
     from .definition import check_buildable, check_end, read_definition
     from .plan import read_weights
     from .shapes import ShapeError, declared_input, infer_shapes
@@ -296,6 +297,8 @@ def plan_draw(job: DrawJob, say=None) -> DrawPlan:
         n = math.prod(shapes[o["layer"]][1:])
         count = n if count is None else min(count, n)
     focus, name = resolve_class(job.klass, count)
+    for other in also:
+        resolve_class(other, count)
     check_sides(job, octaves, side)
     if weights_path is None:
         weights_path = models.model_files(models.get_model(job.model))[1]

@@ -223,6 +223,7 @@ JOB_FIELDS = {
     "clip": "bool",
     "seed": "int | None",
     "max_size": "int | None",
+    "tile": "int | None",
     "jpeg_quality": "int",
     "raw": "Path | None",
     "save_steps": "Path | None",

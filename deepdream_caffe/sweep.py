@@ -236,14 +236,15 @@ def draw_tasks(spec: Sweep) -> tuple[list, dict]:
 
     Every class is resolved by draw's own resolution, with its messages, and the net and the
     schedule are checked once (:func:`~deepdream_caffe.drawjob.plan_draw`), before anything
-    is written. A task gets the class index, so a worker needs no class list.
+    is written (every class before the weights are fetched). A task gets the class index, so
+    a worker needs no class list.
     """
     from . import drawjob
 
     probe = drawjob.DrawJob.from_values(
         {**spec.base, "klass": spec.classes[0], "schedule": spec.schedule}
     )
-    checked = drawjob.plan_draw(probe)
+    checked = drawjob.plan_draw(probe, also=spec.classes[1:])
     try:
         indices: dict = {}  # index -> the class as typed
         for text in spec.classes:
@@ -269,10 +270,9 @@ def draw_tasks(spec: Sweep) -> tuple[list, dict]:
     start, label = drawjob.start_record(probe, checked), slug(Path(spec.schedule).stem)
     tasks, expected = [], {}
     for index, seed in itertools.product(indices, seeds):
-        t = Task(f"class{index}__seed{seed}__{label}", {"class": index, "seed": seed})
-        t.values["schedule"] = spec.schedule
-        tasks.append(t)
-        expected[t.name] = sidecar.draw_identity(
+        values = {"class": index, "seed": seed, "schedule": spec.schedule}
+        tasks.append(Task(f"class{index}__seed{seed}__{label}", values))
+        expected[tasks[-1].name] = sidecar.draw_identity(
             index,
             checked.octaves,
             seed,

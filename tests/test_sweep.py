@@ -445,13 +445,13 @@ def one_step(tmp_path_factory):
     return path
 
 
-def class_sweep_args(draw_net, one_step, out, classes=CLASSES):
+def class_sweep_args(draw_net, one_step, out, classes=CLASSES, seeds=DRAW_SEEDS):
     return [
         "sweep",
         "--classes",
         ",".join(map(str, classes)),
         "--seeds",
-        ",".join(map(str, DRAW_SEEDS)),
+        ",".join(map(str, seeds)),
         "-o",
         out,
         "--model-def",
@@ -496,6 +496,33 @@ def test_a_class_sweep_equals_single_draws_and_a_rerun_keeps_them(draw_net, one_
     assert all(r["status"] == "kept" for r in manifest(out).values())
     assert results(out) == before
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+
+
+@pytest.mark.slow  # runs a Dask cluster
+def test_ctrl_c_keeps_a_class_sweeps_finished_draws(draw_net, one_step, tmp_path):
+    out = tmp_path / "sweep"
+    args = class_sweep_args(draw_net, one_step, out, seeds=range(8))
+    cmd = [*CLI, *map(str, args), "--workers", "1"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=BLAS1, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "images").glob("[!.]*.json")) if (out / "images").is_dir() else True:
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    rows = manifest(out)
+    done = {n for n, r in rows.items() if r["status"] == "done"}
+    assert done and any(r["status"] == "interrupted" for r in rows.values())
+    assert {f"{n}.png" for n in done} == set(results(out))
+    assert [f for f in os.listdir(out / "images") if f.startswith(".")] == []
+    # what finished is kept by the next run (stopped again as soon as it has started)
+    spec = sweep.from_args(cli.build_parser().parse_args([*map(str, args)]))
+    tasks, expected = sweep.plan_tasks(spec)
+    kept = {
+        t.name for t in tasks if sweep.is_kept(out / "images" / f"{t.name}.png", expected[t.name])
+    }
+    assert kept == done
 
 
 def test_a_bad_class_is_one_line_and_writes_nothing(draw_net, one_step, tmp_path, monkeypatch):
