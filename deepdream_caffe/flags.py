@@ -249,6 +249,6 @@ def add_sweep_arguments(p):
         "--grid",
         type=comma_list(str),
         metavar="ROWS,COLUMNS",
-        help="the gallery's axes: two of input, end, seed, iter_n, ... jitter (default: "
-        "end,seed); with --classes, class,seed or seed,class (default: class,seed)",
+        help="the gallery's axes: two of input, end, seed, iter_n, ... jitter, or with "
+        "--classes class,seed or seed,class (default: end,seed, or class,seed)",
     )

@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "sweep",
         parents=[model],
-        help="dream every combination of parameter lists, on a Dask cluster",
+        help="dream every combination of parameter lists (or draw --classes x seeds), on a "
+        "Dask cluster",
     )
     add_sweep_arguments(p)
 
