@@ -1,5 +1,6 @@
 """``deepdream-caffe sweep`` on real Dask clusters: the grid, failures, resume, Ctrl-C, a killed
-worker, bit-identity with ``dream``, and the gallery in headless Chromium.
+worker, bit-identity with ``dream``, and the gallery in headless Chromium; and draw sweeps
+(``--classes``): bit-identity with ``draw``, resume, Ctrl-C, bad classes and refused flags.
 
 The clusters are real: an embedded LocalCluster of worker processes, and separate ``dask
 scheduler`` / ``dask worker`` processes on 127.0.0.1. Images are 128x72 and dreams short
