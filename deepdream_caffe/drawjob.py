@@ -100,6 +100,7 @@ class DrawPlan:
     weights: object  # plan.Weights: read once, in a memory file
     focus: int  # the class index
     class_name: str | None
+    count: int  # the classes of the net: the fewest scores of the schedule's layers
     octaves: tuple  # the schedule: dicts in deepdraw's format
     side: int  # the net's (square) input
     pooled: tuple  # the blobs max pooling reads: checked before every backward pass
@@ -253,8 +254,9 @@ def resolve_class(text: str, count: int = 1000) -> tuple[int, str | None]:
 
 
 # --- the plan ----------------------------------------------------------------------------
-def plan_draw(job: DrawJob, say=None) -> DrawPlan:
-    """Resolve and check ``job`` before a pixel is drawn or a net is built."""
+def plan_draw(job: DrawJob, say=None, also=()) -> DrawPlan:
+    """Resolve and check ``job`` before a pixel is drawn or a net is built. ``also``: more
+    classes as typed (a sweep's), checked as the job's, before the weights are fetched."""
     from .definition import check_buildable, check_end, read_definition
     from .plan import read_weights
     from .shapes import ShapeError, declared_input, infer_shapes
@@ -295,6 +297,8 @@ def plan_draw(job: DrawJob, say=None) -> DrawPlan:
         n = math.prod(shapes[o["layer"]][1:])
         count = n if count is None else min(count, n)
     focus, name = resolve_class(job.klass, count)
+    for other in also:
+        resolve_class(other, count)
     check_sides(job, octaves, side)
     if weights_path is None:
         weights_path = models.model_files(models.get_model(job.model))[1]
@@ -306,6 +310,7 @@ def plan_draw(job: DrawJob, say=None) -> DrawPlan:
         weights=weights,
         focus=focus,
         class_name=name,
+        count=count,
         octaves=octaves,
         side=side,
         pooled=tuple(guards.max_pool_inputs(model)),
@@ -441,13 +446,6 @@ def record(job, plan: DrawPlan, seed, started, clock, outputs) -> dict:
     schedule = {"name": job.schedule, "octaves": [dict(o) for o in plan.octaves]}
     if job.schedule not in draw.SCHEDULES:
         schedule.update(sidecar.file_record(job.schedule))
-    if job.start is None:
-        start = {
-            "deepdraw": "numpy.random.RandomState(seed).normal(200, 8, "
-            f"({plan.side}, {plan.side}, 3))"
-        }
-    else:
-        start = sidecar.input_record(Path(job.start))
     return {
         "record_format": sidecar.RECORD_FORMAT,
         "command": "draw",
@@ -460,7 +458,7 @@ def record(job, plan: DrawPlan, seed, started, clock, outputs) -> dict:
         "seed": seed,
         "rng": "numpy.random.RandomState(seed): the start image first, then "
         "normal(mid, 0.3 * slack, 1) for each crop offset, rows then columns, per step",
-        "start": start,
+        "start": start_record(job, plan),
         "model": plan.model_name,
         "mean_bgr": list(plan.mean),
         "channel_swap": list(plan.swap),
@@ -471,6 +469,16 @@ def record(job, plan: DrawPlan, seed, started, clock, outputs) -> dict:
         "definition": definition_record(job, plan),
         "environment": environment.environment(with_caffe=True),
     }
+
+
+def start_record(job, plan: DrawPlan) -> dict:
+    """What the draw started from: deepdraw's noise, ``noise:WxH``, or an image file."""
+    if job.start is None:
+        return {
+            "deepdraw": "numpy.random.RandomState(seed).normal(200, 8, "
+            f"({plan.side}, {plan.side}, 3))"
+        }
+    return sidecar.input_record(Path(job.start))
 
 
 def definition_record(job, plan: DrawPlan) -> dict:

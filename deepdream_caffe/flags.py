@@ -179,10 +179,15 @@ def comma_list(parse):
 
 
 def add_sweep_arguments(p):
-    """``sweep``'s own flags: a list for every dream parameter, and the cluster's."""
+    """``sweep``'s own flags: a list for every dream parameter (or ``--classes`` for a draw
+    sweep), and the cluster's. The dream lists default to None here: a class sweep refuses
+    them when given (:func:`deepdream_caffe.parser.check_sweep`); ``sweep.from_args`` fills in
+    the defaults of :data:`deepdream_caffe.params.DEFAULTS`."""
     from .params import DEFAULTS
 
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="input images")
+    p.add_argument(
+        "inputs", type=Path, nargs="*", metavar="INPUT", help="input images (none with --classes)"
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -190,6 +195,18 @@ def add_sweep_arguments(p):
         required=True,
         metavar="OUTDIR",
         help="folder for images/, manifest.json, manifest.csv and index.html",
+    )
+    p.add_argument(
+        "--classes",
+        type=comma_list(str),
+        metavar="C1,C2,...",
+        help="draw these ImageNet classes (indices or names, as for draw) instead of dreaming "
+        "INPUTs: a draw sweep, over classes x seeds (default: a dream sweep)",
+    )
+    p.add_argument(
+        "--schedule",
+        metavar="blog|coherent|FILE.json",
+        help="with --classes: the octaves, as for draw (default: blog)",
     )
     p.add_argument(
         "--ends",
@@ -208,9 +225,8 @@ def add_sweep_arguments(p):
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=comma_list(number(kind, name)),
-            default=[getattr(DEFAULTS, name)],
             metavar="V1,V2,...",
-            help="a list of values, as for dream",
+            help=f"a list of values, as for dream (default: {getattr(DEFAULTS, name)})",
         )
     p.add_argument("--no-clip", dest="clip", action="store_false", help="as for dream")
     p.add_argument(
@@ -232,7 +248,7 @@ def add_sweep_arguments(p):
     p.add_argument(
         "--grid",
         type=comma_list(str),
-        default=["end", "seed"],
         metavar="ROWS,COLUMNS",
-        help="the gallery's axes: two of input, end, seed, iter_n, ... jitter",
+        help="the gallery's axes: two of input, end, seed, iter_n, ... jitter, or with "
+        "--classes class,seed or seed,class (default: end,seed, or class,seed)",
     )

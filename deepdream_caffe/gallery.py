@@ -1,9 +1,10 @@
 """The static gallery of a sweep: ``OUTDIR/index.html`` and its thumbnails in ``OUTDIR/thumbs``.
 
 One table per combination of the input and the parameters that are not on the grid's axes
-(layer x seed by default); each cell is a thumbnail linking to the full image, with its
-parameters and a link to its sidecar, or the reason its task failed. Plain HTML and CSS, no
-script, relative links only, so the folder can be copied or served as it is.
+(layer x seed by default; a draw sweep's: class x seed); each cell is a thumbnail linking to
+the full image, with its parameters and a link to its sidecar, or the reason its task failed.
+Plain HTML and CSS, no script, relative links only, so the folder can be copied or served as
+it is.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ figcaption, .failed { font-size: 11px; font-family: monospace; max-width: 256px;
 """
 
 
-def write(outdir: Path, rows: list, grid=("end", "seed")) -> Path:
-    """Write thumbnails for the finished results and ``index.html``; return its path."""
+def write(outdir: Path, rows: list, grid=("end", "seed"), params=PARAMS) -> Path:
+    """Write thumbnails for the finished results and ``index.html``; return its path.
+    ``params``: the row fields that say what a result is (a dream's, or a draw's)."""
     (outdir / "thumbs").mkdir(exist_ok=True)
     for row in rows:
         if row["status"] in ("done", "kept"):
             thumbnail(outdir / row["image"], outdir / "thumbs" / f"{row['name']}.jpg")
     page = outdir / "index.html"
     with atomic_path(page) as tmp:
-        tmp.write_text(render(rows, grid), encoding="utf-8")
+        tmp.write_text(render(rows, grid, params), encoding="utf-8")
     return page
 
 
@@ -52,9 +54,9 @@ def thumbnail(image: Path, thumb: Path) -> None:
             im.save(tmp, format="JPEG", quality=85)
 
 
-def render(rows: list, grid) -> str:
+def render(rows: list, grid, params=PARAMS) -> str:
     row_axis, col_axis = grid
-    rest = [p for p in PARAMS if p not in grid]
+    rest = [p for p in params if p not in grid]
     sections: dict = {}
     for row in rows:
         sections.setdefault(tuple(row[p] for p in rest), []).append(row)
@@ -71,15 +73,16 @@ def render(rows: list, grid) -> str:
     ]
     for key, members in sections.items():
         title = ", ".join(
-            f"{p} {Path(v).name if p == 'input' else v}" for p, v in zip(rest, key, strict=True)
+            f"{p} {Path(v).name if p in ('input', 'schedule') else v}"
+            for p, v in zip(rest, key, strict=True)
         )
         parts.append(f"<h2>{esc(title)}</h2>")
-        parts.append(table(members, row_axis, col_axis))
+        parts.append(table(members, row_axis, col_axis, params))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def table(rows: list, row_axis: str, col_axis: str) -> str:
+def table(rows: list, row_axis: str, col_axis: str, params=PARAMS) -> str:
     row_values = list(dict.fromkeys(r[row_axis] for r in rows))
     col_values = list(dict.fromkeys(r[col_axis] for r in rows))
     cells = {(r[row_axis], r[col_axis]): r for r in rows}
@@ -88,16 +91,18 @@ def table(rows: list, row_axis: str, col_axis: str) -> str:
     out.append("</tr>")
     for rv in row_values:
         out.append(f"<tr><th>{esc(rv)}</th>")
-        out += [f"<td>{cell(cells.get((rv, cv)))}</td>" for cv in col_values]
+        out += [f"<td>{cell(cells.get((rv, cv)), params)}</td>" for cv in col_values]
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
 
 
-def cell(row) -> str:
+def cell(row, shown=PARAMS) -> str:
     if row is None:
         return ""
-    params = " ".join(f"{p}={row[p]}" for p in PARAMS if p != "input")
+    params = " ".join(
+        f"{p}={Path(row[p]).name if p == 'schedule' else row[p]}" for p in shown if p != "input"
+    )
     if row["status"] not in ("done", "kept"):
         return (
             f'<div class="failed">{esc(row["status"])}: {esc(row["reason"])}<br>{esc(params)}</div>'

@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "sweep",
         parents=[model],
-        help="dream every combination of parameter lists, on a Dask cluster",
+        help="dream every combination of parameter lists (or draw --classes x seeds), on a "
+        "Dask cluster",
     )
     add_sweep_arguments(p)
 
@@ -503,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_combinations(parser, args):
     """Flags that are valid alone but not together: usage errors."""
+    if args.command == "sweep":
+        check_sweep(parser, args)
     if getattr(args, "places_mean", False) and (
         args.model_def or args.model != "places205_googlenet"
     ):
@@ -511,3 +514,42 @@ def check_combinations(parser, args):
             f"{parser.prog} {args.command}: error: --places-mean needs --model "
             "places205_googlenet (for other nets give a mean with --mean B,G,R)\n",
         )
+
+
+# a dream sweep's flags, refused by a draw sweep (--classes): dest -> the flag
+DREAM_SWEEP_ONLY = {
+    "ends": "--ends",
+    **{name: "--" + name.replace("_", "-") for name, _, _ in DREAM_NUMBERS},
+    "max_size": "--max-size",
+    "tile": "--tile",
+    "mean": "--mean",
+    "places_mean": "--places-mean",
+    "channel_swap": "--channel-swap",
+    "notebook_net": "--notebook-net",
+}
+
+
+def check_sweep(parser, args):
+    """A sweep is a draw sweep with ``--classes`` (classes x seeds, no INPUT) and a dream
+    sweep without; the other kind's flags are usage errors, in one line."""
+
+    def usage(text):
+        parser.exit(2, f"{parser.prog} sweep: error: {text}\n")
+
+    if args.classes is None:
+        if not args.inputs:
+            usage("give INPUT images to dream, or --classes C1,C2,... to draw")
+        if args.schedule is not None:
+            usage("--schedule is for a draw sweep: give --classes too")
+        return
+    if args.inputs:
+        usage(f"INPUT ({args.inputs[0]}) is for a dream sweep; --classes draws from noise")
+    given = [
+        flag for dest, flag in DREAM_SWEEP_ONLY.items() if getattr(args, dest) not in (None, False)
+    ]
+    if not args.clip:
+        given.append("--no-clip")
+    if args.model != "bvlc_googlenet":
+        given.append(f"--model {args.model}")
+    if given:
+        usage(f"{given[0]} is for a dream sweep, not --classes (a draw takes --schedule)")

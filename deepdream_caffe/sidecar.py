@@ -7,7 +7,7 @@ job (the dream parameters flat, as the flags name them), the command line, the t
 sha256 of every file read and written, and the machine
 (:func:`deepdream_caffe.environment.environment`). ``reproduce`` rebuilds the job from it
 (:func:`read`, :func:`job_values`); ``sweep`` keeps an earlier result whose sidecar describes the
-same dream (:func:`identity`, :func:`same_dream`).
+same dream (:func:`identity`, :func:`draw_identity`, :func:`same_dream`).
 
 A sidecar read back is untrusted: every field is checked against its type and against the
 one table of limits (:data:`deepdream_caffe.params.LIMITS`) before anything is run, paths
@@ -36,6 +36,8 @@ NOT_A_SIDECAR = "pass the OUT.png.json written beside a dream or guide, or a zoo
 # Fields that say which dream a result is: a sidecar equal on all of them (and on the files'
 # hashes) describes the same dream.
 SAME_DREAM = ("params", "seed", "model", "mean_bgr", "channel_swap", "device")
+# The same for a draw, with its class index, its schedule's octaves and its start.
+SAME_DRAW = ("seed", "model", "mean_bgr", "channel_swap", "device", "start")
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -221,6 +223,7 @@ JOB_FIELDS = {
     "clip": "bool",
     "seed": "int | None",
     "max_size": "int | None",
+    "tile": "int | None",
     "jpeg_quality": "int",
     "raw": "Path | None",
     "save_steps": "Path | None",
@@ -422,21 +425,59 @@ def identity(params: DreamParams, seed, model, mean, swap, gpu, files: dict) -> 
     }
 
 
+def draw_identity(focus: int, octaves, seed, model, mean, swap, gpu, start, files: dict) -> dict:
+    """What a draw's sidecar must say for its image to be this draw: the class index, the
+    schedule's octaves, :data:`SAME_DRAW` (``start``: the record
+    :func:`deepdream_caffe.drawjob.start_record` writes) and the sha256 of ``files``
+    (definition, weights)."""
+    return {
+        "command": "draw",
+        "class": focus,
+        "octaves": [dict(o) for o in octaves],
+        "seed": seed,
+        "model": model,
+        "mean_bgr": list(mean),
+        "channel_swap": list(swap),
+        "device": device(gpu),
+        "start": start,
+        **files,
+    }
+
+
+def _drawn(record: dict) -> dict:
+    """A draw's sidecar seen as :func:`draw_identity` (an untrusted record: any shape)."""
+
+    def part(key, field):
+        entry = record.get(key)
+        return entry.get(field) if isinstance(entry, dict) else None
+
+    return {
+        "command": record.get("command"),
+        "class": part("class", "index"),
+        "octaves": part("schedule", "octaves"),
+        **{k: record.get(k) for k in SAME_DRAW},
+        **{k: part(k, "sha256") for k in ("definition", "weights")},
+    }
+
+
 def same_dream(image: Path, expected: dict) -> bool:
     """The sidecar beside ``image`` describes exactly the dream ``expected``
-    (:func:`identity`), and the image is the one it was written with. A sidecar that is not
-    valid describes no dream."""
+    (:func:`identity`, or a draw's :func:`draw_identity`), and the image is the one it was
+    written with. A sidecar that is not valid describes no dream."""
     try:
         if not image.is_file():
             return False
         record = read(image.with_name(image.name + ".json"))
     except (OSError, DreamError):
         return False
-    if any(record.get(k) != expected[k] for k in SAME_DREAM):
+    if expected.get("command") == "draw":
+        same = _drawn(record) == expected
+    else:
+        same = all(record.get(k) == expected[k] for k in SAME_DREAM) and all(
+            isinstance(record.get(k), dict) and record[k].get("sha256") == expected[k]
+            for k in ("input", "definition", "weights")
+        )
+    if not same:
         return False
-    for key in ("input", "definition", "weights"):
-        entry = record.get(key)
-        if not isinstance(entry, dict) or entry.get("sha256") != expected[key]:
-            return False
     written = record.get("outputs", {}).get("image")  # the image it was written with
     return isinstance(written, dict) and written.get("sha256") == file_hash(image, "sha256")

@@ -12,6 +12,11 @@ into ``OUTDIR/images`` themselves (a cluster's workers must see OUTDIR and the i
 same paths). A result whose sidecar already matches its task is kept, not recomputed; a task
 that fails is recorded with its reason and the others go on; Ctrl-C keeps what finished.
 ``OUTDIR`` then holds ``manifest.json``, ``manifest.csv`` and the gallery ``index.html``.
+
+With ``classes``, a sweep draws instead (a draw sweep): classes x seeds, each task
+:func:`~deepdream_caffe.drawjob.run_draw`, the code behind ``deepdream-caffe draw``, so each
+result equals ``draw --threads K`` with the same class, seed and schedule. The classes and the
+schedule are resolved and checked once, in the client, with draw's own checks and messages.
 """
 
 from __future__ import annotations
@@ -30,15 +35,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gallery, job, models, noise, plan, sidecar
+from . import draw, gallery, job, models, noise, plan, sidecar
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
-from .params import DreamParams
+from .params import DEFAULTS, DreamParams
 
 # The dream parameters a sweep can list, in the order of the grid (and of output names).
 SWEPT = ("end", "seed", "iter_n", "octave_n", "octave_scale", "step_size", "jitter")
 GRID_AXES = ("input",) + SWEPT
+DRAW_AXES = ("class", "seed")  # a draw sweep's grid; each task also names its schedule
+DRAW_PARAMS = ("schedule", *DRAW_AXES)  # what the gallery shows of a draw
 MAX_TASKS = 100_000
 CLASSIFIER_TYPES = {"InnerProduct", "Softmax", "INNER_PRODUCT", "SOFTMAX"}
 
@@ -55,6 +62,8 @@ class Sweep:
     workers: int | None = None  # embedded cluster only; None: cores // threads_per_worker
     threads_per_worker: int = 1  # BLAS threads of each worker process
     grid: tuple = ("end", "seed")  # gallery rows, columns
+    classes: list | None = None  # a draw sweep: the classes as typed; inputs and lists unused
+    schedule: str = "blog"  # a draw sweep's schedule: blog, coherent or a .json file
 
 
 @dataclass
@@ -98,17 +107,20 @@ SHARED = (
     "max_size",
     "tile",
 )
+# DrawJob fields a draw sweep shares between all its tasks.
+DRAW_SHARED = ("model", "model_def", "weights", "allow_python_layers", "gpu", "verbose")
 
 
 def from_args(args) -> Sweep:
     """The sweep the ``sweep`` subcommand's flags ask for, after the checks flags cannot make."""
     if args.output.exists() and not args.output.is_dir():
         raise DreamError(f"{args.output} exists and is not a folder", "name a folder for -o")
-    grid = tuple(args.grid)
-    if len(grid) != 2 or not set(grid) <= set(GRID_AXES):
+    axes = DRAW_AXES if args.classes else GRID_AXES
+    grid = tuple(args.grid or (DRAW_AXES if args.classes else SWEPT[:2]))  # rows, columns
+    if len(grid) != 2 or not set(grid) <= set(axes):
         raise DreamError(
             f"--grid {','.join(grid)} is not two different parameters",
-            f"choose two of {', '.join(GRID_AXES)}",
+            f"choose two of {', '.join(axes)}",
         )
     threads, cores = args.threads_per_worker, available_cores()
     if args.scheduler and (args.workers or threads != 1):
@@ -127,11 +139,13 @@ def from_args(args) -> Sweep:
     lists = {
         "end": args.ends,
         "seed": args.seeds,
-        **{k: getattr(args, k) for k in SWEPT if k not in ("end", "seed")},
+        **{k: getattr(args, k) or [getattr(DEFAULTS, k)] for k in SWEPT[2:]},
     }
-    base = {k: getattr(args, k, None) for k in SHARED}
+    base = {k: getattr(args, k, None) for k in (DRAW_SHARED if args.classes else SHARED)}
     base["threads"] = None if args.scheduler else threads  # set in each task: the sidecar says
     return Sweep(
+        classes=args.classes,
+        schedule=args.schedule or "blog",
         inputs=list(args.inputs),
         outdir=args.output,
         lists=lists,
@@ -209,6 +223,69 @@ def name_suffix(base: dict) -> str:
     return suffix + (f"__tile{base['tile']}" if base.get("tile") else "")
 
 
+def plan_tasks(spec: Sweep) -> tuple[list, dict]:
+    """The tasks, and what each one's sidecar must say for its result to be kept."""
+    if spec.classes:
+        return draw_tasks(spec)
+    tasks = make_tasks(spec)
+    return tasks, expectations(spec, tasks)
+
+
+def draw_tasks(spec: Sweep) -> tuple[list, dict]:
+    """A draw sweep's tasks (class x seed, in that order) and their sidecars' identities.
+
+    Every class is resolved by draw's own resolution, with its messages, and the net and the
+    schedule are checked once (:func:`~deepdream_caffe.drawjob.plan_draw`), before anything
+    is written (every class before the weights are fetched). A task gets the class index, so
+    a worker needs no class list.
+    """
+    from . import drawjob
+
+    probe = drawjob.DrawJob.from_values(
+        {**spec.base, "klass": spec.classes[0], "schedule": spec.schedule}
+    )
+    checked = drawjob.plan_draw(probe, also=spec.classes[1:])
+    try:
+        indices: dict = {}  # index -> the class as typed
+        for text in spec.classes:
+            index, _ = drawjob.resolve_class(text, checked.count)
+            if index in indices:
+                raise DreamError(
+                    f"--classes: {indices[index]} and {text} are both class {index}",
+                    "give each class once",
+                )
+            indices[index] = text
+        files = {
+            "definition": drawjob.definition_record(probe, checked)["sha256"],
+            "weights": checked.weights.sha256,
+        }
+    finally:
+        checked.close()
+    seeds = list(dict.fromkeys(spec.lists["seed"]))
+    if len(indices) * len(seeds) > MAX_TASKS:
+        raise DreamError(
+            f"the sweep has {len(indices) * len(seeds)} tasks, more than {MAX_TASKS}",
+            "split it into smaller sweeps",
+        )
+    start, label = drawjob.start_record(probe, checked), slug(Path(spec.schedule).stem)
+    tasks, expected = [], {}
+    for index, seed in itertools.product(indices, seeds):
+        values = {"class": index, "seed": seed, "schedule": spec.schedule}
+        tasks.append(Task(f"class{index}__seed{seed}__{label}", values))
+        expected[tasks[-1].name] = sidecar.draw_identity(
+            index,
+            checked.octaves,
+            seed,
+            checked.model_name,
+            checked.mean,
+            checked.swap,
+            checked.gpu,
+            start,
+            files,
+        )
+    return tasks, expected
+
+
 def make_tasks(spec: Sweep) -> list:
     return grid_tasks(spec.inputs, {**spec.lists, "end": resolve_ends(spec)}, spec.base)
 
@@ -241,6 +318,18 @@ def task_job(spec: Sweep, task: Task) -> dict:
     Paths are absolute: a worker may run in another folder, or on another machine.
     """
     files = {k: Path(spec.base[k]).resolve() for k in ("model_def", "weights") if spec.base.get(k)}
+    output = spec.outdir.resolve() / "images" / f"{task.name}.png"
+    if spec.classes:
+        schedule = spec.schedule
+        return {
+            **spec.base,
+            **files,
+            "command": "draw",
+            "klass": str(task.values["class"]),
+            "seed": task.values["seed"],
+            "schedule": schedule if schedule in draw.SCHEDULES else str(Path(schedule).resolve()),
+            "output": output,
+        }
     return {
         **spec.base,
         **files,
@@ -249,7 +338,7 @@ def task_job(spec: Sweep, task: Task) -> dict:
         "input": task.values["input"]
         if noise.is_noise(task.values["input"])
         else Path(task.values["input"]).resolve(),
-        "output": spec.outdir.resolve() / "images" / f"{task.name}.png",
+        "output": output,
     }
 
 
@@ -292,13 +381,19 @@ _CAFFE = threading.Lock()  # one dream at a time per process, however many threa
 
 
 def dream_task(values: dict) -> dict:
-    """Run one task's dream in this worker; a problem becomes a status, not an exception.
-    Its net is built in a child process of this worker (job.run_dream), as for every dream."""
+    """Run one task's dream (or draw) in this worker; a problem becomes a status, not an
+    exception. Its net is built in a child process of this worker (job.run_dream,
+    drawjob.run_draw), as for every dream."""
+    from . import drawjob
+
     t0, cpu0 = time.perf_counter(), cpu_seconds()
     with _CAFFE:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # no per-step bars from workers
-                job.run_dream(job.Job.from_values(values), say=lambda message: None)
+                if values["command"] == "draw":
+                    drawjob.run_draw(drawjob.DrawJob.from_values(values), say=lambda m: None)
+                else:
+                    job.run_dream(job.Job.from_values(values), say=lambda message: None)
         except DreamError as e:
             return {"status": "failed", "reason": one_line(str(e))}
         except Exception as e:  # recorded in the manifest; the sweep goes on
@@ -345,8 +440,7 @@ def run(spec: Sweep, say=print) -> list:
     Nothing is written before the cluster is reached; after that, Ctrl-C (KeyboardInterrupt,
     raised again at the end) keeps every finished result and records the rest.
     """
-    tasks = make_tasks(spec)
-    expected = expectations(spec, tasks)
+    tasks, expected = plan_tasks(spec)
     images = spec.outdir / "images"
     for t in tasks:
         if is_kept(images / f"{t.name}.png", expected[t.name]):
@@ -529,4 +623,4 @@ def write_outputs(spec: Sweep, tasks) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["name"])
         writer.writeheader()
         writer.writerows(rows)
-    gallery.write(spec.outdir, rows, spec.grid)
+    gallery.write(spec.outdir, rows, spec.grid, DRAW_PARAMS if spec.classes else gallery.PARAMS)

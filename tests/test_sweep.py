@@ -1,5 +1,6 @@
 """``deepdream-caffe sweep`` on real Dask clusters: the grid, failures, resume, Ctrl-C, a killed
-worker, bit-identity with ``dream``, and the gallery in headless Chromium.
+worker, bit-identity with ``dream``, and the gallery in headless Chromium; and draw sweeps
+(``--classes``): bit-identity with ``draw``, resume, Ctrl-C, bad classes and refused flags.
 
 The clusters are real: an embedded LocalCluster of worker processes, and separate ``dask
 scheduler`` / ``dask worker`` processes on 127.0.0.1. Images are 128x72 and dreams short
@@ -429,3 +430,133 @@ def test_names_are_stable_unique_and_safe(scales, ends):
     assert names == [t.name for t in sweep.grid_tasks(["a/x.png", "b/x.png"], lists, {})]
     assert len(set(names)) == len(names) == 2 * 2 * len(scales) * len(ends)
     assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", n) and not n.startswith(".") for n in names)
+
+
+# --- a draw sweep: --classes ----------------------------------------------------------------
+CLASSES, DRAW_SEEDS = [954, 13], [0, 1]
+
+
+@pytest.fixture(scope="module")
+def one_step(tmp_path_factory):
+    """A schedule of one octave of one step (deepdraw's first, on loss3): a draw takes seconds."""
+    from deepdream_caffe import draw
+
+    path = tmp_path_factory.mktemp("schedule") / "one.json"
+    path.write_text(json.dumps([dict(draw.BLOG[0], iter_n=1)]))
+    return path
+
+
+def class_sweep_args(draw_net, one_step, out, classes=CLASSES, seeds=DRAW_SEEDS):
+    return [
+        "sweep",
+        "--classes",
+        ",".join(map(str, classes)),
+        "--seeds",
+        ",".join(map(str, seeds)),
+        "-o",
+        out,
+        "--model-def",
+        draw_net[0],
+        "--weights",
+        draw_net[1],
+        "--schedule",
+        one_step,
+    ]
+
+
+@pytest.mark.slow  # runs a Dask cluster
+def test_a_class_sweep_equals_single_draws_and_a_rerun_keeps_them(draw_net, one_step, tmp_path):
+    out = tmp_path / "sweep"
+    p = deepdream_caffe(*class_sweep_args(draw_net, one_step, out), "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    rows = manifest(out)
+    assert list(rows) == [f"class{c}__seed{s}__one" for c in CLASSES for s in DRAW_SEEDS]
+    assert all(r["status"] == "done" for r in rows.values())
+    for c in CLASSES:
+        for s in DRAW_SEEDS:
+            single = tmp_path / f"{c}-{s}.png"
+            run_cli(
+                "draw", c, "-o", single, "--seed", s, "--schedule", one_step,
+                "--model-def", draw_net[0], "--weights", draw_net[1], "--threads", 1,
+                check=True,
+            )  # fmt: skip
+            swept = out / "images" / f"class{c}__seed{s}__one.png"
+            assert swept.read_bytes() == single.read_bytes()
+            side = json.loads(swept.with_name(swept.name + ".json").read_text())
+            assert side["class"]["index"] == c and side["seed"] == s
+            assert side["environment"]["blas_threads"] == 1
+    page = (out / "index.html").read_text()
+    assert page.count("<tr><th>954</th>") == 1 and page.count("<tr><th>13</th>") == 1
+    assert all((out / "thumbs" / f"{n}.jpg").is_file() for n in rows)
+
+    before = results(out)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    p = deepdream_caffe(*class_sweep_args(draw_net, one_step, out), "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    assert "4 tasks, 4 already done, 0 to run" in p.stderr
+    assert all(r["status"] == "kept" for r in manifest(out).values())
+    assert results(out) == before
+    assert mtimes == {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+
+
+@pytest.mark.slow  # runs a Dask cluster
+def test_ctrl_c_keeps_a_class_sweeps_finished_draws(draw_net, one_step, tmp_path):
+    out = tmp_path / "sweep"
+    args = class_sweep_args(draw_net, one_step, out, seeds=range(8))
+    cmd = [*CLI, *map(str, args), "--workers", "1"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=BLAS1, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "images").glob("[!.]*.json")) if (out / "images").is_dir() else True:
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    rows = manifest(out)
+    done = {n for n, r in rows.items() if r["status"] == "done"}
+    assert done and any(r["status"] == "interrupted" for r in rows.values())
+    assert {f"{n}.png" for n in done} == set(results(out))
+    assert [f for f in os.listdir(out / "images") if f.startswith(".")] == []
+    # what finished is kept by the next run (stopped again as soon as it has started)
+    spec = sweep.from_args(cli.build_parser().parse_args([*map(str, args)]))
+    tasks, expected = sweep.plan_tasks(spec)
+    kept = {
+        t.name for t in tasks if sweep.is_kept(out / "images" / f"{t.name}.png", expected[t.name])
+    }
+    assert kept == done
+
+
+def test_a_bad_class_is_one_line_and_writes_nothing(draw_net, one_step, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", str(tmp_path / "mirror"))  # no class list
+    monkeypatch.setenv("DEEPDREAM_CAFFE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sweep"
+    before = Snapshot(tmp_path, one_step.parent)
+    for classes, words in [
+        ([954, 1000], ["class 1000 is out of range"]),
+        ([954, "banana"], ["class name needs", "synset_words.txt"]),
+        ([954, "0954"], ["954 and 0954 are both class 954"]),
+    ]:
+        p = main_in_process(*class_sweep_args(draw_net, one_step, out, classes))
+        assert_refused(p, *words, before=before, codes=(1,))
+        assert not out.exists()
+
+
+def test_a_class_sweep_refuses_a_dream_sweeps_flags(draw_net, one_step, tmp_path, files):
+    out = tmp_path / "sweep"
+    before = Snapshot(tmp_path, one_step.parent)
+    for extra, word in [
+        (["--iter-n", "2"], "--iter-n is for a dream sweep"),
+        (["--ends", "inception_3a/output"], "--ends is for a dream sweep"),
+        (["--no-clip"], "--no-clip is for a dream sweep"),
+        (["--model", "places205_googlenet"], "--model places205_googlenet is for"),
+        ([files["sky"]], "is for a dream sweep"),
+    ]:
+        p = main_in_process(*class_sweep_args(draw_net, one_step, out), *extra)
+        assert_refused(p, word, before=before, codes=(2,))
+    p = main_in_process(*class_sweep_args(draw_net, one_step, out), "--grid", "end,seed")
+    assert_refused(p, "class, seed", before=before, codes=(1,))
+    p = main_in_process("sweep", "-o", out, "--seeds", "0")
+    assert_refused(p, "--classes", before=before, codes=(2,))
+    p = main_in_process(*sweep_args(files, out), "--schedule", "blog")
+    assert_refused(p, "--schedule is for a draw sweep", before=before, codes=(2,))
+    assert not out.exists()
