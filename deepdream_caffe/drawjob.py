@@ -382,9 +382,11 @@ def run_draw(job: DrawJob, say=None):
 
     say = say or log_to_stderr
     start_path = None if job.start is None or noise.is_noise(job.start) else job.start
-    check_output(job.output, start_path)
+    schedule = None if job.schedule in draw.SCHEDULES else Path(job.schedule)
+    given = [start_path, schedule, job.model_def, job.weights]  # no output may be one of them
+    check_output(job.output, *given)
     if job.raw is not None:
-        check_output(job.raw, start_path, suffixes=(".npy",))
+        check_output(job.raw, *given, suffixes=(".npy",))
     plan = plan_draw(job, say)
     try:
         seed = job.seed if job.seed is not None else secrets.randbelow(2**32)

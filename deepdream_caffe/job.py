@@ -154,7 +154,13 @@ def check_output(path: Path, *inputs: Path, suffixes=(".png", ".jpg", ".jpeg")) 
         for inp in inputs:
             if inp is not None and out.exists() and inp.exists() and out.samefile(inp):
                 what = "output" if out == path else "sidecar of the output"
-                raise DreamError(f"{what} {out} is the input", "choose another output name")
+                raise DreamError(f"{what} {out} is the input {inp}", "choose another output name")
+
+
+def given_files(job) -> list:
+    """Every file the job reads (image, guide, definition, weights): no output may be one."""
+    files = [job.input, job.guide, job.model_def, job.weights]
+    return [f for f in files if f is not None and not noise.is_noise(f)]
 
 
 def step_image(folder: Path, octave: int, i: int) -> Path:
@@ -363,9 +369,9 @@ def run_dream(job: Job, say=None):
     """dream and guide: one image in, one image out (plus sidecar and --raw)."""
     say = say or log_to_stderr
     end = default_end(job)
-    check_output(job.output, job.input, job.guide)
+    check_output(job.output, *given_files(job))
     if job.raw is not None:
-        check_output(job.raw, job.input, job.guide, suffixes=(".npy",))
+        check_output(job.raw, *given_files(job), suffixes=(".npy",))
     if job.save_steps is not None:
         check_save_steps(job)
     paths = [job.input, *([job.guide] if job.guide else [])]
@@ -430,7 +436,7 @@ def run_zoom(job: Job, say=None):
     if job.scale >= 1:
         raise DreamError(f"--scale {job.scale} must be below 1", "try the notebook's 0.05")
     if job.video:  # what can be checked about the video before dreaming
-        check_output(job.video, job.input, suffixes=video.SUFFIXES)
+        check_output(job.video, *given_files(job), suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
     earlier = check_frames_folder(job.output, job.input, job.overwrite)
     plan = plan_images(job, end, [job.params.octave_n], job.input, say=say)

@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", default=None, help=f"layer to amplify (default: {DEFAULTS.end})")
     p.add_argument(
         "--layers",
-        type=lambda t: tuple(x for x in t.split(",") if x),
+        type=layer_list,
         default=(),
         metavar="L1,L2",
         help="end layers cycled frame by frame, as dreamer.py does (default: --end)",
@@ -317,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--blend",
         type=number(float, "blend"),
-        default=0.5,
+        default=None,
         help="start each frame from PIL.Image.blend(previous dream, next frame, BLEND); "
-        "0: from the raw frame",
+        "0: from the raw frame (default: 0.5, unless --flow)",
     )
     p.add_argument(
         "--flow",
@@ -506,6 +506,8 @@ def check_combinations(parser, args):
     """Flags that are valid alone but not together: usage errors."""
     if args.command == "sweep":
         check_sweep(parser, args)
+    if args.command == "video":
+        check_video(parser, args)
     if getattr(args, "places_mean", False) and (
         args.model_def or args.model != "places205_googlenet"
     ):
@@ -514,6 +516,28 @@ def check_combinations(parser, args):
             f"{parser.prog} {args.command}: error: --places-mean needs --model "
             "places205_googlenet (for other nets give a mean with --mean B,G,R)\n",
         )
+
+
+def layer_list(text: str) -> tuple:
+    """``--layers L1,L2``: names, none of them empty."""
+    names = tuple(text.split(","))
+    if not all(n.strip() for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty layer name; give e.g. L1,L2")
+    return names
+
+
+def check_video(parser, args):
+    """--blend or --flow, and --layers or --end: one of each."""
+    if args.flow and args.blend is not None:
+        parser.exit(
+            2, f"{parser.prog} video: error: --blend and --flow are two carries; give one\n"
+        )
+    if args.layers and args.end is not None:
+        parser.exit(
+            2, f"{parser.prog} video: error: --layers cycles its own layers; leave out --end\n"
+        )
+    if args.blend is None:
+        args.blend = 0.5  # the default carry, dreamer.py's
 
 
 # a dream sweep's flags, refused by a draw sweep (--classes): dest -> the flag

@@ -221,7 +221,7 @@ def check_tiles(job, model, end, sizes) -> None:
 
     for h, w in tile_sizes(sizes, t):
         try:
-            checks.check_sizes(model, end, h, w, 1, job.octave_scale)
+            checks.check_sizes(model, end, h, w, 1, job.params.octave_scale)
         except DreamError as e:
             raise DreamError(
                 f"--tile {t}: a tile of {w}x{h} does not go through --end {end} ({e.problem})",

@@ -45,7 +45,7 @@ def file_record(path, name=None) -> dict:
     """Absolute path, size and sha256 of a file (``name``: the path to record instead)."""
     path = Path(path)
     return {
-        "path": str(Path(name or path).absolute()),
+        "path": os.path.abspath(name or path),
         "bytes": path.stat().st_size,
         "sha256": file_hash(path, "sha256"),
     }
@@ -56,8 +56,8 @@ def now_utc() -> str:
 
 
 def _plain(value):
-    if isinstance(value, Path):
-        return str(value) if noise.is_noise(value) else str(Path(value).absolute())
+    if isinstance(value, Path):  # absolute, and normalised: no ".." is recorded
+        return str(value) if noise.is_noise(value) else os.path.abspath(value)
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -281,7 +281,7 @@ def _job_field(name: str, kind: str, value):
         raise _bad(what, value)
     if kind.startswith("Path"):
         if plain_path(value) or (
-            name in ("input", "guide") and plain_text(value) and noise.is_noise(value)
+            name in ("input", "guide", "start") and plain_text(value) and noise.is_noise(value)
         ):
             return Path(value)
         raise _bad(what + " (an absolute path)", value)

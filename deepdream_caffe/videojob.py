@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,18 +185,24 @@ def video_in_caffe(send, plan, seed, spec):
 # --- the command: checks, the plan, the child, the frames and the video ---------------
 def run_video(job, carry: Carry, frames_dir: Path | None = None, say=None):
     """``video``: INPUT (a video or a folder of PNG frames) to ``job.output`` (.mp4)."""
-    from .job import check_output, default_end, log_to_stderr, start
+    from .job import check_output, default_end, given_files, log_to_stderr, start
 
     say = say or log_to_stderr
     layers = tuple(carry.layers) or (default_end(job),)
     carry = Carry(carry.blend, carry.flow, layers)
     if not 0 <= carry.blend <= 1:
         raise DreamError(f"--blend {carry.blend} is out of range", "give a value in 0..1")
-    check_output(job.output, job.input, suffixes=video.SUFFIXES)
+    check_output(job.output, *given_files(job), suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps or DEFAULT_FPS)
     frames_dir = frames_dir or job.output.with_name(job.output.stem + "_frames")
     if frames_dir.exists() and not frames_dir.is_dir():
         raise DreamError(f"--frames-dir {frames_dir} is not a folder", "name a folder for frames")
+    out = job.output.absolute()
+    if frames_dir.absolute() == out or out in frames_dir.absolute().parents:
+        raise DreamError(
+            f"--frames-dir {frames_dir} is the output video or inside it",
+            "choose another --frames-dir (default: OUT_frames beside OUT)",
+        )
     if job.input.is_dir() and job.input.resolve() == frames_dir.resolve():
         raise DreamError("the input folder is the frames folder", "choose another --frames-dir")
     with tempfile.TemporaryDirectory(prefix="deepdream-video-") as scratch:
@@ -308,6 +315,10 @@ def read_settings(frames_dir: Path, settings: dict) -> dict | None:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DreamError(f"cannot read {path} ({e})", "choose another --frames-dir") from e
+    if not isinstance(earlier, dict):
+        raise DreamError(
+            f"{path} is not the settings file of a video run", "choose another --frames-dir"
+        )
     mine = json.loads(json.dumps({k: v for k, v in settings.items() if k != "seed"}))
     theirs = {k: v for k, v in earlier.items() if k != "seed"}
     seed = settings["seed"]
@@ -322,20 +333,40 @@ def read_settings(frames_dir: Path, settings: dict) -> dict | None:
 
 
 def resume_point(frames_dir: Path, carry: Carry):
-    """(first frame to dream, previous frame's carry, random state, grid state)."""
+    """(first frame to dream, previous frame's carry, random state, grid state). The state
+    file is read back as untrusted input: every field checked, or one line."""
     state = frames_dir / STATE
     if not state.is_file():
         return 0, None, None, None
-    with np.load(state) as z:
-        k = int(z["frame"])
-        rng = ("MT19937", z["keys"], int(z["pos"]), int(z["has_gauss"]), float(z["cached"]))
-        grid = json.loads(str(z["grid"])) if str(z["grid"]) else None
-        hallu = z["hallu"] if carry.flow else None
-    for i in range(k + 1):
-        if not (frames_dir / f"{i:04d}.png").is_file():
-            return 0, None, None, None  # frames gone: start again
-    previous = hallu if carry.flow else np.asarray(PIL.Image.open(frames_dir / f"{k:04d}.png"))
-    return k + 1, previous, rng, grid
+    try:
+        with np.load(state, allow_pickle=False) as z:
+            k, keys = int(z["frame"]), np.asarray(z["keys"])
+            rng = ("MT19937", keys, int(z["pos"]), int(z["has_gauss"]), float(z["cached"]))
+            grid = json.loads(str(z["grid"])) if str(z["grid"]) else None
+            hallu = np.asarray(z["hallu"]) if carry.flow else None
+        for i in range(k + 1):
+            if not (frames_dir / f"{i:04d}.png").is_file():
+                return 0, None, None, None  # frames gone: start again
+        with PIL.Image.open(frames_dir / f"{k:04d}.png") as im:
+            frame = np.asarray(im)
+        good = (
+            k >= 0
+            and keys.shape == (624,)
+            and keys.dtype == np.uint32
+            and 0 <= rng[2] <= 624
+            and rng[3] in (0, 1)
+            and np.isfinite(rng[4])
+            and (hallu is None or (hallu.shape == frame.shape and np.isfinite(hallu).all()))
+        )
+        np.random.RandomState().set_state(rng)  # refuses what numpy would not take
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile):
+        good = False
+    if not good:
+        raise DreamError(
+            f"{state} is not a resume state this version wrote",
+            "delete it to dream the frames again, or choose another --frames-dir",
+        )
+    return k + 1, hallu if carry.flow else frame, rng, grid
 
 
 def write_state(frames_dir: Path, v, hallu, rng_state, grid_state) -> None:
