@@ -251,7 +251,12 @@ def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
                 "give a smaller image",
             )
     names = [str(p) for p, _ in pairs] if len(pairs) > 1 else None  # input or guide?
-    return make_plan(job, end, sizes, names, say)
+    try:
+        return make_plan(job, end, sizes, names, say)
+    except DreamError as e:  # --max-size leaves noise as it is: the fix is a smaller noise
+        if "--max-size" in e.fix and any(noise.is_noise(p) for p in paths):
+            raise DreamError(e.problem, "give a smaller noise:WIDTHxHEIGHT") from None
+        raise
 
 
 def input_size(path, max_size=None) -> tuple:

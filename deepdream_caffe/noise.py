@@ -23,7 +23,7 @@ from .errors import DreamError
 PREFIX = "noise:"
 RECIPE = "numpy.random.RandomState(seed).uniform(size=(H, W, 3)) + 100.0, drawn before the jitter"
 MAX_SIDE = 2**16  # pixels; the memory check refuses what does not fit long before
-SPEC = re.compile(r"noise:(\d{1,12})x(\d{1,12})")
+SPEC = re.compile(r"noise:([0-9]{1,12})x([0-9]{1,12})")  # ASCII digits only
 
 
 def is_noise(path) -> bool:

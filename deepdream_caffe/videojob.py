@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from . import anim, dream, guards, imageio, tile, video, worker
+from . import anim, dream, guards, imageio, noise, tile, video, worker
 from .errors import DreamError
 from .imageio import atomic_path, save_image, save_json
 
@@ -192,6 +192,11 @@ def run_video(job, carry: Carry, frames_dir: Path | None = None, say=None):
     carry = Carry(carry.blend, carry.flow, layers)
     if not 0 <= carry.blend <= 1:
         raise DreamError(f"--blend {carry.blend} is out of range", "give a value in 0..1")
+    if any(noise.is_noise(p) for p in (job.input, job.guide)):
+        raise DreamError(
+            "video dreams a clip or a folder of frames, guided by an image: not noise:WxH",
+            "give a video file or a folder of PNG frames (and a guide image)",
+        )
     check_output(job.output, *given_files(job), suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps or DEFAULT_FPS)
     frames_dir = frames_dir or job.output.with_name(job.output.stem + "_frames")

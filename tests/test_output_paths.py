@@ -8,6 +8,7 @@ process of its own.
 """
 
 import io
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -126,3 +127,22 @@ def test_step_images_of_an_earlier_run_are_not_replaced(tmp_path, png, nets):
     line = refused(*argv, words=["octave1_step01.png"], watch=[tmp_path], codes=(1,))
     assert "--save-steps" in line
     assert (steps / "octave1_step01.png").read_text() == "mine"
+
+
+@pytest.mark.parametrize("which", ["--model-def", "--weights"])
+def test_no_output_replaces_the_definition_or_the_weights(nets, tmp_path, png, which):
+    """The sidecar OUT.png.json, or --raw, named like a file the run reads: refused."""
+    definition, weights = nets["bvlc_googlenet"]
+    given = {"--model-def": definition, "--weights": weights}
+    taken = tmp_path / "o.png.json"
+    taken.write_bytes(Path(given[which]).read_bytes())
+    given[which] = taken
+    (tmp_path / "in.png").write_bytes(png)
+    model = ["--model-def", given["--model-def"], "--weights", given["--weights"]]
+    args = ["dream", tmp_path / "in.png", "-o", tmp_path / "o.png", *model, *FAST]
+    refused(*args, words=["is the input"], watch=[tmp_path])
+    raw = tmp_path / "w.npy"
+    raw.write_bytes(Path(given[which]).read_bytes())
+    model[model.index(which) + 1] = raw
+    args = ["dream", tmp_path / "in.png", "-o", tmp_path / "p.png", "--raw", raw, *model, *FAST]
+    refused(*args, words=["is the input"], watch=[tmp_path])

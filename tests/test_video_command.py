@@ -16,6 +16,7 @@ from test_video import decoded
 
 pytestmark = pytest.mark.caffe
 FAST = ["--iter-n", "1", "--octave-n", "2", "--seed", "4", "--end", "inception_3b/output"]
+CYCLING = FAST[:-2]  # --layers brings its own layers: no --end
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -114,7 +115,7 @@ def test_a_folder_gives_even_sizes_and_the_given_rate(tmp_path, clip, nets):
 def test_an_interrupted_run_resumes_to_the_same_bits(tmp_path, clip, nets, carry):
     args = [
         clip[0],
-        *FAST,
+        *CYCLING,
         *model_flags(nets),
         *carry,
         "--layers",
@@ -213,3 +214,46 @@ def test_a_guided_tiled_video(tmp_path, clip, nets, flowers):
     )
     assert p.returncode == 0, p.stderr
     assert len(decoded(out)[2]) == 2
+
+
+def test_the_frames_folders_own_files_are_read_as_untrusted_input(tmp_path, clip, nets):
+    """video.json and resume.npz are the command's own files, read back: a tampered one is
+    one line, and nothing in the folder changes."""
+    args = [clip[0], "-o", tmp_path / "a.mp4", *model_flags(nets), "--frames", "2", *FAST]
+    assert run("video", *args).returncode == 0
+    frames = tmp_path / "a_frames"
+    for name, content in [
+        ("resume.npz", b"not an archive"),
+        ("video.json", b"[1, 2]"),
+        ("video.json", b"null"),
+    ]:
+        kept = (frames / name).read_bytes()
+        (frames / name).write_bytes(content)
+        before = snapshot(tmp_path)
+        p = run("video", *args)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1, p.stderr
+        assert "Traceback" not in p.stderr and "a bug" not in lines[0], lines[0]
+        assert snapshot(tmp_path) == before
+        (frames / name).write_bytes(kept)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--flow", "--blend", "0.9"],
+        ["--layers", "inception_4c/output,,inception_3b/output"],
+        ["--layers", "inception_4c/output", "--end", "inception_3b/output"],
+    ],
+)
+def test_flags_that_contradict_are_usage_errors(tmp_path, clip, nets, flags):
+    p = run("video", clip[0], "-o", tmp_path / "o.mp4", *model_flags(nets), *flags)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o_frames").exists()
+
+
+def test_the_frames_folder_may_not_be_the_output(tmp_path, clip, nets):
+    out = tmp_path / "v.mp4"
+    p = run("video", clip[0], "-o", out, "--frames-dir", out, *model_flags(nets), *FAST)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not out.exists()
