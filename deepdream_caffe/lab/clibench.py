@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DreamError
 from .bench import bench_cache, bench_image, synthetic_net_files
 
 CASES = {
@@ -114,7 +115,11 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench-cli"))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    results = [run_case(n, c, args.output, args.repeats) for n, c in CASES.items()]
+    try:
+        results = [run_case(n, c, args.output, args.repeats) for n, c in CASES.items()]
+    except DreamError as e:  # the notebook's files or the synthetic weights: one line
+        print(f"clibench: error: {e}", file=sys.stderr)
+        return 1
     (args.output / "clibench.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "| case | size | octaves x steps | cli (s, median) | notebook (s, median) | ratio "
