@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ import numpy as np
 import PIL.Image
 
 from . import anim, dream, guards, imageio, noise, tile, video, worker
+from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path, save_image, save_json
 
@@ -276,7 +278,7 @@ def settings_of(job, carry, clip, size) -> dict:
     """What must match for a run to continue another's frames (--frames may grow)."""
     return {
         "input": str(job.input.resolve()),
-        "input_frames": [p.name for p in clip.frames][:1],
+        "input_sha256": input_digest(job.input),
         "size": list(size),
         "carry": asdict(carry) | {"layers": list(carry.layers)},
         "params": {
@@ -304,6 +306,17 @@ def settings_of(job, carry, clip, size) -> dict:
         },
         "seed": job.seed,
     }
+
+
+def input_digest(path: Path) -> str:
+    """The input's content: a video file's sha256, or one over every frame of a folder (its
+    name and bytes, in order), so that a run continues only on the frames it began with."""
+    if not path.is_dir():
+        return file_hash(path, "sha256")
+    h = hashlib.sha256()
+    for frame in frames_of_folder(path):
+        h.update(frame.name.encode() + b"\0" + bytes.fromhex(file_hash(frame, "sha256")))
+    return h.hexdigest()
 
 
 def read_settings(frames_dir: Path, settings: dict) -> dict | None:
@@ -352,8 +365,13 @@ def resume_point(frames_dir: Path, carry: Carry):
         for i in range(k + 1):
             if not (frames_dir / f"{i:04d}.png").is_file():
                 return 0, None, None, None  # frames gone: start again
-        with PIL.Image.open(frames_dir / f"{k:04d}.png") as im:
-            frame = np.asarray(im)
+        for i in range(k + 1):  # every kept frame whole, and of one size
+            with PIL.Image.open(frames_dir / f"{i:04d}.png") as im:
+                frame = np.asarray(im)
+            if i == 0:
+                size = frame.shape
+            elif frame.shape != size:
+                raise ValueError(f"{i:04d}.png has another size")
         good = (
             k >= 0
             and keys.shape == (624,)
@@ -368,8 +386,9 @@ def resume_point(frames_dir: Path, carry: Carry):
         good = False
     if not good:
         raise DreamError(
-            f"{state} is not a resume state this version wrote",
-            "delete it to dream the frames again, or choose another --frames-dir",
+            f"{frames_dir} holds a resume state or frames this run cannot continue from "
+            "(damaged, or not written by this version)",
+            f"delete {state} to dream every frame again, or choose another --frames-dir",
         )
     return k + 1, hallu if carry.flow else frame, rng, grid
 

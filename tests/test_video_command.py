@@ -257,3 +257,27 @@ def test_the_frames_folder_may_not_be_the_output(tmp_path, clip, nets):
     p = run("video", clip[0], "-o", out, "--frames-dir", out, *model_flags(nets), *FAST)
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not out.exists()
+
+
+def test_a_damaged_frame_or_changed_input_is_not_continued(tmp_path, clip, nets):
+    """Kept frames are checked whole before a run continues, and the run continues only on
+    the input frames it began with (every frame's content, not only the first's name)."""
+    args = [clip[0], "-o", tmp_path / "a.mp4", *model_flags(nets), "--frames", "3", *FAST]
+    assert run("video", *args).returncode == 0
+    frames = tmp_path / "a_frames"
+    kept = (frames / "0001.png").read_bytes()
+    (frames / "0001.png").write_bytes(b"junk")
+    before = snapshot(tmp_path)
+    p = run("video", *args)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "damaged" in lines[0], p.stderr
+    assert snapshot(tmp_path) == before
+    (frames / "0001.png").write_bytes(kept)
+    last = sorted(clip[0].iterdir())[-1]
+    with PIL.Image.open(last) as im:
+        size = im.size
+    PIL.Image.new("RGB", size).save(last)  # a later input frame changed
+    before = snapshot(tmp_path)
+    p = run("video", *args)
+    assert p.returncode == 1 and "other settings" in p.stderr, p.stderr
+    assert snapshot(tmp_path) == before
