@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import deepdraw_file, slow_examples
+from helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,14 +23,8 @@ GOOD = dict(SHORT[1])
 
 
 def run(*args, check=True):
-    p = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-    )
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
+    """The one CLI runner (tests/helpers.py), asserting success unless ``check`` is False."""
+    return run_cli(*args, check=check)
 
 
 @pytest.fixture

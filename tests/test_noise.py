@@ -1,12 +1,11 @@
 """``noise:WIDTHxHEIGHT`` as the input of every command that takes an image."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import slow_examples
+from helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,14 +18,8 @@ FAST = ["--iter-n", "2", "--octave-n", "2"]
 
 
 def run(*args, check=True):
-    p = subprocess.run(
-        [sys.executable, "-m", "deepdream_caffe.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-    )
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
+    """The one CLI runner (tests/helpers.py), asserting success unless ``check`` is False."""
+    return run_cli(*args, check=check)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import imageio_ffmpeg
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import run_cli
 from test_anim import clip_frames
 from test_video import decoded
 
@@ -25,8 +26,8 @@ def command(*args):
 
 
 def run(*args):
-    env = {**os.environ, "GLOG_minloglevel": "2"}
-    return subprocess.run(command(*args), capture_output=True, text=True, env=env)
+    """The one CLI runner (tests/helpers.py), Caffe's log quiet."""
+    return run_cli(*args, env={"GLOG_minloglevel": "2"})
 
 
 def snapshot(folder):
