@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CUDA ?= 0
 export CUDA
+# openmp: Caffe with the bit-neutral OpenMP layers of caffe/patches-openmp/; pristine: without
+CAFFE_PATCHES ?= openmp
+export CAFFE_PATCHES
 CAFFE_DIR = $(shell PYTHON=$(PY) scripts/build-caffe.sh --print-dir)
 OUT := out
 PYTEST_ARGS ?=
@@ -13,11 +16,11 @@ BENCH_ARGS ?=
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
 .PHONY: help setup dream goldens bundles verify-notebook bench test pytest fuzz test-packages caffe caffe-test \
-	pycaffe-test lint clean distclean docker docker-cuda docker-test
+	caffe-pristine pycaffe-test lint clean distclean docker docker-cuda docker-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  (CUDA=1 with setup/caffe builds the CUDA variant)"
+	@echo "  (CUDA=1 with setup/caffe builds the CUDA variant; CAFFE_PATCHES=pristine Caffe without its OpenMP patches)"
 
 setup:  ## apt deps, Caffe + pycaffe (cached), .venv/ with the project
 	scripts/setup.sh
@@ -37,7 +40,7 @@ bundles: setup  ## ready-made golden bundles of both models, three sizes (out/bu
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
 	$(VENV)/bin/deepdream-caffe verify-notebook -o $(OUT)/verify-notebook
 
-bench: setup  ## time the default dream (ours, notebook, PyTorch), BLAS kernels, sweeps, the CLI (out/bench*/)
+bench: setup caffe-pristine  ## time the default dream (ours, notebook, PyTorch), BLAS kernels, sweeps, the CLI (out/bench*/)
 	@# torch's CPU build only: pip finds it in PyTorch's CPU index when that is reachable, or in
 	@# pip's own configured indexes and --find-links; never the multi-GB CUDA build from PyPI
 	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || { \
@@ -52,8 +55,8 @@ bench: setup  ## time the default dream (ours, notebook, PyTorch), BLAS kernels,
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests
 
-pytest: setup test-packages  ## the project's pytest suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+pytest: setup test-packages caffe-pristine  ## the project's pytest suite
+	DEEPDREAM_CAFFE_VARIANTS=required $(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: setup  ## property tests with fresh randomness for FUZZ_MINUTES (10) minutes
 	@# make test runs them derandomized (tests/conftest.py); here each round draws new examples,
@@ -71,6 +74,9 @@ test-packages:  ## Debian packages only the tests use (tests/apt-packages.txt: c
 
 caffe:  ## build Caffe + pycaffe only (cached): apt deps and the .venv Python it is built for
 	scripts/setup.sh --caffe-only
+
+caffe-pristine: setup  ## also build Caffe without its OpenMP patches (cached), to compare bits
+	CAFFE_PATCHES=pristine PYTHON=$(PY) scripts/build-caffe.sh >/dev/null
 
 caffe-test: setup  ## build and run Caffe's own CPU gtest suite (GPU tests filtered out)
 	PYTHON=$(PY) scripts/build-caffe.sh --test-binary >/dev/null

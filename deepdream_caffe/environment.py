@@ -56,32 +56,43 @@ def _openblas(lib: ctypes.CDLL) -> dict | None:
     return None
 
 
-def _caffe_blas():
-    try:
-        return _openblas(ctypes.CDLL("libopenblas.so.0"))  # what libcaffe links
-    except OSError:
-        return None
-
-
-def _numpy_blas():
-    import numpy  # noqa: F401  (loads its BLAS)
-
+def _loaded_openblas(from_numpy: bool):
+    """The OpenBLAS loaded in this process: numpy's own, or the other one (libcaffe's)."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
         return None
     for line in maps:
         path = line.split()[-1]
-        if "numpy" in path and "openblas" in Path(path).name:
+        if "openblas" in Path(path).name and ("numpy" in path) == from_numpy:
             return _openblas(ctypes.CDLL(path))
     return None
+
+
+def _caffe_blas():
+    """The OpenBLAS libcaffe runs with, found among the loaded libraries, never by name: the
+    name libopenblas.so.0 may mean another build (Debian's alternatives), and loading that
+    one first would make libcaffe use it too."""
+    from .definition import import_caffe
+
+    try:
+        import_caffe()
+    except DreamError:
+        return None
+    return _loaded_openblas(from_numpy=False)
+
+
+def _numpy_blas():
+    import numpy  # noqa: F401  (loads its BLAS)
+
+    return _loaded_openblas(from_numpy=True)
 
 
 def blas_info() -> dict:
     """Caffe's OpenBLAS as loaded by libcaffe: its configuration, kernel and thread count."""
     info = _caffe_blas()
     if info is None:
-        return {"blas": "unknown (libopenblas.so.0 not loadable)"}
+        return {"blas": "unknown (libcaffe loads no OpenBLAS)"}
     info.pop("set_threads")
     return info
 
@@ -101,6 +112,12 @@ def numpy_blas_info() -> dict:
             }
         )
     return info
+
+
+def blas_threads() -> int | None:
+    """The thread count Caffe's OpenBLAS runs with now (None: no OpenBLAS)."""
+    info = _caffe_blas()
+    return info and info["blas_threads"]
 
 
 def set_blas_threads(n: int) -> None:
@@ -179,7 +196,7 @@ def gpu_info() -> str:
         variant = build_record().get("variant", "cpu")
     except DreamError:
         return "unknown"
-    return "CPU-only build" if variant == "cpu" else "CUDA build"
+    return "CUDA build" if variant.startswith("cuda") else "CPU-only build"
 
 
 def environment(with_caffe: bool = True) -> dict:

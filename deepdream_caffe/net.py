@@ -108,7 +108,7 @@ def select_device(caffe, gpu: int | None) -> None:
         return
     from .build import build_record
 
-    if build_record().get("variant") != "cuda":
+    if not build_record().get("variant", "cpu").startswith("cuda"):
         raise DreamError(
             "--gpu needs the CUDA build of Caffe; this one is CPU-only",
             "leave out --gpu, or build it with `make setup CUDA=1`",

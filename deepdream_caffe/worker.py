@@ -16,6 +16,12 @@ ends the command with one line and writes nothing of it:
 The child's stdout and stderr (Caffe's log) go to an anonymous memory file that the parent
 reads when the child has ended: shown with ``--verbose``, searched for Caffe's fatal line
 otherwise. The child inherits the parent's memory (fork), so nothing is loaded twice.
+
+In the child the work runs on a new thread, with the parent's BLAS thread count. Caffe's layers
+and its BLAS share GNU OpenMP's thread pool, which belongs to the thread that started it and
+does not survive a fork: the child's copy of a thread that ran Caffe before (a test process, a
+notebook) would wait forever on pool threads that were not copied. A new thread starts a pool
+of its own; OpenMP's thread count is per thread, so it is set again there.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 from multiprocessing import Pipe
 
@@ -131,7 +138,7 @@ def _child(work, args, writer, log) -> None:
         sys.stderr = open(2, "w", closefd=False)
         if faulthandler.is_enabled():  # its dump goes into the log too, not to the terminal
             faulthandler.enable(file=sys.stderr)
-        result = work(writer.send, *args)
+        result = _on_new_thread(work, writer.send, *args)
         writer.send(("done", result))
         code = 0
     except DreamError as e:
@@ -146,6 +153,30 @@ def _child(work, args, writer, log) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _on_new_thread(work, *args):
+    """``work(*args)`` on a new thread (the module docstring says why): its result, or its
+    exception raised here."""
+    from . import environment
+
+    threads = environment.blas_threads()
+    outcome = {}
+
+    def body():
+        try:
+            if threads:
+                environment.set_blas_threads(threads)
+            outcome["result"] = work(*args)
+        except BaseException as e:  # handed to the child's main thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=body, name="caffe")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _reap(pid: int, kill: bool) -> int:

@@ -15,12 +15,15 @@
 # Environment:
 #   PYTHON             interpreter pycaffe is built for (required: the venv's python)
 #   CUDA=1             build the CUDA variant (no cuDNN); CUDA_ARCH_BIN overrides the arch list
+#   CAFFE_PATCHES      openmp (default): the build fixes of caffe/patches/ and the OpenMP
+#                      layers of caffe/patches-openmp/ (bit-neutral: docs/performance.md);
+#                      pristine: the build fixes only. Both link the same BLAS.
 #   CAFFE_SRC_TARBALL  a local copy of Debian's orig tarball (checked by sha256)
 #   JOBS               parallel compile jobs (default: number of cores)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-readonly RECIPE_VERSION=1  # bump when a change here changes what gets built
+readonly RECIPE_VERSION=2  # bump when a change here changes what gets built
 readonly DEBIAN_VERSION=1.0.0+git20180821.99bd997-8
 readonly TARBALL_NAME=caffe_1.0.0+git20180821.99bd997.orig.tar.gz
 readonly TARBALL_SHA256=e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c
@@ -32,6 +35,11 @@ cache=${DEEPDREAM_CAFFE_CACHE:-$HOME/.cache/deepdream-caffe}
 : "${PYTHON:?set PYTHON to the interpreter pycaffe is built for (make setup does this)}"
 jobs=${JOBS:-$(nproc)}
 cuda=${CUDA:-0}
+caffe_patches=${CAFFE_PATCHES:-openmp}
+case $caffe_patches in
+  openmp|pristine) ;;
+  *) printf '[build-caffe] error: CAFFE_PATCHES=%s is not a variant: use openmp (the default) or pristine\n' "$caffe_patches" >&2; exit 1 ;;
+esac
 
 say() { printf '[build-caffe] %s\n' "$*" >&2; }
 die() { printf '[build-caffe] error: %s\n' "$*" >&2; exit 1; }
@@ -60,7 +68,20 @@ cmake_flags=(
   -DUSE_HDF5=ON            # OFF breaks the build: net.cpp calls H5Fis_hdf5 outside its guard
   -DBUILD_python=ON -Dpython_version=3 -DBUILD_docs=OFF -DBUILD_matlab=OFF
   -DPYTHON_INCLUDE_DIR="$py_include" -DPYTHON_LIBRARY="$py_library"
+  -DUSE_OPENMP=ON          # one OpenMP thread pool for the layers and the BLAS
 )
+# Debian's OpenMP build of OpenBLAS (the alternatives system may point libopenblas.so.0 at
+# another build), linked and found at run time by path. A conda environment (OpenBLAS_HOME)
+# brings its own.
+blas_dir=
+if [ -z "${OpenBLAS_HOME:-}" ]; then
+  multiarch=$(gcc -print-multiarch)
+  blas_dir=/usr/lib/$multiarch/openblas-openmp
+  [ -f "$blas_dir/libopenblas.so" ] ||
+    die "$blas_dir/libopenblas.so is missing: install libopenblas-openmp-dev (make setup installs caffe/apt-packages.txt)"
+  cmake_flags+=(-DOpenBLAS_LIB="$blas_dir/libopenblas.so"
+                -DOpenBLAS_INCLUDE_DIR="/usr/include/$multiarch/openblas-openmp")
+fi
 # The venv's path differs from clone to clone, so it stays out of the key (its Python and
 # numpy versions, which are what matter, are in it).
 python_flag=-DPYTHON_EXECUTABLE="$PYTHON"
@@ -74,6 +95,7 @@ if [ "$cuda" = 1 ]; then
   read -r -a extra_flags <<<"${CUDA_CMAKE_FLAGS:-}"  # split on spaces, as documented
   cmake_flags+=("${extra_flags[@]}")
   patch_dirs=("$here/caffe/patches" "$here/caffe/patches-cuda")
+  [ "$caffe_patches" = openmp ] && patch_dirs+=("$here/caffe/patches-openmp")
   cuda_home=${CUDA_HOME:-/usr/local/cuda}
   if ! compgen -G "$cuda_home/lib64/libcublas.so*" >/dev/null; then
     # A toolkit without cuBLAS/cuRAND (nvcc alone): PyPI's nvidia-cublas and nvidia-curand
@@ -86,6 +108,7 @@ if [ "$cuda" = 1 ]; then
 else
   cmake_flags+=(-DCPU_ONLY=ON)
   patch_dirs=("$here/caffe/patches")
+  [ "$caffe_patches" = openmp ] && patch_dirs+=("$here/caffe/patches-openmp")
 fi
 patches=()
 for d in "${patch_dirs[@]}"; do
@@ -95,6 +118,7 @@ done
 # Relative, so that the installed tree does not depend on where the cache is.
 # shellcheck disable=SC2016  # $ORIGIN is for the dynamic loader, not the shell
 rpath='$ORIGIN/../lib;$ORIGIN/../../lib'
+[ -n "$blas_dir" ] && rpath="$rpath;$blas_dir"
 
 # Everything that affects the build goes into the key.
 toolchain() {
@@ -113,6 +137,7 @@ key=$( {
   echo "recipe $RECIPE_VERSION"
 } | sha256sum | cut -c1-16)
 variant=cpu; [ "$cuda" = 1 ] && variant=cuda
+[ "$caffe_patches" = pristine ] && variant=$variant-pristine
 dest=$cache/caffe-$variant-$key
 
 if [ "$print_dir" = 1 ]; then echo "$dest"; exit 0; fi
@@ -235,7 +260,8 @@ info = {
     "patches": """$(for p in "${patches[@]}"; do echo "$(basename "$p") $(sha256sum "$p" | cut -c1-64)"; done)""".split("\n"),
     "cmake_flags": """$(printf '%s\n' "$recorded_python_flag" "${cmake_flags[@]}")""".split("\n"),
     "variant": "$variant",
-    "blas": "OpenBLAS ($(dpkg-query -W -f '${Version}' libopenblas-dev 2>/dev/null || echo unknown))",
+    "blas": "OpenBLAS ($(dpkg-query -W -f '${Version}' libopenblas-openmp-dev 2>/dev/null || echo unknown), OpenMP build${blas_dir:+: $blas_dir})",
+    "caffe_patches": "$caffe_patches",
     "compiler": "$(c++ --version | head -n1)",
     "python": "$py_version",
     "numpy_at_build": "$numpy_version",

@@ -220,3 +220,41 @@ def test_a_default_dream_parses_once_and_reads_its_weights_once(scene, net):
     assert len(upgrades) == 1, upgrades
     assert 1 <= len(opens) <= 2, opens
     assert (out / "dream.png").is_file()
+
+
+def test_a_process_that_ran_caffe_on_two_threads_can_still_dream(scene, nets):
+    """GNU OpenMP's thread pool does not survive a fork: the forked copy of a thread that ran
+    a parallel region waits forever in its next one. The child runs its work on a new thread
+    (worker.py), so a process that ran Caffe itself (a test, a notebook) still gets its dream,
+    with the same bits as a command that ran nothing before."""
+    tmp_path, out, command = scene
+    definition, weights = nets["bvlc_googlenet"]
+    fresh = subprocess.run(
+        [*command, "--threads", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    expected = np.load(out / "dream.npy")
+    for name in os.listdir(out):
+        os.remove(out / name)
+    args = [*command[command.index("dream") :], "--threads", "2"]
+    script = f"""
+import sys
+from deepdream_caffe import cli, environment
+from deepdream_caffe.models import IMAGENET_MEAN_BGR
+from deepdream_caffe.net import load_net
+environment.set_blas_threads(2)
+net = load_net({str(definition)!r}, {str(weights)!r}, "inception_4c/output", IMAGENET_MEAN_BGR)
+net.blobs["data"].reshape(1, 3, 64, 64)
+net.forward()  # OpenMP's pool now belongs to this thread
+net.backward()
+sys.exit(cli.main({args!r}))
+"""
+    p = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, worker.TIMEOUT_VARIABLE: "60"},
+    )
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(np.load(out / "dream.npy"), expected)

@@ -1,0 +1,38 @@
+"""Caffe's OpenMP layers (caffe/patches-openmp/) change no bit: the default build against the
+pristine one, every blob of bvlc_googlenet's whole net forward and backward, and a dream, at
+1 and 2 threads (deepdream_caffe/lab/variants.py). Caffe's own gtests run on the default build
+(`make caffe-test`)."""
+
+import os
+
+import pytest
+
+from deepdream_caffe.lab import variants
+
+
+@pytest.fixture(scope="module")
+def both_builds():
+    missing = [
+        v for v in variants.VARIANTS if not (variants.build_dir(v) / "build-info.json").is_file()
+    ]
+    if missing:
+        why = f"the {' and '.join(missing)} Caffe build is missing: `make caffe-pristine`"
+        if os.environ.get("DEEPDREAM_CAFFE_VARIANTS") == "required":  # make test
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.mark.parametrize("pass_size", [(224, 224), (283, 251)])
+def test_openmp_layers_give_the_pristine_bits(both_builds, pass_size):
+    rows = variants.compare(pass_size, (200, 113), 2, [1, 2])
+    for row in rows:
+        assert row["compared"] > 200  # every blob's data and diff, and the dream
+        assert row["differ"] == [], f"{row['threads']} threads"
+    for variant in variants.VARIANTS:  # each ran with the thread count asked for
+        assert [r["runs"][variant]["blas"]["blas_threads"] for r in rows] == [1, 2]
+
+
+def test_the_variants_are_builds_of_their_own():
+    dirs = [variants.build_dir(v) for v in variants.VARIANTS]
+    assert dirs[0] != dirs[1]
+    assert dirs[1].name.startswith(("caffe-cpu-pristine-", "caffe-cuda-pristine-"))
