@@ -63,15 +63,19 @@ def _caffe_blas():
         return None
 
 
-def _numpy_blas():
-    import numpy  # noqa: F401  (loads its BLAS)
-
+def loaded_libraries() -> list[str]:
+    """The files mapped into this process (/proc/self/maps), in address order; [] elsewhere."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
-        return None
-    for line in maps:
-        path = line.split()[-1]
+        return []
+    return list(dict.fromkeys(f[-1] for f in map(str.split, maps) if f[-1].startswith("/")))
+
+
+def _numpy_blas():
+    import numpy  # noqa: F401  (loads its BLAS)
+
+    for path in loaded_libraries():
         if "numpy" in path and "openblas" in Path(path).name:
             return _openblas(ctypes.CDLL(path))
     return None
