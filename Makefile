@@ -40,7 +40,7 @@ bundles: setup  ## ready-made golden bundles of both models, three sizes (out/bu
 verify-notebook: setup  ## our dreams vs the notebook's own images (needs the real weights)
 	$(VENV)/bin/deepdream-caffe verify-notebook -o $(OUT)/verify-notebook
 
-bench: setup caffe-pristine  ## time the default dream (ours, notebook, PyTorch), BLAS kernels, sweeps, the CLI (out/bench*/)
+bench: setup caffe-pristine  ## time the default dream (ours, notebook, PyTorch) against the sgemm peak, BLAS kernels, sweeps, the CLI (out/bench*/)
 	@# torch's CPU build only: pip finds it in PyTorch's CPU index when that is reachable, or in
 	@# pip's own configured indexes and --find-links; never the multi-GB CUDA build from PyPI
 	@[ "$(NO_TORCH)" = 1 ] || $(PY) -c 'import torch' 2>/dev/null || { \

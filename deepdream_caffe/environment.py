@@ -56,14 +56,18 @@ def _openblas(lib: ctypes.CDLL) -> dict | None:
     return None
 
 
-def _loaded_openblas(from_numpy: bool):
-    """The OpenBLAS loaded in this process: numpy's own, or the other one (libcaffe's)."""
+def loaded_libraries() -> list[str]:
+    """The files mapped into this process (/proc/self/maps), in address order; [] elsewhere."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
-        return None
-    for line in maps:
-        path = line.split()[-1]
+        return []
+    return list(dict.fromkeys(f[-1] for f in map(str.split, maps) if f[-1].startswith("/")))
+
+
+def _loaded_openblas(from_numpy: bool):
+    """The OpenBLAS loaded in this process: numpy's own, or the other one (libcaffe's)."""
+    for path in loaded_libraries():
         if "openblas" in Path(path).name and ("numpy" in path) == from_numpy:
             return _openblas(ctypes.CDLL(path))
     return None

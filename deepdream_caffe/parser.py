@@ -497,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=["ours", "notebook", "pytorch"],
         help="what to time",
     )
+    p.add_argument(
+        "--threads",
+        type=number(int, "threads"),
+        metavar="N",
+        help="BLAS and OpenMP threads of each variant; ours and the sgemm peaks are also "
+        "measured at 1 and 2 (default: one per core)",
+    )
     for p in sub.choices.values():  # before or after the subcommand
         add_general(p, default=argparse.SUPPRESS)
     return parser

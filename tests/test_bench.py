@@ -5,6 +5,8 @@ No timing is asserted: the benchmark reports numbers, it does not judge them.
 
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 
 def test_quick_bench_writes_its_report_and_ours_equals_the_notebook(tmp_path, notebook_images):
     variants = ["ours", "notebook"] + (["pytorch"] if bench.torch_available() else [])
-    record = bench.bench(tmp_path, quick=True, variants=variants, say=lambda *a: None)
+    record = bench.bench(tmp_path, quick=True, variants=variants, threads=2, say=lambda *a: None)
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["comparison"] == record["comparison"]
     assert [r["variant"] for r in saved["results"]] == variants
@@ -28,6 +30,56 @@ def test_quick_bench_writes_its_report_and_ours_equals_the_notebook(tmp_path, no
         assert abs(o["forward_s"] + o["backward_s"] + o["numpy_s"] - o["total_s"]) < 1e-6
     assert saved["comparison"]["bit_identical_to_notebook"] is True
     assert "| ours |" in (tmp_path / "bench.md").read_text()
+
+
+def test_quick_bench_reports_the_sgemm_peaks_the_fraction_of_them_and_the_scaling(
+    tmp_path, notebook_images
+):
+    record = bench.bench(tmp_path, quick=True, variants=["ours"], threads=2, say=lambda *a: None)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    for key in ("sgemm_peaks", "scaling", "results", "caffe_blas_path", "threads"):
+        assert saved[key] == record[key]
+    peaks = {p["threads"]: p for p in record["sgemm_peaks"]}
+    assert list(peaks) == [1, 2]
+    for n, p in peaks.items():
+        assert p["n"] == bench.QUICK_SGEMM_N
+        assert p["caffe_blas_gflop_per_s"] > 0 and p["numpy_gflop_per_s"] > 0
+        # OpenBLAS runs at most one thread per core: at most what was asked, never fewer than 1
+        assert 1 <= p["caffe_blas_threads"] <= n and 1 <= p["numpy_blas_threads"] <= n
+        assert p["caffe_blas_path"] == record["caffe_blas_path"]
+    assert Path(record["caffe_blas_path"]).is_file()
+    (ours,) = record["results"]
+    assert ours["threads"] == 2 and 1 <= ours["blas_threads"] <= 2
+    assert ours["fraction_of_sgemm_peak"] == {
+        "caffe_blas": pytest.approx(ours["gflop_per_s"] / peaks[2]["caffe_blas_gflop_per_s"]),
+        "numpy": pytest.approx(ours["gflop_per_s"] / peaks[2]["numpy_gflop_per_s"]),
+    }
+    scaling = record["scaling"]
+    t1, t2 = scaling["ours_dream_s"]
+    assert scaling["threads"] == [1, 2] and t1 > 0
+    assert t2 == ours["dream_s"]  # the 2-thread variant is the scaling's 2-thread run
+    assert scaling["ours_speedup"] == pytest.approx(t1 / t2)
+    assert scaling["caffe_blas_sgemm_speedup"] == pytest.approx(
+        peaks[2]["caffe_blas_gflop_per_s"] / peaks[1]["caffe_blas_gflop_per_s"]
+    )
+    assert (tmp_path / "ours-1t.npy").is_file()
+    md = (tmp_path / "bench.md").read_text()
+    assert record["caffe_blas_path"] in md and "| 1 |" in md and "| 2 |" in md
+    assert "fraction of sgemm peak" in md and "Scaling, 1 to 2 threads" in md
+
+
+def test_caffe_sgemm_is_the_loaded_blas_and_multiplies_like_numpy():
+    from deepdream_caffe import environment
+    from deepdream_caffe.lab import sgemm
+
+    function, path = sgemm.caffe_sgemm()
+    assert path in {os.path.realpath(p) for p in environment.loaded_libraries()}
+    rng = np.random.RandomState(0)
+    a, b = (rng.standard_normal((64, 64)).astype(np.float32) for _ in range(2))
+    c = np.full_like(a, np.nan)
+    sgemm.caffe_product(function, a, b, c)
+    # float32 sums of 64 products of unit normals: two BLAS may add in other orders
+    np.testing.assert_allclose(c, a @ b, rtol=0, atol=1e-4)
 
 
 def test_conv_macs_match_the_published_count(nets, load):

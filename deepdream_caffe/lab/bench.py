@@ -14,7 +14,13 @@ variants, each in a process of its own (so that peak memory is its own):
 Each is timed whole and per octave, split into forward, backward and the rest (numpy: roll,
 step, clip, zoom). GFLOP/s counts two flops per multiply-add of the convolutions and fully
 connected layers, forward and data-gradient backward (the notebook's net also computes weight
-gradients: its GFLOP/s is counted on the same work, so the three compare). Results go to
+gradients: its GFLOP/s is counted on the same work, so the three compare).
+
+Beside them, the machine's sgemm peak (:mod:`.sgemm`: numpy's BLAS and the BLAS libcaffe calls)
+at each thread count used, and each variant's GFLOP/s as a fraction of the peak at its own
+thread count. Every variant runs with ``threads`` BLAS and OpenMP threads (OPENBLAS_NUM_THREADS
+and OMP_NUM_THREADS, set for its process only); ``ours`` and the peaks are also measured at 1
+and 2 threads, for the scaling (speed-up = time at 1 thread / time at 2). Results go to
 ``OUT/bench.json`` and ``OUT/bench.md``. Numbers only: no test asserts a timing.
 """
 
@@ -33,10 +39,13 @@ import numpy as np
 
 from .. import assets, dream, environment
 from ..params import DreamParams
+from . import sgemm
 
 VARIANTS = ("ours", "notebook", "pytorch")
 SEED = 0
 QUICK = dict(size=(256, 144), iter_n=2, octave_n=2)  # every code path, in seconds
+QUICK_SGEMM_N = 1024  # the quick sgemm peak's matrix size (sgemm.N otherwise)
+SCALING = (1, 2)  # thread counts of the scaling: ours and the peaks at each
 
 
 class TimedNet:
@@ -189,6 +198,7 @@ def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | No
         np.save(raw_out, result)
     macs = [o["macs_per_pass"] for o in octaves]
     flops = None if None in macs else sum(4 * m * iter_n for m in macs)  # 2 per MAC, fwd+bwd
+    blas = environment.blas_info()
     return {
         "variant": variant,
         "load_s": load_s,
@@ -197,6 +207,8 @@ def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | No
         "gflops": None if flops is None else flops / 1e9,
         "gflop_per_s": None if flops is None else flops / 1e9 / dream_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "blas_kernel": blas.get("blas_kernel"),  # what Caffe's OpenBLAS really ran
+        "blas_threads": blas.get("blas_threads"),
     }
 
 
@@ -206,49 +218,85 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def bench(out: Path, quick: bool = False, variants=VARIANTS, say=print) -> dict:
-    """Run each variant in its own process; write bench.json and bench.md into ``out``."""
+def thread_env(threads: int) -> dict:
+    """This process's environment for a child with ``threads`` BLAS and OpenMP threads."""
+    n = str(threads)
+    return {**os.environ, "GLOG_minloglevel": "2", "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
+
+
+def run_child(args: list[str], threads: int) -> dict:
+    """``python -m ARGS`` in a process of its own with ``threads`` threads: its last line, read
+    as JSON."""
+    p = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=thread_env(threads)
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"bench: {args[0]} {args[1]} failed:\n{p.stderr}")
+    return json.loads(p.stdout.splitlines()[-1])
+
+
+def bench(
+    out: Path, quick: bool = False, variants=VARIANTS, threads: int | None = None, say=print
+) -> dict:
+    """Run each variant in its own process with ``threads`` threads (default: one per core),
+    ours at 1 and 2 threads, and the sgemm peaks; write bench.json and bench.md into ``out``."""
+    threads = threads or os.cpu_count() or 1
     config = dict(QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
     cache = bench_cache()
     out.mkdir(parents=True, exist_ok=True)
     synthetic_net_files(cache)  # once, before the timed processes
     for name in ("sky1024px.jpg", "dream.ipynb"):  # a clear error here, not in a child
         assets.fetch(assets.NOTEBOOK_ASSETS[name])
-    results, skipped = [], {}
+    runs, skipped = {}, {}
+
+    def timed(variant, n):  # each variant and thread count once
+        if (variant, n) not in runs:
+            say(f"bench: {variant}, {n} thread(s) ...")
+            raw = out / (f"{variant}.npy" if n == threads else f"{variant}-{n}t.npy")
+            args = [__name__, variant, json.dumps(config), str(cache), str(raw)]
+            runs[variant, n] = {**run_child(args, n), "threads": n}
+        return runs[variant, n]
+
+    results = []
     for variant in variants:
         if variant == "pytorch" and not torch_available():
             skipped[variant] = "torch is not installed (pip install torch==2.13.0)"
             say(f"bench: skipping pytorch: {skipped[variant]}")
             continue
-        say(f"bench: {variant} ...")
-        raw = out / f"{variant}.npy"
-        cmd = [
-            sys.executable,
-            "-m",
-            "deepdream_caffe.lab.bench",
-            variant,
-            json.dumps(config),
-            str(cache),
-            str(raw),
-        ]
-        p = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"}
-        )
-        if p.returncode != 0:
-            raise RuntimeError(f"bench variant {variant} failed:\n{p.stderr}")
-        results.append(json.loads(p.stdout.splitlines()[-1]))
-    by = {r["variant"]: r for r in results}
-    if "pytorch" in by and "ours" in by:  # the same arithmetic: count it from Caffe's net
-        t = by["pytorch"]
-        t["gflops"] = by["ours"]["gflops"]
-        t["gflop_per_s"] = t["gflops"] / t["dream_s"]
+        results.append(timed(variant, threads))
+    one, two = (timed("ours", n) for n in SCALING)
+    peaks = {}
+    for n in sorted({*SCALING, threads}):
+        say(f"bench: sgemm peaks, {n} thread(s) ...")
+        peaks[n] = run_child([sgemm.__name__, str(QUICK_SGEMM_N if quick else sgemm.N)], n)
+    for r in results:
+        if r["variant"] == "pytorch":  # the same arithmetic: count it from Caffe's net
+            r["gflops"] = one["gflops"]
+            r["gflop_per_s"] = r["gflops"] / r["dream_s"]
+        peak = peaks[r["threads"]]
+        r["fraction_of_sgemm_peak"] = {
+            "caffe_blas": r["gflop_per_s"] / peak["caffe_blas_gflop_per_s"],
+            "numpy": r["gflop_per_s"] / peak["numpy_gflop_per_s"],
+        }
+    low, high = (peaks[n] for n in SCALING)
     record = {
         "config": config,
         "seed": SEED,
         "weights": "synthetic (seeded), bvlc_googlenet",
+        "threads": threads,
         "environment": environment.environment(with_caffe=True),
+        "caffe_blas_path": peaks[threads]["caffe_blas_path"],
+        "sgemm_peaks": [{"threads": n, **peak} for n, peak in peaks.items()],
         "results": results,
         "skipped": skipped,
+        "scaling": {
+            "threads": list(SCALING),
+            "ours_dream_s": [one["dream_s"], two["dream_s"]],
+            "ours_speedup": one["dream_s"] / two["dream_s"],
+            "caffe_blas_sgemm_speedup": high["caffe_blas_gflop_per_s"]
+            / low["caffe_blas_gflop_per_s"],
+            "numpy_sgemm_speedup": high["numpy_gflop_per_s"] / low["numpy_gflop_per_s"],
+        },
         "comparison": compare(out, results),
     }
     (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -278,27 +326,51 @@ def compare(out: Path, results) -> dict:
 
 def markdown(record) -> str:
     c = record["config"]
-    env = record["environment"]
+    env, peaks = record["environment"], record["sgemm_peaks"]
     lines = [
         f"# deepdream-caffe bench: {c['size'][0]}x{c['size'][1]}, {c['octave_n']} octaves x "
         f"{c['iter_n']} iterations, inception_4c/output",
         "",
-        f"BLAS: {env.get('blas')} ({env.get('blas_kernel')} kernels, "
-        f"{env.get('blas_threads')} threads); "
-        f"weights: {record['weights']}; seed {record['seed']}.",
+        f"Caffe's BLAS: {record['caffe_blas_path']}, {env.get('blas')} "
+        f"({env.get('blas_kernel')} kernels); numpy's: {env.get('numpy_blas')} "
+        f"({env.get('numpy_blas_kernel')} kernels). "
+        f"Weights: {record['weights']}; seed {record['seed']}.",
         "",
-        "| variant | dream s | forward s | backward s | numpy s | GFLOP/s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        f"sgemm peak ({peaks[0]['n']}x{peaks[0]['n']} float32, best of {peaks[0]['repeats']}):",
+        "",
+        "| threads | Caffe's BLAS GFLOP/s | numpy's BLAS GFLOP/s |",
+        "|---|---|---|",
+        *(
+            f"| {p['threads']} | {p['caffe_blas_gflop_per_s']:.1f} | {p['numpy_gflop_per_s']:.1f} |"
+            for p in peaks
+        ),
+        "",
+        f"The variants, {record['threads']} thread(s) each; fraction of the sgemm peak at the "
+        "same thread count:",
+        "",
+        "| variant | dream s | forward s | backward s | numpy s | GFLOP/s | "
+        "fraction of sgemm peak: Caffe's BLAS | numpy's | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["results"]:
         f = sum(o["forward_s"] for o in r["octaves"])
         b = sum(o["backward_s"] for o in r["octaves"])
         n = sum(o["numpy_s"] for o in r["octaves"])
-        g = "" if r["gflop_per_s"] is None else f"{r['gflop_per_s']:.1f}"
+        frac = r["fraction_of_sgemm_peak"]
         lines.append(
             f"| {r['variant']} | {r['dream_s']:.2f} | {f:.2f} | {b:.2f} | {n:.2f} | "
-            f"{g} | {r['peak_rss_mib']:.0f} |"
+            f"{r['gflop_per_s']:.1f} | {frac['caffe_blas']:.2f} | {frac['numpy']:.2f} | "
+            f"{r['peak_rss_mib']:.0f} |"
         )
+    sc = record["scaling"]
+    t1, t2 = sc["ours_dream_s"]
+    lines += [
+        "",
+        f"Scaling, {sc['threads'][0]} to {sc['threads'][1]} threads (speed-up = time at "
+        f"{sc['threads'][0]} / time at {sc['threads'][1]}): ours {t1:.2f} s to {t2:.2f} s, "
+        f"{sc['ours_speedup']:.2f}x; sgemm peak: Caffe's BLAS "
+        f"{sc['caffe_blas_sgemm_speedup']:.2f}x, numpy's {sc['numpy_sgemm_speedup']:.2f}x.",
+    ]
     lines += ["", "Per octave (seconds: total / forward / backward / numpy):", ""]
     for r in record["results"]:
         parts = [

@@ -2,10 +2,11 @@
 
 ``python -m deepdream_caffe.lab.kernelbench -o out/bench-kernels`` (``make bench`` runs it)
 runs bench's ``ours`` variant (the notebook's default dream, synthetic seeded bvlc_googlenet
-weights) once per configuration, each in a process of its own with ``OPENBLAS_CORETYPE`` and
-``OPENBLAS_NUM_THREADS`` set for that process only. The kernel each process reports is the
-one OpenBLAS really ran (``openblas_get_corename``), not the one asked for. Results are grouped
-by identical bits (sha256 of the float32 result). Writes ``kernels.json`` and ``kernels.md``.
+weights) once per configuration, each in a process of its own with ``OPENBLAS_CORETYPE``,
+``OPENBLAS_NUM_THREADS`` and ``OMP_NUM_THREADS`` set for that process only. The kernel each
+process reports is the one OpenBLAS really ran (``openblas_get_corename``), not the one asked
+for. Results are grouped by identical bits (sha256 of the float32 result). Writes
+``kernels.json`` and ``kernels.md``.
 Kernels the CPU cannot run are skipped (OpenBLAS does not check a forced kernel: it would die
 of an illegal instruction), and a configuration that fails is recorded and the others go on.
 Numbers only: no test asserts a timing.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,14 +39,10 @@ MODULE = "deepdream_caffe.lab.kernelbench"  # each configuration runs as `python
 
 
 def child(config: dict, cache: Path, raw: Path) -> dict:
-    """One configuration, in this process: bench's record plus the kernel that really ran."""
-    result = bench.run_variant(
+    """One configuration, in this process: bench's record (with the kernel that really ran)."""
+    return bench.run_variant(
         "ours", tuple(config["size"]), config["iter_n"], config["octave_n"], cache, raw
     )
-    info = environment.blas_info()
-    result["blas_kernel"] = info.get("blas_kernel")
-    result["blas_threads"] = info.get("blas_threads")
-    return result
 
 
 def config_name(kernel: str, threads: int) -> str:
@@ -57,7 +53,7 @@ def run_one(kernel: str, threads: int, config: dict, cache: Path, out: Path) -> 
     """One configuration in a process of its own; a failure is returned, not raised."""
     name = config_name(kernel, threads)
     raw = out / f"{name}.npy"
-    env = {**os.environ, "GLOG_minloglevel": "2", "OPENBLAS_NUM_THREADS": str(threads)}
+    env = bench.thread_env(threads)
     env.pop("OPENBLAS_CORETYPE", None)
     if kernel:
         env["OPENBLAS_CORETYPE"] = kernel
