@@ -65,38 +65,56 @@ def loaded_libraries() -> list[str]:
     return list(dict.fromkeys(f[-1] for f in map(str.split, maps) if f[-1].startswith("/")))
 
 
-def _loaded_openblas(from_numpy: bool):
-    """The OpenBLAS loaded in this process: numpy's own, or the other one (libcaffe's)."""
-    for path in loaded_libraries():
-        if "openblas" in Path(path).name and ("numpy" in path) == from_numpy:
-            return _openblas(ctypes.CDLL(path))
-    return None
+class _DlInfo(ctypes.Structure):  # glibc's Dl_info, filled by dladdr
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
 
 
-def _caffe_blas():
-    """The OpenBLAS libcaffe runs with, found among the loaded libraries, never by name: the
-    name libopenblas.so.0 may mean another build (Debian's alternatives), and loading that
-    one first would make libcaffe use it too."""
+def caffe_blas_path() -> str | None:
+    """The BLAS libcaffe calls: the file defining the ``cblas_sgemm`` that the dynamic linker
+    resolves for libcaffe (pycaffe is imported first). Never looked up by name: the name
+    libopenblas.so.0 may mean another build (Debian's alternatives), and loading that one
+    first would make libcaffe use it too."""
     from .definition import import_caffe
 
     try:
         import_caffe()
     except DreamError:
         return None
-    return _loaded_openblas(from_numpy=False)
+    libcaffe = next((p for p in loaded_libraries() if Path(p).name.startswith("libcaffe.so")), None)
+    if libcaffe is None:
+        return None
+    # dlsym on libcaffe's handle searches libcaffe, then the libraries it needs, in load order
+    sgemm = ctypes.cast(ctypes.CDLL(libcaffe).cblas_sgemm, ctypes.c_void_p)
+    info = _DlInfo()
+    if not ctypes.CDLL(None).dladdr(sgemm, ctypes.byref(info)):
+        return None
+    return os.path.realpath(info.dli_fname.decode())
+
+
+def _caffe_blas():
+    path = caffe_blas_path()
+    return path and _openblas(ctypes.CDLL(path))
 
 
 def _numpy_blas():
     import numpy  # noqa: F401  (loads its BLAS)
 
-    return _loaded_openblas(from_numpy=True)
+    for path in loaded_libraries():
+        if "numpy" in path and "openblas" in Path(path).name:
+            return _openblas(ctypes.CDLL(path))
+    return None
 
 
 def blas_info() -> dict:
     """Caffe's OpenBLAS as loaded by libcaffe: its configuration, kernel and thread count."""
     info = _caffe_blas()
     if info is None:
-        return {"blas": "unknown (libcaffe loads no OpenBLAS)"}
+        return {"blas": f"unknown ({caffe_blas_path() or 'no BLAS found for libcaffe'})"}
     info.pop("set_threads")
     return info
 

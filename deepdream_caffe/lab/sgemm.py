@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -26,36 +24,17 @@ REPEATS = 3
 ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS's CblasRowMajor and CblasNoTrans
 
 
-class _DlInfo(ctypes.Structure):  # glibc's Dl_info, filled by dladdr
-    _fields_ = [
-        ("dli_fname", ctypes.c_char_p),
-        ("dli_fbase", ctypes.c_void_p),
-        ("dli_sname", ctypes.c_char_p),
-        ("dli_saddr", ctypes.c_void_p),
-    ]
-
-
 def caffe_sgemm():
-    """libcaffe's ``cblas_sgemm``, as the dynamic linker resolves it for libcaffe, and the path
-    of the library that defines it."""
-    import caffe  # noqa: F401  (loads libcaffe and its BLAS)
-
-    libcaffe = next(
-        (p for p in environment.loaded_libraries() if Path(p).name.startswith("libcaffe.so")),
-        None,
-    )
-    if libcaffe is None:
-        raise DreamError("libcaffe is not loaded after `import caffe`")
-    # dlsym on libcaffe's handle searches libcaffe, then the libraries it needs, in load order
-    sgemm = ctypes.CDLL(libcaffe).cblas_sgemm
+    """libcaffe's ``cblas_sgemm`` and the path of the library that defines it."""
+    path = environment.caffe_blas_path()
+    if path is None:
+        raise DreamError("no BLAS found for libcaffe (is pycaffe installed?)")
+    sgemm = ctypes.CDLL(path).cblas_sgemm
     sgemm.restype = None
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     # order, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
     sgemm.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
-    info = _DlInfo()
-    if not ctypes.CDLL(None).dladdr(ctypes.cast(sgemm, ctypes.c_void_p), ctypes.byref(info)):
-        raise DreamError(f"no library defines the cblas_sgemm that {libcaffe} calls")
-    return sgemm, os.path.realpath(info.dli_fname.decode())
+    return sgemm, path
 
 
 def caffe_product(sgemm, a, b, c) -> None:

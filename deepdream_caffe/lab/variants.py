@@ -7,13 +7,17 @@ build's pycaffe and in a fresh process per build and thread count:
   convolutions, max and average pooling, LRN, ReLU, Split, Concat, the classifier), one
   forward and one backward pass on a seeded random image at ``--pass-size``; every blob's
   data and diff is hashed;
-- the notebook's default dream (our default net, 4 octaves) on the notebook's sky at
+- the notebook's default dream (our default net, 4 octaves) on a seeded random image at
   ``--size`` with ``--iter-n`` steps per octave; its float32 result is hashed.
 
 Both on bvlc_googlenet's architecture with seeded synthetic weights. The two builds link the
 same BLAS (scripts/build-caffe.sh), so any difference comes from the patches. Prints one line
 per thread count and writes ``OUT/variants.json``; exit status 1 when any bit differs.
 The builds are made by ``make setup`` (openmp) and ``make caffe-pristine``.
+
+``--layer-times N`` also runs Caffe's own ``caffe time`` (N iterations) on our dream net
+(data gradient only, up to inception_4c/output) at ``--size`` in each build and thread
+count, and sums its per-layer forward and backward times by layer type (``OUT/layers.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +42,10 @@ def build_dir(variant: str) -> Path:
     env = dict(os.environ, CAFFE_PATCHES=variant, PYTHON=sys.executable)
     out = subprocess.run(
         [HERE / "scripts" / "build-caffe.sh", "--print-dir"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return Path(out.stdout.strip())
 
@@ -51,12 +59,11 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
     from .. import dream, environment
     from ..models import IMAGENET_MEAN_BGR
     from ..net import load_net
-    from .bench import bench_cache, bench_image, synthetic_net_files
+    from .bench import bench_cache, synthetic_net_files
 
     environment.set_blas_threads(threads)
     definition, weights = synthetic_net_files(bench_cache())
-    net = load_net(definition, weights, None, IMAGENET_MEAN_BGR, prune_net=False,
-                   notebook_net=True)
+    net = load_net(definition, weights, None, IMAGENET_MEAN_BGR, prune_net=False, notebook_net=True)
     w, h = pass_size
     net.blobs["data"].reshape(1, 3, h, w)
     net.blobs["data"].data[...] = np.random.RandomState(0).uniform(-100, 100, (1, 3, h, w))
@@ -64,12 +71,15 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
     top = net.blobs[net.outputs[0]]
     top.diff[...] = top.data
     net.backward()
-    hashes = {f"{name} {part}": digest(getattr(blob, part))
-              for name, blob in net.blobs.items() for part in ("data", "diff")}
+    hashes = {
+        f"{name} {part}": digest(getattr(blob, part))
+        for name, blob in net.blobs.items()
+        for part in ("data", "diff")
+    }
     del net
     ours = load_net(definition, weights, "inception_4c/output", IMAGENET_MEAN_BGR)
-    result = dream.deepdream(ours, bench_image(size), iter_n=iter_n,
-                             rng=np.random.RandomState(0))
+    image = np.random.RandomState(1).uniform(0, 255, (size[1], size[0], 3)).astype(np.float32)
+    result = dream.deepdream(ours, image, iter_n=iter_n, rng=np.random.RandomState(0))
     hashes["dream"] = digest(result)
     return {"threads": threads, "blas": environment.blas_info(), "hashes": hashes}
 
@@ -78,17 +88,25 @@ def run_in(variant: str, pass_size, size, iter_n: int, threads: int) -> dict:
     """:func:`measure` in a fresh process on ``variant``'s pycaffe."""
     python = build_dir(variant) / "install" / "python"
     if not (python / "caffe" / "__init__.py").is_file():
-        raise SystemExit(f"variants: the {variant} build is missing ({python}): "
-                         f"run `make caffe-pristine` and `make setup`")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(python), str(HERE)]),
-               OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2")
-    code = (f"import json; from deepdream_caffe.lab.variants import measure; "
-            f"print(json.dumps(measure({list(pass_size)}, {list(size)}, {iter_n}, {threads})))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True)
+        raise SystemExit(
+            f"variants: the {variant} build is missing ({python}): "
+            f"run `make caffe-pristine` and `make setup`"
+        )
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(python), str(HERE)]),
+        OMP_NUM_THREADS=str(threads),
+        GLOG_minloglevel="2",
+    )
+    code = (
+        f"import json; from deepdream_caffe.lab.variants import measure; "
+        f"print(json.dumps(measure({list(pass_size)}, {list(size)}, {iter_n}, {threads})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"variants: the {variant} run failed: "
-                         f"{(out.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise SystemExit(
+            f"variants: the {variant} run failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -97,15 +115,71 @@ def compare(pass_size, size, iter_n: int, threads_list) -> list[dict]:
     for threads in threads_list:
         runs = {v: run_in(v, pass_size, size, iter_n, threads) for v in VARIANTS}
         a, b = (runs[v]["hashes"] for v in VARIANTS)
-        rows.append({
-            "threads": threads,
-            "kernel": runs["openmp"]["blas"].get("blas_kernel"),
-            "compared": len(a),
-            "differ": sorted(k for k in a if a[k] != b.get(k)),
-            "dream": a["dream"],
-            "runs": runs,
-        })
+        rows.append(
+            {
+                "threads": threads,
+                "kernel": runs["openmp"]["blas"].get("blas_kernel"),
+                "compared": len(a),
+                "differ": sorted(k for k in a if a[k] != b.get(k)),
+                "dream": a["dream"],
+                "runs": runs,
+            }
+        )
     return rows
+
+
+def dream_definition(size, path: Path) -> Path:
+    """Our default dream net (data gradient only, pruned to inception_4c/output) at ``size``."""
+    from .. import fastnet, googlenet
+    from ..definition import prune
+
+    end = "inception_4c/output"
+    pruned = prune(googlenet.googlenet(input_shape=(1, 3, size[1], size[0])), end)
+    counts = {layer.name: 2 for layer in pruned.layer if layer.type == "Convolution"}
+    path.write_text(str(fastnet.data_gradient_only(pruned, end, counts)))
+    return path
+
+
+def layer_times(variant: str, definition: Path, iterations: int, threads: int) -> dict:
+    """``caffe time`` in ``variant``'s build: milliseconds per pass, by (layer type, pass)."""
+    tool = build_dir(variant) / "install" / "bin" / "caffe"
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        OPENBLAS_NUM_THREADS=str(threads),
+        GLOG_minloglevel="0",
+    )
+    log = subprocess.run(
+        [tool, "time", "-model", definition, "-iterations", str(iterations)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    model = definition.read_text()
+    types = dict(re.findall(r'name: "([^"]+)"\n\s+type: "([^"]+)"', model))
+    totals: dict[str, float] = {}
+    for name, direction, ms in re.findall(r"\] (\S+)\s+(forward|backward): ([\d.]+) ms", log):
+        key = f"{types.get(name, 'Split')} {direction}"  # Caffe inserts the Split layers
+        totals[key] = totals.get(key, 0.0) + float(ms)
+    return totals
+
+
+def layer_table(size, iterations: int, threads_list, out: Path) -> str:
+    definition = dream_definition(size, out / "dream.prototxt")
+    columns = [(v, t) for t in threads_list for v in VARIANTS]
+    times = {c: layer_times(c[0], definition, iterations, c[1]) for c in columns}
+    keys = sorted({k for t in times.values() for k in t}, key=lambda k: -times[columns[0]][k])
+    lines = [
+        f"`caffe time`, our dream net at {size[0]}x{size[1]}, ms per pass (mean of {iterations})",
+        "",
+        "| layer type, pass | " + " | ".join(f"{v}, {t} thr" for v, t in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for k in keys + ["total"]:
+        row = [sum(t.values()) if k == "total" else t.get(k, 0.0) for t in times.values()]
+        lines.append(f"| {k} | " + " | ".join(f"{ms:.1f}" for ms in row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -114,21 +188,31 @@ def size_arg(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deepdream_caffe.lab.variants",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m deepdream_caffe.lab.variants", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--pass-size", type=size_arg, default=(224, 224))
     p.add_argument("--size", type=size_arg, default=(256, 144))
     p.add_argument("--iter-n", type=int, default=2)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--layer-times", type=int, default=0, metavar="N")
     p.add_argument("-o", "--output", type=Path, default=Path("out/bench-variants"))
     args = p.parse_args(argv)
-    rows = compare(args.pass_size, args.size, args.iter_n, args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.layer_times:
+        table = layer_table(args.size, args.layer_times, args.threads, args.output)
+        (args.output / "layers.md").write_text(table)
+        print(table)
+    rows = compare(args.pass_size, args.size, args.iter_n, args.threads)
     (args.output / "variants.json").write_text(json.dumps(rows, indent=2) + "\n")
     for r in rows:
-        verdict = "same bits" if not r["differ"] else f"{len(r['differ'])} differ: {r['differ'][:5]}"
-        print(f"threads {r['threads']} ({r['kernel']} kernels): {r['compared']} arrays, "
-              f"{verdict}; dream {r['dream']}")
+        verdict = (
+            "same bits" if not r["differ"] else f"{len(r['differ'])} differ: {r['differ'][:5]}"
+        )
+        print(
+            f"threads {r['threads']} ({r['kernel']} kernels): {r['compared']} arrays, "
+            f"{verdict}; dream {r['dream']}"
+        )
     return 1 if any(r["differ"] for r in rows) else 0
 
 
