@@ -22,7 +22,7 @@ def both_builds():
         pytest.skip(why)
 
 
-@pytest.mark.parametrize("pass_size", [(224, 224), (283, 251)])
+@pytest.mark.parametrize("pass_size", [(224, 224), (229, 227)])  # pool5 7x7 -> 1x1
 def test_openmp_layers_give_the_pristine_bits(both_builds, pass_size):
     rows = variants.compare(pass_size, (200, 113), 2, [1, 2])
     for row in rows:

@@ -38,8 +38,14 @@ HERE = Path(__file__).resolve().parents[2]
 
 
 def build_dir(variant: str) -> Path:
-    """The cache folder of one variant, as scripts/build-caffe.sh names it."""
-    env = dict(os.environ, CAFFE_PATCHES=variant, PYTHON=sys.executable)
+    """The cache folder of one variant, as scripts/build-caffe.sh names it, in the cache that
+    holds the installed build."""
+    from ..build import caffe_build_dir
+
+    cache = caffe_build_dir().parent
+    env = dict(
+        os.environ, CAFFE_PATCHES=variant, PYTHON=sys.executable, DEEPDREAM_CAFFE_CACHE=str(cache)
+    )
     out = subprocess.run(
         [HERE / "scripts" / "build-caffe.sh", "--print-dir"],
         env=env,
