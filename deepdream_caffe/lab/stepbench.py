@@ -99,8 +99,10 @@ def main(argv=None) -> int:
     print(f"machine: {environment.cpu_model()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
     print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     for name, t in times.items():
-        print(f"{name:9s} median {1e3 * statistics.median(t):6.2f} ms/step, "
-              f"min {1e3 * min(t):6.2f} ms/step")
+        print(
+            f"{name:9s} median {1e3 * statistics.median(t):6.2f} ms/step, "
+            f"min {1e3 * min(t):6.2f} ms/step"
+        )
     if len(variants) > 1:
         print(f"same bits after every round: {'yes' if same else 'NO'}")
     return 0 if same else 1
