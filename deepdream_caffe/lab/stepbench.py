@@ -4,9 +4,10 @@
 make_step on a :class:`FakeNet`: a data blob of the given size whose diff holds a fixed random
 gradient, and a forward and backward pass that do nothing. What is left of a step is its numpy
 work (jitter roll, mean |g|, the scaled add, unroll, clip) and its one ``randint``. Rounds of
-``--steps`` steps alternate between the two, so that a change in the machine's load touches
-both; the median time per step of each is printed, with the machine, its load average, and
-whether the two images after every round are the same bits. The notebook's cell is run from
+``--steps`` steps alternate between the two (each first in every other round), so that a
+change in the machine's load touches both; the median time per step of each, wall-clock and
+CPU, is printed, with the machine, its load average, and whether the two images after every
+round are the same bits. The notebook's cell is run from
 its file (lab/notebook.py); where the file is unavailable, ours is timed alone.
 Numbers only: no test asserts a timing.
 """
@@ -14,6 +15,7 @@ Numbers only: no test asserts a timing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import time
@@ -59,17 +61,18 @@ def notebook_make_step():
     return notebook.run_cells([notebook.code_cells()[6]])["make_step"]
 
 
-def round_of_steps(name, make_step, net, steps: int, seed: int) -> float:
-    """Seconds per step over ``steps`` steps from the net's current image."""
+def round_of_steps(name, make_step, net, steps: int, seed: int) -> tuple[float, float]:
+    """Seconds per step over ``steps`` steps from the net's current image: wall-clock and
+    this process's CPU time (the steady one on a busy machine)."""
     if name == "notebook":
         np.random.seed(seed)
         kw = {}
     else:
         kw = dict(rng=np.random.RandomState(seed))
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         make_step(net, end=END, **kw)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
 def main(argv=None) -> int:
@@ -88,21 +91,20 @@ def main(argv=None) -> int:
     times = {name: [] for name in variants}
     same = True
     for r in range(args.repeats):
-        images = []
-        for name, make_step in variants.items():
+        images = set()
+        for name in sorted(variants, reverse=r % 2 == 1):
             net = FakeNet(h, w)
-            times[name].append(round_of_steps(name, make_step, net, args.steps, seed=r))
-            images.append(net.blobs["data"].data.view(np.uint32).copy())
-        same = same and all(np.array_equal(images[0], i) for i in images[1:])
+            times[name].append(round_of_steps(name, variants[name], net, args.steps, seed=r))
+            images.add(hashlib.sha256(net.blobs["data"].data.tobytes()).hexdigest())
+            del net  # each round starts from the same free memory
+        same = same and len(images) == 1
 
     print(f"make_step's numpy side at {w}x{h}, {args.steps} steps x {args.repeats} rounds")
     print(f"machine: {environment.cpu_model()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
     print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     for name, t in times.items():
-        print(
-            f"{name:9s} median {1e3 * statistics.median(t):6.2f} ms/step, "
-            f"min {1e3 * min(t):6.2f} ms/step"
-        )
+        wall, cpu = (1e3 * statistics.median(x) for x in zip(*t, strict=True))
+        print(f"{name:9s} {wall:6.2f} ms/step wall, {cpu:6.2f} ms/step CPU (medians)")
     if len(variants) > 1:
         print(f"same bits after every round: {'yes' if same else 'NO'}")
     return 0 if same else 1
