@@ -6,7 +6,9 @@ objective_guide (cell 27). Names, argument names, defaults and the order of oper
 the notebook's. What differs, and why no number changes, is listed in docs/deviations.md:
 the jitter comes from an explicit ``rng`` (``np.random.RandomState(S)`` draws exactly what
 the notebook drew after ``np.random.seed(S)``), display is a ``callback``, each octave starts
-from fresh blob diffs, and a zero or non-finite step stops with an error.
+from fresh blob diffs, and a zero or non-finite step stops with an error. make_step's numpy
+lines write into one scratch image where the notebook made new arrays: the same operations in
+the same order on the same float32 layout, so the same bits (tests/test_step_numpy.py).
 
 No files, no network, no argument parsing here: arrays in, arrays out, state in the net.
 """
