@@ -7,8 +7,9 @@ the notebook's. What differs, and why no number changes, is listed in docs/devia
 the jitter comes from an explicit ``rng`` (``np.random.RandomState(S)`` draws exactly what
 the notebook drew after ``np.random.seed(S)``), display is a ``callback``, each octave starts
 from fresh blob diffs, and a zero or non-finite step stops with an error. make_step's numpy
-lines write into one scratch image where the notebook made new arrays: the same operations in
-the same order on the same float32 layout, so the same bits (tests/test_step_numpy.py).
+lines make fewer new arrays than the notebook's (a copy per roll, one scratch image for |g| and
+the step, the clip in place): the same operations in the same order on the same float32
+layout, so the same bits (tests/test_step_numpy.py).
 
 No files, no network, no argument parsing here: arrays in, arrays out, state in the net.
 """
@@ -47,11 +48,10 @@ def make_step(net, step_size=1.5, end='inception_4c/output',
 
     src = net.blobs['data']  # input image is stored in Net's 'data' blob
     dst = net.blobs[end]
-    scratch = np.empty_like(src.data[0])  # the one new image of the numpy lines (below)
 
     ox, oy = rng.randint(-jitter, jitter+1, 2)
     # src.data[0] = np.roll(np.roll(src.data[0], ox, -1), oy, -2)
-    roll(src.data[0], ox, oy, scratch)  # apply jitter shift
+    roll(src.data[0], ox, oy)  # apply jitter shift
 
     if gradient is None:
         net.forward(end=end)
@@ -60,6 +60,8 @@ def make_step(net, step_size=1.5, end='inception_4c/output',
         g = src.diff[0]
     else:  # --tile: the same gradient, tile by tile (deepdream_caffe/tile.py)
         g = gradient(net, end, objective)
+    # room for |g|, the step and the unshift, made here: no image is held during the passes
+    scratch = np.empty_like(src.data[0])
     g_mean = mean_abs(g, scratch)  # np.abs(g).mean(), which the notebook computes inline
     check_step(g_mean, step_size, end)
     # apply normalized ascent step to the input image
@@ -76,17 +78,20 @@ def make_step(net, step_size=1.5, end='inception_4c/output',
         np.clip(data, -bias, 255-bias, out=data)
 
 
-# make_step's numpy lines without their temporary images, each the same numbers, bit for bit
+# make_step's numpy lines with fewer temporary images, each the same numbers, bit for bit
 # (tests/test_step_numpy.py runs them beside the notebook's lines; docs/performance.md)
-def roll(img, ox, oy, scratch):
-    """``img[:] = np.roll(np.roll(img, ox, -1), oy, -2)``, through ``scratch`` (img's shape):
-    the same permutation of the same values, in four block copies."""
-    scratch[...] = img
+def roll(img, ox, oy, before=None):
+    """``img[:] = np.roll(np.roll(img, ox, -1), oy, -2)`` from one copy of ``img`` (into
+    ``before`` if given): the same permutation of the same values, in four block copies."""
+    if before is None:
+        before = img.copy()
+    else:
+        before[...] = img
     h, w = img.shape[-2:]
     oy, ox = oy % h, ox % w  # np.roll's shifts, taken modulo the axis as np.roll takes them
     for to_y, from_y in ((slice(oy, h), slice(0, h-oy)), (slice(0, oy), slice(h-oy, h))):
         for to_x, from_x in ((slice(ox, w), slice(0, w-ox)), (slice(0, ox), slice(w-ox, w))):
-            img[..., to_y, to_x] = scratch[..., from_y, from_x]
+            img[..., to_y, to_x] = before[..., from_y, from_x]
 
 
 def mean_abs(g, scratch):
