@@ -7,9 +7,9 @@ the notebook's. What differs, and why no number changes, is listed in docs/devia
 the jitter comes from an explicit ``rng`` (``np.random.RandomState(S)`` draws exactly what
 the notebook drew after ``np.random.seed(S)``), display is a ``callback``, each octave starts
 from fresh blob diffs, and a zero or non-finite step stops with an error. make_step's numpy
-lines make fewer new arrays than the notebook's (a copy per roll, one scratch image for |g| and
-the step, the clip in place): the same operations in the same order on the same float32
-layout, so the same bits (tests/test_step_numpy.py).
+lines make fewer new arrays than the notebook's (a copy for the jitter roll, one scratch image
+for |g|, the step and the unshift, the clip in place): the same operations in the same order
+on the same float32 layout, so the same bits (tests/test_step_numpy.py).
 
 No files, no network, no argument parsing here: arrays in, arrays out, state in the net.
 """
