@@ -57,7 +57,7 @@ def notebook_step(net, step_size, end, jitter, clip, rng, gradient=None):
 
 
 def both(h, w, steps=3, seed=0, mean=None, scale=1.0, gradient=None, poison=False, **kw):
-    """The image after ``steps`` steps of the notebook's lines and of ours, as uint32 bits."""
+    """The image after ``steps`` steps of the notebook's lines, then of ours, as uint32 bits."""
     results = []
     for step in (notebook_step, None):
         net = NewGradients(h, w, seed, mean, scale)
@@ -80,7 +80,7 @@ STEP_SIZES = [1.5, 1 / 3, 2, np.float32(2.5), np.float64(0.1)]
 @pytest.mark.parametrize("step_size", STEP_SIZES, ids=repr)
 @pytest.mark.parametrize("clip", [True, False])
 def test_default_size_bit_identical(step_size, clip):
-    ours, expected = both(575, 1024, step_size=step_size, jitter=32, clip=clip)
+    expected, ours = both(575, 1024, step_size=step_size, jitter=32, clip=clip)
     np.testing.assert_array_equal(ours, expected)
 
 
@@ -103,7 +103,7 @@ def test_default_size_bit_identical(step_size, clip):
 def test_any_shape_and_parameters_bit_identical(
     h, w, step_size, jitter, clip, mean, scale, seed, poison
 ):
-    ours, expected = both(
+    expected, ours = both(
         h, w, 2, seed, mean, scale, step_size=step_size, jitter=jitter, clip=clip, poison=poison
     )
     np.testing.assert_array_equal(ours, expected)
@@ -131,7 +131,7 @@ GRADIENT_CASES = [(k, (33, 17)) for k in LAYOUTS] + [
 
 @pytest.mark.parametrize("layout,shape", GRADIENT_CASES)
 def test_gradient_callable_bit_identical(layout, shape):
-    ours, expected = both(*shape, gradient=LAYOUTS[layout], step_size=1.5, jitter=32, clip=True)
+    expected, ours = both(*shape, gradient=LAYOUTS[layout], step_size=1.5, jitter=32, clip=True)
     np.testing.assert_array_equal(ours, expected)
 
 
