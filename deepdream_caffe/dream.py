@@ -6,7 +6,10 @@ objective_guide (cell 27). Names, argument names, defaults and the order of oper
 the notebook's. What differs, and why no number changes, is listed in docs/deviations.md:
 the jitter comes from an explicit ``rng`` (``np.random.RandomState(S)`` draws exactly what
 the notebook drew after ``np.random.seed(S)``), display is a ``callback``, each octave starts
-from fresh blob diffs, and a zero or non-finite step stops with an error.
+from fresh blob diffs, and a zero or non-finite step stops with an error. make_step's numpy
+lines make fewer new arrays than the notebook's (a copy for the jitter roll, one scratch image
+for |g|, the step and the unshift, the clip in place): the same operations in the same order
+on the same float32 layout, so the same bits (tests/test_step_numpy.py).
 
 No files, no network, no argument parsing here: arrays in, arrays out, state in the net.
 """
@@ -47,7 +50,8 @@ def make_step(net, step_size=1.5, end='inception_4c/output',
     dst = net.blobs[end]
 
     ox, oy = rng.randint(-jitter, jitter+1, 2)
-    src.data[0] = np.roll(np.roll(src.data[0], ox, -1), oy, -2)  # apply jitter shift
+    # src.data[0] = np.roll(np.roll(src.data[0], ox, -1), oy, -2)
+    roll(src.data[0], ox, oy)  # apply jitter shift
 
     if gradient is None:
         net.forward(end=end)
@@ -56,16 +60,58 @@ def make_step(net, step_size=1.5, end='inception_4c/output',
         g = src.diff[0]
     else:  # --tile: the same gradient, tile by tile (deepdream_caffe/tile.py)
         g = gradient(net, end, objective)
-    g_mean = np.abs(g).mean()  # the notebook computes this inline, below
+    # room for |g|, the step and the unshift, made here: no image is held during the passes
+    scratch = np.empty_like(src.data[0])
+    g_mean = mean_abs(g, scratch)  # np.abs(g).mean(), which the notebook computes inline
     check_step(g_mean, step_size, end)
     # apply normalized ascent step to the input image
-    src.data[:] += step_size/g_mean * g
+    # src.data[:] += step_size/np.abs(g).mean() * g
+    ascend(src.data, step_size/g_mean, g, scratch)
 
-    src.data[0] = np.roll(np.roll(src.data[0], -ox, -1), -oy, -2)  # unshift image
+    # src.data[0] = np.roll(np.roll(src.data[0], -ox, -1), -oy, -2)
+    roll(src.data[0], -ox, -oy, scratch)  # unshift image
 
     if clip:
         bias = net.transformer.mean['data']
-        src.data[:] = np.clip(src.data, -bias, 255-bias)
+        # src.data[:] = np.clip(src.data, -bias, 255-bias), in place
+        data = src.data
+        np.clip(data, -bias, 255-bias, out=data)
+
+
+# make_step's numpy lines with fewer temporary images, each the same numbers, bit for bit
+# (tests/test_step_numpy.py runs them beside the notebook's lines; docs/performance.md)
+def roll(img, ox, oy, before=None):
+    """``img[:] = np.roll(np.roll(img, ox, -1), oy, -2)`` from one copy of ``img`` (into
+    ``before`` if given): the same permutation of the same values, in four block copies."""
+    if before is None:
+        before = img.copy()
+    else:
+        before[...] = img
+    h, w = img.shape[-2:]
+    oy, ox = oy % h, ox % w  # np.roll's shifts, taken modulo the axis as np.roll takes them
+    for to_y, from_y in ((slice(oy, h), slice(0, h-oy)), (slice(0, oy), slice(h-oy, h))):
+        for to_x, from_x in ((slice(ox, w), slice(0, w-ox)), (slice(0, ox), slice(w-ox, w))):
+            img[..., to_y, to_x] = before[..., from_y, from_x]
+
+
+def mean_abs(g, scratch):
+    """``np.abs(g).mean()``, with ``|g|`` written into ``scratch``: the same pairwise float32
+    sum over the same C-contiguous layout. Any other ``g`` takes the notebook's expression."""
+    if g.dtype != scratch.dtype or g.shape != scratch.shape or not g.flags.c_contiguous:
+        return np.abs(g).mean()
+    return np.abs(g, out=scratch).mean()
+
+
+def ascend(data, scale, g, scratch):
+    """``data[:] += scale * g``: the product into ``scratch``, then the sum in place.
+
+    Only where ``scale * g`` is float32 of scratch's shape (the notebook's float step_size
+    over a float32 mean: numpy keeps float32); any other scale, such as a float64 step_size
+    (NEP 50 makes that product float64), takes the notebook's expression."""
+    if np.result_type(scale, g) != scratch.dtype or g.shape != scratch.shape:
+        data[:] += scale * g
+    else:
+        np.add(data, np.multiply(scale, g, out=scratch), out=data)
 
 
 def check_step(g_mean, step_size, end):
