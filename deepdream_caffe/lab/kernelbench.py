@@ -147,7 +147,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepdream_caffe.lab.kernelbench")
     p.add_argument("-o", "--out", type=Path, default=Path("out/bench-kernels"))
     p.add_argument("--quick", action="store_true", help="256x144, 2 octaves x 2 steps")
-    p.add_argument("--kernels", nargs="+", default=list(KERNELS), help="'' for deepdream-caffe's choice")
+    p.add_argument(
+        "--kernels", nargs="+", default=list(KERNELS), help="'' for deepdream-caffe's choice"
+    )
     p.add_argument("--threads", nargs="+", type=int, default=list(THREADS))
     args = p.parse_args(argv)
     names = [config_name(k, n) for k in args.kernels for n in args.threads]
