@@ -19,7 +19,6 @@
 #   JOBS                   parallel compile jobs (default: number of cores)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
 readonly RECIPE_VERSION=1  # bump when a change here changes what gets built
 readonly VERSION=0.3.29
 readonly DEBIAN_SUITE=trixie
