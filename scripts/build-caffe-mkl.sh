@@ -52,7 +52,7 @@ key=$( {
 dest=$cache/caffe-mkl-$key
 
 if [ "$print_dir" = 1 ]; then echo "$dest"; exit 0; fi
-if [ -f "$dest/build-info.json" ]; then
+if [ -f "$dest/build-info.json" ] && [ -x "$dest/build/tools/caffe" ]; then
   say "up to date: $dest"
   echo "$dest"; exit 0
 fi
@@ -76,10 +76,11 @@ start=$(date +%s)
 rm -rf "$dest"; mkdir -p "$dest"
 PYTHON=$PYTHON "$here/scripts/build-caffe.sh" --source-only "$dest/src"
 for p in "${patches[@]}"; do patch -d "$dest/src" -p1 --quiet --forward <"$p"; done
+# The tool's target is caffe.bin (the target caffe is libcaffe).
 say "configuring and building the caffe tool with $jobs jobs (log: $dest/build.log)"
 { cmake -S "$dest/src" -B "$dest/build" "${cmake_flags[@]}" \
         -DCMAKE_BUILD_RPATH="$mkl/lib" &&
-  cmake --build "$dest/build" -j "$jobs" --target caffe; } >"$dest/build.log" 2>&1 ||
+  cmake --build "$dest/build" -j "$jobs" --target caffe.bin; } >"$dest/build.log" 2>&1 ||
   { tail -n 30 "$dest/build.log" >&2; die "build failed (log: $dest/build.log)"; }
 seconds=$(( $(date +%s) - start ))
 cat >"$dest/build-info.json" <<EOF
