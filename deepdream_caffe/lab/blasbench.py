@@ -52,10 +52,10 @@ lib = ctypes.CDLL(sys.argv[1])
 if hasattr(lib, "openblas_get_corename"):
     lib.openblas_get_corename.restype = ctypes.c_char_p
     kernel = lib.openblas_get_corename().decode()
-else:
+else:  # MKL: its version ("... Version 2026.2-Product Build ...")
     buf = ctypes.create_string_buffer(256)
     lib.mkl_get_version_string(buf, 256)
-    kernel = buf.value.decode().strip()
+    kernel = "MKL " + buf.value.decode().split("Version ")[1].split("-")[0]
 n = 4096
 a, b = (np.random.RandomState(s).rand(n, n).astype(np.float32) for s in (0, 1))
 c = np.zeros((n, n), np.float32)
