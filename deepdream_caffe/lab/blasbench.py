@@ -10,7 +10,8 @@ Each BLAS runs at 1 and 2 threads, every step in a fresh process:
 - Debian's OpenBLAS 0.3.21, pthread and OpenMP builds, and the OpenBLAS that
   scripts/build-openblas.sh builds (DYNAMIC_ARCH, OpenMP): all with soname libopenblas.so.0,
   so the Caffe already built runs on each through LD_LIBRARY_PATH. OPENBLAS_CORETYPE is what
-  deepdream-caffe sets (environment.coretype_for) unless it is set already;
+  deepdream-caffe sets (environment.coretype_for) unless it is set already; Debian's pthread
+  build runs once more with the variable unset (the kernel OpenBLAS picks by itself);
 - Intel MKL (requirements-mkl.txt) under Caffe built with ``-DBLAS=MKL``
   (scripts/build-caffe-mkl.sh), with MKL_CBWR unset, AVX2 and COMPATIBLE.
 
@@ -116,6 +117,10 @@ def candidates() -> tuple[list[Blas], list[str]]:
             found.append(Blas(name, library, caffe, {**openblas_env, "LD_LIBRARY_PATH": folder}))
         else:
             missing.append(f"{name}: not found ({fix})")
+    if found and core:  # the kernel OpenBLAS 0.3.21 picks by itself, for comparison
+        debian = found[0]
+        own = {**debian.env, environment.CORETYPE: ""}
+        found.insert(1, Blas(f"{debian.name}, OpenBLAS's own kernel", debian.library, caffe, own))
     mkl = built("build-caffe-mkl.sh")
     if mkl is None:
         missing.append("MKL: not built (scripts/build-caffe-mkl.sh)")
