@@ -146,6 +146,7 @@ def onepass_tool(cache: Path) -> Path:
     key = hashlib.sha256(source.read_bytes() + str(prefix).encode()).hexdigest()[:12]
     tool = cache / f"onepass-{key}"
     if not tool.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
                 *["c++", "-O2", "-DCPU_ONLY", f"-I{prefix / 'include'}", str(source)],
