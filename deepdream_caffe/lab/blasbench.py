@@ -100,9 +100,9 @@ def built(script: str) -> Path | None:
     return folder if p.returncode == 0 and (folder / "build-info.json").is_file() else None
 
 
-def candidates() -> tuple[list[Blas], list[str]]:
+def candidates(caffe_build: Path) -> tuple[list[Blas], list[str]]:
     """The BLAS configurations to run, and a line for each one that is missing."""
-    caffe = caffe_build_dir() / "install" / "bin" / "caffe"
+    caffe = caffe_build / "install" / "bin" / "caffe"
     core = os.environ.get(environment.CORETYPE) or environment.coretype_for(environment.cpu_flags())
     openblas_env = {environment.CORETYPE: core} if core else {}
     found, missing = [], []
@@ -139,10 +139,10 @@ def mkl_version() -> str:
     return line.split()[0]
 
 
-def onepass_tool(cache: Path) -> Path:
-    """onepass.cpp compiled against the Caffe build (its libcaffe swapped by LD_LIBRARY_PATH)."""
+def onepass_tool(cache: Path, caffe_build: Path) -> Path:
+    """onepass.cpp compiled against a Caffe build (its libcaffe swapped by LD_LIBRARY_PATH)."""
     source = Path(__file__).with_name("onepass.cpp")
-    prefix = caffe_build_dir() / "install"
+    prefix = caffe_build / "install"
     key = hashlib.sha256(source.read_bytes() + str(prefix).encode()).hexdigest()[:12]
     tool = cache / f"onepass-{key}"
     if not tool.is_file():
@@ -206,13 +206,18 @@ def measure(blas: Blas, threads: int, net: Path, tool: Path, out: Path, iteratio
     return result
 
 
-def blasbench(out: Path, iterations: int = 5, threads=THREADS, say=print) -> dict:
+def blasbench(
+    out: Path, iterations: int = 5, threads=THREADS, caffe_build: Path | None = None, say=print
+) -> dict:
+    """Every BLAS found, at each thread count; the OpenBLAS ones under ``caffe_build`` (default:
+    the build pycaffe comes from), MKL under scripts/build-caffe-mkl.sh's."""
+    caffe_build = caffe_build or caffe_build_dir()
     out.mkdir(parents=True, exist_ok=True)
     cache = bench.bench_cache()
     net = out / "dream-net.prototxt"
     write_net(net)
-    tool = onepass_tool(cache)
-    found, missing = candidates()
+    tool = onepass_tool(cache, caffe_build)
+    found, missing = candidates(caffe_build)
     for line in missing:
         say(f"blasbench: skipped {line}")
     results = []
@@ -228,6 +233,7 @@ def blasbench(out: Path, iterations: int = 5, threads=THREADS, say=print) -> dic
         r["bit_groups"] = [groups.index(d) + 1 for d in r["sha256"]]
     record = {
         "cpu": environment.cpu_model(),
+        "caffe_build": str(caffe_build),
         "size": list(SIZE),
         "end": END,
         "iterations": iterations,
@@ -244,7 +250,7 @@ def markdown(record) -> str:
     lines = [
         f"# BLAS libraries: GoogLeNet to {record['end']} at {w}x{h}, forward and backward",
         "",
-        f"CPU: {record['cpu']}. `caffe time`, {record['iterations']} iterations; sgemm "
+        f"CPU: {record['cpu']}. Caffe (OpenBLAS rows): {record['caffe_build']}. `caffe time`, {record['iterations']} iterations; sgemm "
         "4096x4096 float32, best of 3. Bits: one forward and backward pass run twice; the same "
         "number = the same bits (across rows too). Load: the 1-minute load average before/after.",
         "",
@@ -267,8 +273,9 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench-blas"))
     parser.add_argument("--iterations", type=int, default=5, help="caffe time's (default: 5)")
     parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS))
+    parser.add_argument("--caffe-build", type=Path, help="Caffe build folder (default: pycaffe's)")
     args = parser.parse_args(argv)
-    record = blasbench(args.output, args.iterations, args.threads)
+    record = blasbench(args.output, args.iterations, args.threads, args.caffe_build)
     print((args.output / "blas.md").read_text())
     return 0 if record["results"] else 1
 
