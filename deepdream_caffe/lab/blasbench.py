@@ -250,7 +250,8 @@ def markdown(record) -> str:
     lines = [
         f"# BLAS libraries: GoogLeNet to {record['end']} at {w}x{h}, forward and backward",
         "",
-        f"CPU: {record['cpu']}. Caffe (OpenBLAS rows): {record['caffe_build']}. `caffe time`, {record['iterations']} iterations; sgemm "
+        f"CPU: {record['cpu']}. Caffe (OpenBLAS rows): {record['caffe_build']}. "
+        f"`caffe time`, {record['iterations']} iterations; sgemm "
         "4096x4096 float32, best of 3. Bits: one forward and backward pass run twice; the same "
         "number = the same bits (across rows too). Load: the 1-minute load average before/after.",
         "",
