@@ -141,8 +141,11 @@ def check_weights(model, data: bytes, weights: Path) -> None:
     """Refuse weights (``data``, the bytes of the file ``weights``) that are not a caffemodel or
     do not fit ``model``, as Caffe's ``CopyTrainedLayersFrom`` would: the same blob count and
     shape for every layer it names, and finite numbers."""
-    from caffe.proto import caffe_pb2
     from google.protobuf.message import DecodeError
+
+    from .definition import import_caffe
+
+    caffe_pb2 = import_caffe().proto.caffe_pb2
 
     weights = Path(weights)
     fix = "download the weights again (`deepdream-caffe fetch`), or pass the right --weights"

@@ -208,11 +208,6 @@ def main(argv=None) -> int:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-    if args.command in (
-        *("dream", "guide", "zoom", "draw", "video"),
-        *("export-golden", "reproduce", "info"),
-    ):
-        environment.warn_slow_kernel_once(log_to_stderr)  # after the work: errors stay one line
     return status or 0
 
 

@@ -19,14 +19,20 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import environment
 from .build import SETUP_HINT
 from .errors import DreamError
 
 
 def import_caffe(verbose: bool = False):
-    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing."""
+    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing.
+
+    The one place Caffe is imported: the variables its libraries read once, at load, are set
+    here first (glog's log level; OpenBLAS's kernel, from the CPU's flags).
+    """
     # glog reads this once, when libcaffe loads: 2 keeps only errors.
     os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
+    environment.choose_blas_kernel()
     try:
         import caffe
     except ImportError as e:
@@ -112,7 +118,7 @@ FIX = "fix the definition or pass the right --model-def"
 def test_phase(model, path):
     """The layers Caffe keeps in the TEST phase (its Net::FilterNet), include/exclude rules
     applied with the definition's own level and stages."""
-    from caffe.proto.caffe_pb2 import TEST
+    TEST = import_caffe().TEST
 
     state = model.state
 

@@ -110,9 +110,9 @@ class DrawPlan:
     threads: int | None = None
 
     def model(self):
-        from caffe.proto import caffe_pb2
+        from .definition import import_caffe
 
-        return caffe_pb2.NetParameter.FromString(self.definition)
+        return import_caffe().proto.caffe_pb2.NetParameter.FromString(self.definition)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -18,19 +18,8 @@ from pathlib import Path
 from .errors import DreamError
 
 PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
-# OpenBLAS kernels that use AVX or better; any other on an AVX2 CPU is a slow fallback.
-AVX_KERNELS = {
-    "Sandybridge",
-    "Haswell",
-    "Zen",
-    "SkylakeX",
-    "Cooperlake",
-    "SapphireRapids",
-    "Bulldozer",
-    "Piledriver",
-    "Steamroller",
-    "Excavator",
-}
+CORETYPE = "OPENBLAS_CORETYPE"
+AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}  # what SkylakeX's kernels use
 
 
 # --- BLAS: Caffe's OpenBLAS and numpy's own ---------------------------------------------
@@ -116,6 +105,7 @@ def blas_info() -> dict:
     if info is None:
         return {"blas": f"unknown ({caffe_blas_path() or 'no BLAS found for libcaffe'})"}
     info.pop("set_threads")
+    info["blas_kernel_chosen_by"] = kernel_chosen_by()
     return info
 
 
@@ -174,34 +164,45 @@ def cpu_model() -> str:
     return line.partition(":")[2].strip() or platform.processor() or "unknown"
 
 
-def kernel_warning(kernel: str, flags: set) -> str | None:
-    """The line to print when OpenBLAS chose a generic kernel on a CPU with AVX2 or AVX-512."""
-    if not kernel or kernel in AVX_KERNELS:
-        return None
-    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
-        has, fix = "AVX-512", "SkylakeX"
-    elif {"avx2", "fma"} <= flags:
-        has, fix = "AVX2", "Haswell"
-    else:
-        return None
-    return (
-        f"warning: OpenBLAS runs its generic {kernel} kernels on this CPU, which has {has}; "
-        f"set OPENBLAS_CORETYPE={fix} for its fast kernels (a kernel changes a dream's "
-        "bits: docs/determinism.md)"
-    )
+def coretype_for(flags: set) -> str | None:
+    """The OpenBLAS kernel set for a CPU with these flags, by instruction set alone.
+
+    OpenBLAS picks its kernels from the CPU's model number and falls back to generic ones
+    (Prescott, about 1.7x slower) on a CPU it does not know; its choice among the ones it knows
+    also varies (Cooperlake on an AMD EPYC with avx512_bf16, whose sgemm gives other bits than
+    SkylakeX's). Named by instruction set, every CPU with AVX-512 runs SkylakeX and every other
+    one with AVX2 and FMA runs Haswell, so the same bits. None: OpenBLAS's own choice.
+    """
+    if AVX512 <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
 
 
-_warned = []
+def choose_blas_kernel(environ=os.environ, flags: set | None = None) -> None:
+    """Set OPENBLAS_CORETYPE by :func:`coretype_for`, unless it is set already (by the user).
 
-
-def warn_slow_kernel_once(say) -> None:
-    """Say :func:`kernel_warning` for Caffe's OpenBLAS, once per process."""
-    if _warned:
+    Call before Caffe's OpenBLAS is loaded: the library reads the variable once, at load.
+    Child processes inherit it. numpy's own OpenBLAS is loaded before this runs, so it keeps
+    its own choice.
+    """
+    if environ.get(CORETYPE):
         return
-    _warned.append(True)
-    line = kernel_warning(blas_info().get("blas_kernel", ""), cpu_flags())
-    if line:
-        say(f"deepdream-caffe: {line}")
+    kernel = coretype_for(cpu_flags() if flags is None else flags)
+    if kernel:
+        environ[CORETYPE] = kernel
+
+
+def kernel_chosen_by(environ=os.environ, flags: set | None = None) -> str:
+    """Who chose Caffe's OpenBLAS kernel: "cpu flags" (deepdream-caffe's rule, whoever set the
+    variable to its value), "OPENBLAS_CORETYPE" (the user, to another value) or "OpenBLAS"."""
+    asked = environ.get(CORETYPE)
+    if not asked:
+        return "OpenBLAS"
+    if asked == coretype_for(cpu_flags() if flags is None else flags):
+        return "cpu flags"
+    return CORETYPE
 
 
 def glibc_version() -> str:

@@ -44,9 +44,10 @@ def googlenet(
     fillers without the ``std`` (fillers only matter for training; no weight changes).
     """
     deepdraw = aux_style == "deepdraw"
-    from caffe import NetSpec
-    from caffe import layers as L
-    from caffe import params as P
+    from .definition import import_caffe
+
+    caffe = import_caffe()
+    NetSpec, L, P = caffe.NetSpec, caffe.layers, caffe.params
 
     n = NetSpec()
 

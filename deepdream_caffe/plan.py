@@ -80,9 +80,9 @@ class Plan:
 
     def model(self):
         """The definition as a ``NetParameter`` (a fresh copy)."""
-        from caffe.proto import caffe_pb2
+        from .definition import import_caffe
 
-        return caffe_pb2.NetParameter.FromString(self.definition)
+        return import_caffe().proto.caffe_pb2.NetParameter.FromString(self.definition)
 
     def net_mean(self) -> np.ndarray:
         from .net import mean_in_net_order

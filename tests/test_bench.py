@@ -157,3 +157,19 @@ def test_kernel_bench_skips_what_the_cpu_cannot_run_and_goes_on_after_a_failure(
     md = (tmp_path / "kernels.md").read_text()
     assert "Skipped (the CPU cannot run it): SkylakeX" in md and "Failed: Haswell-1t" in md
     assert any("SkylakeX skipped" in line for line in lines)
+
+
+def test_blas_bench_runs_each_library_it_finds_and_records_bits(tmp_path, monkeypatch):
+    """At 64x48 and one thread: every BLAS found runs the net, reports its kernel, and gives
+    the same bits twice; the ones not installed or built are named as skipped."""
+    from deepdream_caffe.lab import blasbench
+
+    monkeypatch.setattr(blasbench, "SIZE", (64, 48))
+    record = blasbench.blasbench(tmp_path, iterations=1, threads=[1], say=lambda *a: None)
+    assert record["results"], record["missing"]  # Debian's OpenBLAS at least
+    for r in record["results"]:
+        assert r["kernel"] and r["forward_ms"] > 0 and r["sgemm_gflops"] > 0
+        assert r["bit_groups"][0] == r["bit_groups"][1], r["blas"]
+    md = (tmp_path / "blas.md").read_text()
+    assert md.count("\n| ") == 1 + len(record["results"])  # the header and a row each
+    assert all(f"Skipped: {m}" in md for m in record["missing"])

@@ -87,9 +87,9 @@ def test_the_small_net_dreams(small, tmp_path):
 # --- what a caffemodel holds -------------------------------------------------------------
 def mutate_weights(data: bytes, how: str, where: int, value: float) -> bytes:
     """The weights with one thing changed, as a corrupt or hostile file would have it."""
-    from caffe.proto import caffe_pb2
+    from deepdream_caffe.definition import import_caffe
 
-    net = caffe_pb2.NetParameter.FromString(data)
+    net = import_caffe().proto.caffe_pb2.NetParameter.FromString(data)
     with_blobs = [layer for layer in net.layer if len(layer.blobs)]
     layer = with_blobs[where % len(with_blobs)]
     blob = layer.blobs[where % len(layer.blobs)]

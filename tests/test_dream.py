@@ -8,6 +8,7 @@ import PIL.Image
 import pytest
 
 from deepdream_caffe import dream
+from deepdream_caffe.definition import import_caffe
 from deepdream_caffe.errors import DreamError
 from deepdream_caffe.lab import notebook
 
@@ -18,7 +19,7 @@ FAST = dict(iter_n=3, octave_n=2)  # enough steps to cover jitter, octaves and d
 
 def notebook_namespace(cells, net=None, **names):
     """The notebook's definitions (cells 3, 6, 8) as Python 3, display stubbed out."""
-    import caffe
+    caffe = import_caffe()  # the same OpenBLAS kernel as ours, whichever test loads Caffe first
 
     return notebook.definitions(cells, net, PIL=PIL, caffe=caffe, **names)
 

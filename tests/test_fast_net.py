@@ -11,7 +11,7 @@ import pytest
 from helpers import Snapshot, assert_refused, main_in_process
 
 from deepdream_caffe import dream, fastnet
-from deepdream_caffe.definition import dream_layers, read_definition
+from deepdream_caffe.definition import dream_layers, import_caffe, read_definition
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 SIZE = (224, 224)  # the size every end accepts, the classifier layers included
@@ -120,7 +120,6 @@ def test_notebook_net_is_the_notebooks_own(
     from google.protobuf import text_format
     from test_dream import SEED
 
-    import caffe
     from deepdream_caffe.lab.notebook import run_cells
 
     definition, weights = nets["places205_googlenet"]
@@ -148,7 +147,9 @@ def test_notebook_net_is_the_notebooks_own(
         cell3 = cell3.replace("model_path + " + name, repr(str(path)))
     monkeypatch.chdir(tmp_path)  # cell 3 writes tmp.prototxt here
     ns = run_cells(
-        (cell3, notebook_cells[6], notebook_cells[8]), caffe=caffe, text_format=text_format
+        (cell3, notebook_cells[6], notebook_cells[8]),
+        caffe=import_caffe(),  # the same OpenBLAS kernel as ours
+        text_format=text_format,
     )
     net = ns["net"]
     assert "loss1/fc" in net._layer_names and "loss2/classifier" in net._layer_names

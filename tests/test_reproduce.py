@@ -1,10 +1,13 @@
-"""Sidecars that can repeat a run, ``--threads``, ``reproduce`` and the OpenBLAS kernel warning.
+"""Sidecars that can repeat a run, ``--threads``, ``reproduce`` and the OpenBLAS kernel choice.
 
-The kernel warning is tested with injected kernels and CPU flags: the tests never set
-OPENBLAS_CORETYPE (the machine's environment decides which kernel runs here).
+The kernel choice is tested on injected CPU flags and environments: the tests never set
+OPENBLAS_CORETYPE in their own process.
 """
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,68 +23,81 @@ from deepdream_caffe.flags import DREAM_NUMBERS
 
 FAST = ["--iter-n", "2", "--octave-n", "2"]
 NUMBERS = [name for name, _, _ in DREAM_NUMBERS]  # iter_n ... jitter, as the job names them
-AVX512 = {"sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"}
+AVX512 = {"sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}
 AVX2 = {"sse2", "avx", "avx2", "fma"}
 
 
-# --- the kernel warning, on injected values ---------------------------------------------
+# --- the OpenBLAS kernel, chosen from the CPU flags --------------------------------------
 @pytest.mark.parametrize(
-    "kernel,flags,fix",
+    "flags,kernel",
     [
-        ("Prescott", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
-        ("Katmai", AVX2, "OPENBLAS_CORETYPE=Haswell"),
-        ("Core2", AVX2 | {"avx512f"}, "OPENBLAS_CORETYPE=Haswell"),  # AVX-512 F alone: Haswell
-        ("Unknown", AVX512, "OPENBLAS_CORETYPE=SkylakeX"),
+        (AVX512, "SkylakeX"),
+        (AVX512 | {"avx512_bf16"}, "SkylakeX"),  # not Cooperlake: its sgemm has other bits
+        (AVX2 | {"avx512f"}, "Haswell"),  # AVX-512 F alone: Haswell
+        (AVX512 - {"avx512cd"}, "Haswell"),
+        (AVX2, "Haswell"),
+        (AVX2 - {"fma"}, None),
+        ({"sse2", "sse4_2", "avx"}, None),  # no AVX2: OpenBLAS's own choice
+        (set(), None),
     ],
 )
-def test_generic_kernel_on_a_fast_cpu_names_the_fix(kernel, flags, fix):
-    line = environment.kernel_warning(kernel, flags)
-    assert kernel in line and fix in line and "\n" not in line
+def test_the_kernel_follows_the_instruction_sets(flags, kernel):
+    assert environment.coretype_for(flags) == kernel
+    env = {}
+    environment.choose_blas_kernel(env, flags)
+    assert env == ({"OPENBLAS_CORETYPE": kernel} if kernel else {})
+    assert environment.kernel_chosen_by(env, flags) == ("cpu flags" if kernel else "OpenBLAS")
 
 
 @given(
-    kernel=st.sampled_from(sorted(environment.AVX_KERNELS)),
-    flags=st.sets(st.sampled_from(sorted(AVX512 | {"sse4_2", "avx512_fp16"}))),
+    asked=st.sampled_from(["Prescott", "Haswell", "SkylakeX", "Zen", "Cooperlake"]),
+    flags=st.sets(st.sampled_from(sorted(AVX512 | {"sse4_2", "avx512_bf16"}))),
 )
-def test_no_warning_for_a_kernel_with_avx(kernel, flags):
-    assert environment.kernel_warning(kernel, flags) is None
+def test_a_users_coretype_is_kept(asked, flags):
+    env = {"OPENBLAS_CORETYPE": asked}
+    environment.choose_blas_kernel(env, flags)
+    assert env == {"OPENBLAS_CORETYPE": asked}
+    by = environment.kernel_chosen_by(env, flags)
+    assert by == ("cpu flags" if asked == environment.coretype_for(flags) else "OPENBLAS_CORETYPE")
 
 
-@given(
-    kernel=st.text(min_size=1, max_size=20).filter(lambda k: k not in environment.AVX_KERNELS),
-    flags=st.sets(st.sampled_from(["sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx"])),
+KERNEL_RUN = (
+    "from deepdream_caffe import definition, environment\n"
+    "definition.import_caffe()\n"
+    "info = environment.blas_info()\n"
+    "print(info['blas_kernel'], info['blas_kernel_chosen_by'], sep='|')\n"
 )
-def test_no_warning_on_a_cpu_without_avx2(kernel, flags):
-    """A generic kernel is the right one on a CPU without AVX2: nothing to fix."""
-    assert environment.kernel_warning(kernel, flags) is None
-
-
-def test_the_warning_is_said_once(monkeypatch):
-    monkeypatch.setattr(environment, "blas_info", lambda: {"blas_kernel": "Prescott"})
-    monkeypatch.setattr(environment, "cpu_flags", lambda: AVX2)
-    monkeypatch.setattr(environment, "_warned", [])
-    heard = []
-    environment.warn_slow_kernel_once(heard.append)
-    environment.warn_slow_kernel_once(heard.append)
-    assert len(heard) == 1 and "OPENBLAS_CORETYPE=Haswell" in heard[0]
 
 
 @pytest.mark.caffe
-def test_info_shows_both_blas_kernels_and_the_cli_warns_once(monkeypatch, capsys):
+@pytest.mark.parametrize("asked", ["", "Prescott"])
+def test_caffes_openblas_runs_the_kernel_chosen_for_it(asked):
+    """In a fresh process: the flags' kernel when OPENBLAS_CORETYPE is unset, else the user's."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if asked:
+        env["OPENBLAS_CORETYPE"] = asked
+    p = subprocess.run([sys.executable, "-c", KERNEL_RUN], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    kernel, by = p.stdout.strip().split("|")
+    chosen = environment.coretype_for(environment.cpu_flags())
+    if asked:
+        assert (kernel, by) == (asked, "OPENBLAS_CORETYPE")
+    elif chosen:
+        assert (kernel, by) == (chosen, "cpu flags")
+    else:
+        assert by == "OpenBLAS"
+
+
+@pytest.mark.caffe
+def test_info_shows_both_blas_kernels_and_who_chose_caffes(capsys):
     from deepdream_caffe import cli
 
     kernel = environment.blas_info()["blas_kernel"]
     assert cli.main(["info"]) == 0
-    out = capsys.readouterr().out
-    for key in ("blas_kernel", "numpy_blas_kernel", "numpy_blas_threads", "glibc", "cpu"):
+    out, err = capsys.readouterr()
+    for key in ("blas_kernel", "blas_kernel_chosen_by", "numpy_blas_kernel", "glibc", "cpu"):
         assert f"\n{key} " in out, key
-    assert kernel in out
-    monkeypatch.setattr(environment, "blas_info", lambda: {"blas_kernel": "Katmai"})
-    monkeypatch.setattr(environment, "cpu_flags", lambda: AVX512)
-    monkeypatch.setattr(environment, "_warned", [])
-    assert cli.main(["info"]) == 0 and cli.main(["info"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("OPENBLAS_CORETYPE=SkylakeX") == 1 and "Katmai" in err
+    assert kernel in out and err == ""
 
 
 # --- naming what differs ----------------------------------------------------------------

@@ -183,7 +183,7 @@ def write_net(folder, build):
 
 def sane_batchnorm(definition, weights):
     """Random BatchNorm statistics need a positive variance and a unit scale factor."""
-    import caffe
+    caffe = import_caffe()
 
     net = caffe.Net(str(definition), str(weights), caffe.TEST)
     found = False

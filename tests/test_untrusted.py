@@ -119,7 +119,6 @@ def hashes(*folders) -> dict:
 
 def run_cli(argv, capsys, monkeypatch, scratch):
     """The command in this process; its temporary files go to ``scratch``."""
-    monkeypatch.setattr(environment, "_warned", [True])  # the kernel warning is no error line
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     capsys.readouterr()  # nothing left over from an earlier example
     code = cli.main([str(a) for a in argv])

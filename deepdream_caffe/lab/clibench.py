@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import environment
 from ..errors import DreamError
 from .bench import bench_cache, bench_image, synthetic_net_files
 
@@ -115,6 +116,9 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench-cli"))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    # Both processes run the OpenBLAS kernel the command chooses: the notebook's own
+    # `import caffe` would otherwise get OpenBLAS's choice.
+    environment.choose_blas_kernel()
     try:
         results = [run_case(n, c, args.output, args.repeats) for n, c in CASES.items()]
     except DreamError as e:  # the notebook's files or the synthetic weights: one line

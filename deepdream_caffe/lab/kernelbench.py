@@ -27,8 +27,9 @@ from .. import environment
 from ..errors import DreamError
 from . import bench
 
-# "" is OpenBLAS's own choice (the variable removed); the others are the kernels an x86-64 CPU
-# with AVX-512 can run: the generic fallback, AVX2 and AVX-512.
+# "" is the variable removed, so deepdream-caffe chooses from the CPU flags
+# (environment.coretype_for); the others are the kernels an x86-64 CPU with AVX-512 can run:
+# the generic fallback, AVX2 and AVX-512.
 KERNELS = ("", "Prescott", "Haswell", "SkylakeX")
 THREADS = (1, 2)
 NEEDS = {  # the CPU flags a forced kernel executes
@@ -142,13 +143,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepdream_caffe.lab.kernelbench")
     p.add_argument("-o", "--out", type=Path, default=Path("out/bench-kernels"))
     p.add_argument("--quick", action="store_true", help="256x144, 2 octaves x 2 steps")
-    p.add_argument("--kernels", nargs="+", default=list(KERNELS), help="'' for OpenBLAS's own")
+    p.add_argument(
+        "--kernels", nargs="+", default=list(KERNELS), help="'' for deepdream-caffe's choice"
+    )
     p.add_argument("--threads", nargs="+", type=int, default=list(THREADS))
     args = p.parse_args(argv)
     names = [config_name(k, n) for k in args.kernels for n in args.threads]
     if len(set(names)) < len(names) or min(args.threads) < 1:
         p.error(
-            "name each kernel and thread count once ('' is OpenBLAS's own choice), threads >= 1"
+            "name each kernel and thread count once ('' is deepdream-caffe's choice), threads >= 1"
         )
     try:
         record = kernelbench(args.out, args.quick, args.kernels, args.threads)
