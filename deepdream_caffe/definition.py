@@ -28,11 +28,13 @@ def import_caffe(verbose: bool = False):
     """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing.
 
     The one place Caffe is imported: the variables its libraries read once, at load, are set
-    here first (glog's log level; OpenBLAS's kernel, from the CPU's flags).
+    here first (glog's log level; OpenBLAS's kernel, from the CPU's flags; how OpenMP's
+    threads wait).
     """
     # glog reads this once, when libcaffe loads: 2 keeps only errors.
     os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
     environment.choose_blas_kernel()
+    environment.choose_wait_policy()
     try:
         import caffe
     except ImportError as e:

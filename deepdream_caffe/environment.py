@@ -19,6 +19,7 @@ from .errors import DreamError
 
 PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
 CORETYPE = "OPENBLAS_CORETYPE"
+WAIT_POLICY = "OMP_WAIT_POLICY"
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}  # what SkylakeX's kernels use
 
 
@@ -192,6 +193,20 @@ def choose_blas_kernel(environ=os.environ, flags: set | None = None) -> None:
     kernel = coretype_for(cpu_flags() if flags is None else flags)
     if kernel:
         environ[CORETYPE] = kernel
+
+
+def choose_wait_policy(environ=os.environ) -> None:
+    """Let idle OpenMP threads sleep (OMP_WAIT_POLICY=passive) unless the user chose.
+
+    GNU OpenMP's default has a thread that waits for work spin for a while first. On a machine
+    where another process holds a core, the spinning thread takes the time its partner needs,
+    and each barrier waits for the partner's next turn: our dream net's forward and backward
+    pass took 1545 ms at 2 threads instead of 1130 ms passive (pristine Caffe with Debian's
+    pthread OpenBLAS: 2436 ms), while on a quiet machine the two policies measured the same
+    (582 to 611 ms; docs/performance.md). It changes no bit. libgomp reads it once, when
+    libcaffe loads it.
+    """
+    environ.setdefault(WAIT_POLICY, "passive")
 
 
 def kernel_chosen_by(environ=os.environ, flags: set | None = None) -> str:

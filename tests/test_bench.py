@@ -116,9 +116,12 @@ def test_torch_twin_agrees_with_caffe_for_one_step(nets, load):
         return np.linalg.norm(a - b) / np.linalg.norm(a)
 
     # float32, ~30 layers deep: relative errors of 1e-6..1e-5 are rounding; a wrong layer
-    # (pooling rounding, LRN scaling) gives 1e-2 or more
+    # (pooling rounding, LRN scaling) gives 1e-2 or more. The gradient also goes through
+    # max pooling's argmax and ReLU's step at 0, where a 1-ulp difference in an activation can
+    # send a gradient down another path: measured 6e-7 with OpenBLAS's Haswell and Prescott
+    # kernels, 1.1e-3 with its SkylakeX kernels (OpenBLAS 0.3.21 and 0.3.29 alike).
     assert rel_l2(a_caffe, a_torch) < 1e-4
-    assert rel_l2(g_caffe, g_torch) < 1e-3
+    assert rel_l2(g_caffe, g_torch) < 5e-3
 
 
 def test_kernel_bench_runs_each_kernel_it_names_and_groups_by_bits(tmp_path, notebook_images):

@@ -124,7 +124,8 @@ def test_setup_in_conda_env_installs_pycaffe_and_the_project_into_it(tmp_path):
     dest = Path(
         subprocess.run(
             [str(ROOT / "scripts/build-caffe.sh"), "--print-dir"],
-            env={**env, "PYTHON": str(prefix / "bin/python")},
+            # as setup.sh's conda route runs it: the env's own OpenBLAS (OpenBLAS_HOME)
+            env={**env, "PYTHON": str(prefix / "bin/python"), "OpenBLAS_HOME": str(prefix)},
             capture_output=True,
             text=True,
             check=True,
