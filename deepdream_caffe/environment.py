@@ -133,8 +133,10 @@ def blas_threads() -> int | None:
     return info and info["blas_threads"]
 
 
-def set_blas_threads(n: int) -> None:
-    """Run Caffe's and numpy's OpenBLAS with ``n`` threads from now on.
+def set_blas_threads(n: int, numpy: bool = True) -> None:
+    """Run Caffe's and numpy's OpenBLAS (only Caffe's without ``numpy``) with ``n`` threads
+    from now on; with Debian's OpenMP OpenBLAS, Caffe's OpenMP layers too (it sets OpenMP's
+    count for the calling thread).
 
     Set at run time (``openblas_set_num_threads``), not through OPENBLAS_NUM_THREADS: that
     variable is read once, when the library loads (numpy's is loaded before any flag is
@@ -142,7 +144,7 @@ def set_blas_threads(n: int) -> None:
     repeating a run made on a larger machine. Measured: the two ways give the same bits
     (docs/determinism.md).
     """
-    for info in (_caffe_blas(), _numpy_blas()):
+    for info in (_caffe_blas(), _numpy_blas() if numpy else None):
         if info is not None:
             info["set_threads"](int(n))
 

@@ -27,6 +27,7 @@ of its own; OpenMP's thread count is per thread, so it is set again there.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import os
 import re
@@ -38,6 +39,7 @@ from multiprocessing import Pipe
 
 from .errors import DreamError
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 TIMEOUT_VARIABLE = "DEEPDREAM_CAFFE_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0  # seconds without a message from the child: a net load or one step
 # glog's line prefix: severity, date, time, thread, file:line]
@@ -81,10 +83,11 @@ def run(work, *args, on_message=None, verbose: bool = False):
     reader, writer = Pipe(duplex=False)
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         reader.close()
-        _child(work, args, writer, log)
+        _child(work, args, writer, log, parent)
     writer.close()
     outcome, result = None, None
     try:
@@ -126,12 +129,13 @@ def run(work, *args, on_message=None, verbose: bool = False):
 FIX = "check the definition and the weights (--verbose shows Caffe's log)"
 
 
-def _child(work, args, writer, log) -> None:
+def _child(work, args, writer, log, parent: int) -> None:
     """Run ``work`` and send its outcome; the process ends here, whatever happens."""
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, and ends this one
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _end_with(parent)
         os.dup2(log, 1)
         os.dup2(log, 2)
         sys.stdout = open(1, "w", closefd=False)  # Python's prints go there too
@@ -155,18 +159,31 @@ def _child(work, args, writer, log) -> None:
         os._exit(code)
 
 
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this child when the parent dies (even by SIGKILL), rather than
+    let it compute for nobody."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
+
+
 def _on_new_thread(work, *args):
     """``work(*args)`` on a new thread (the module docstring says why): its result, or its
     exception raised here."""
     from . import environment
 
-    threads = environment.blas_threads()
+    try:
+        threads = environment.blas_threads()  # as the parent set them
+    except Exception as e:  # a lookup for the thread count only: say so, and go on
+        print(f"deepdream-caffe: Caffe's BLAS thread count unknown ({e})", file=sys.stderr)
+        threads = None
     outcome = {}
 
     def body():
         try:
             if threads:
-                environment.set_blas_threads(threads)
+                environment.set_blas_threads(threads, numpy=False)
             outcome["result"] = work(*args)
         except BaseException as e:  # handed to the child's main thread
             outcome["error"] = e
@@ -176,6 +193,8 @@ def _on_new_thread(work, *args):
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
+    if "result" not in outcome:
+        raise RuntimeError("the Caffe thread ended without a result")
     return outcome["result"]
 
 

@@ -5,6 +5,7 @@ command ends with one line, writes nothing and changes no input. A default dream
 definition with one upgrade child and opens its weights file at most twice.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -126,6 +127,24 @@ def test_a_signal_to_the_command_ends_its_caffe_process(scene, signum):
     assert re.fullmatch(r"deepdream-caffe: (terminated|interrupted); [^\n]*\n", stderr), stderr
     before.assert_unchanged()
     assert not Path(f"/proc/{child}").exists()
+
+
+def test_the_caffe_process_dies_with_a_killed_command(scene):
+    """SIGKILL gives the command no chance to end its child: the kernel does
+    (PR_SET_PDEATHSIG), so nothing goes on computing for nobody."""
+    tmp_path, out, command = scene
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    child = child_of(proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # a zombie for its new parent to reap at most
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+    state = Path(f"/proc/{child}/stat")
+    assert not state.exists() or state.read_text().rpartition(")")[2].split()[0] == "Z"
 
 
 def test_a_bad_timeout_is_one_line(scene):

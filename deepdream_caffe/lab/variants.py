@@ -90,8 +90,9 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
     return {"threads": threads, "blas": environment.blas_info(), "hashes": hashes}
 
 
-def run_in(variant: str, pass_size, size, iter_n: int, threads: int) -> dict:
-    """:func:`measure` in a fresh process on ``variant``'s pycaffe."""
+def run_in(variant: str, pass_size, size, iter_n: int, threads: int, kernel=None) -> dict:
+    """:func:`measure` in a fresh process on ``variant``'s pycaffe (OpenBLAS's ``kernel`` when
+    given; else the package's choice)."""
     python = build_dir(variant) / "install" / "python"
     if not (python / "caffe" / "__init__.py").is_file():
         raise SystemExit(
@@ -104,6 +105,8 @@ def run_in(variant: str, pass_size, size, iter_n: int, threads: int) -> dict:
         OMP_NUM_THREADS=str(threads),
         GLOG_minloglevel="2",
     )
+    if kernel:
+        env["OPENBLAS_CORETYPE"] = kernel
     code = (
         f"import json; from deepdream_caffe.lab.variants import measure; "
         f"print(json.dumps(measure({list(pass_size)}, {list(size)}, {iter_n}, {threads})))"
@@ -116,10 +119,10 @@ def run_in(variant: str, pass_size, size, iter_n: int, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compare(pass_size, size, iter_n: int, threads_list) -> list[dict]:
+def compare(pass_size, size, iter_n: int, threads_list, kernel=None) -> list[dict]:
     rows = []
     for threads in threads_list:
-        runs = {v: run_in(v, pass_size, size, iter_n, threads) for v in VARIANTS}
+        runs = {v: run_in(v, pass_size, size, iter_n, threads, kernel) for v in VARIANTS}
         a, b = (runs[v]["hashes"] for v in VARIANTS)
         rows.append(
             {
@@ -201,6 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=size_arg, default=(256, 144))
     p.add_argument("--iter-n", type=int, default=2)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--kernel", help="OPENBLAS_CORETYPE for both builds (default: the package's)")
     p.add_argument("--layer-times", type=int, default=0, metavar="N")
     p.add_argument("-o", "--output", type=Path, default=Path("out/bench-variants"))
     args = p.parse_args(argv)
@@ -209,7 +213,7 @@ def main(argv=None) -> int:
         table = layer_table(args.size, args.layer_times, args.threads, args.output)
         (args.output / "layers.md").write_text(table)
         print(table)
-    rows = compare(args.pass_size, args.size, args.iter_n, args.threads)
+    rows = compare(args.pass_size, args.size, args.iter_n, args.threads, args.kernel)
     (args.output / "variants.json").write_text(json.dumps(rows, indent=2) + "\n")
     for r in rows:
         verdict = (
