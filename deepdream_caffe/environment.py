@@ -19,7 +19,8 @@ from .errors import DreamError
 
 PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
 CORETYPE = "OPENBLAS_CORETYPE"
-WAIT_POLICY = "OMP_WAIT_POLICY"
+WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"
+SPINS = "10000"  # about as long as a short layer: a wait longer than that sleeps
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}  # what SkylakeX's kernels use
 
 
@@ -198,17 +199,19 @@ def choose_blas_kernel(environ=os.environ, flags: set | None = None) -> None:
 
 
 def choose_wait_policy(environ=os.environ) -> None:
-    """Let idle OpenMP threads sleep (OMP_WAIT_POLICY=passive) unless the user chose.
+    """Let idle OpenMP threads spin only briefly (GOMP_SPINCOUNT=10000) before they sleep,
+    unless the user chose how they wait (OMP_WAIT_POLICY or GOMP_SPINCOUNT).
 
-    GNU OpenMP's default has a thread that waits for work spin for a while first. On a machine
-    where another process holds a core, the spinning thread takes the time its partner needs,
-    and each barrier waits for the partner's next turn: our dream net's forward and backward
-    pass took 1545 ms at 2 threads instead of 1130 ms passive (pristine Caffe with Debian's
-    pthread OpenBLAS: 2436 ms), while on a quiet machine the two policies measured the same
-    (582 to 611 ms; docs/performance.md). It changes no bit. libgomp reads it once, when
-    libcaffe loads it.
+    GNU OpenMP's default spins 300000 times first. On a machine where another process holds a
+    core, the spinning thread takes the time its partner needs, and each barrier waits for the
+    partner's next turn: our dream net's forward and backward pass took 1545 ms at 2 threads
+    with the default, 1184 ms with 10000 spins, 1130 ms never spinning (passive). On a quiet
+    machine passive was the slowest for a 512x288 dream (sleeping between short layers) and
+    10000 spins the fastest (docs/performance.md). It changes no bit. libgomp reads it once,
+    when libcaffe loads it.
     """
-    environ.setdefault(WAIT_POLICY, "passive")
+    if WAIT_POLICY not in environ and SPIN_COUNT not in environ:
+        environ[SPIN_COUNT] = SPINS
 
 
 def kernel_chosen_by(environ=os.environ, flags: set | None = None) -> str:

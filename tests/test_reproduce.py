@@ -498,3 +498,17 @@ def test_weights_provenance(tmp_path, monkeypatch):
     )
     # fetched by models.model_files, and verified there
     assert provenance(mine, Job()).startswith("published: bvlc_googlenet, verified by")
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, {"GOMP_SPINCOUNT": "10000"}),
+        ({"OMP_WAIT_POLICY": "active"}, {"OMP_WAIT_POLICY": "active"}),
+        ({"GOMP_SPINCOUNT": "300000"}, {"GOMP_SPINCOUNT": "300000"}),
+    ],
+)
+def test_openmp_threads_spin_briefly_unless_the_user_said_how_they_wait(given, expected):
+    environ = dict(given)
+    environment.choose_wait_policy(environ)
+    assert environ == expected

@@ -79,6 +79,7 @@ def run_case(name, case, folder: Path, repeats: int) -> dict:
 
     definition, weights = synthetic_net_files(bench_cache())
     notebook = assets.fetch(assets.NOTEBOOK_ASSETS["dream.ipynb"])
+    folder = folder.resolve()  # both commands run in it
     folder.mkdir(parents=True, exist_ok=True)
     image = folder / f"{name}.png"
     PIL.Image.fromarray(np.uint8(bench_image(case["size"]))).save(image)
