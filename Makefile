@@ -52,6 +52,8 @@ bench: setup caffe-pristine  ## time the default dream (ours, notebook, PyTorch)
 	$(PY) -m deepdream_caffe.lab.kernelbench -o $(OUT)/bench-kernels $(filter --quick,$(BENCH_ARGS))
 	$(PY) -m deepdream_caffe.lab.sweepbench -o $(OUT)/bench-sweep
 	$(PY) -m deepdream_caffe.lab.clibench -o $(OUT)/bench-cli
+	$(PY) -m deepdream_caffe.lab.variants -o $(OUT)/bench-variants --size 1024x575 --iter-n 10 \
+	  --layer-times 5
 
 test: pytest caffe-test pycaffe-test  ## everything: project tests, Caffe's gtests, pycaffe's tests
 
