@@ -19,27 +19,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import environment
 from .build import SETUP_HINT
+from .environment import import_caffe  # noqa: F401 (where the package imports Caffe from)
 from .errors import DreamError
-
-
-def import_caffe(verbose: bool = False):
-    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing.
-
-    The one place Caffe is imported: the variables its libraries read once, at load, are set
-    here first (glog's log level; OpenBLAS's kernel, from the CPU's flags; how OpenMP's
-    threads wait).
-    """
-    # glog reads this once, when libcaffe loads: 2 keeps only errors.
-    os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
-    environment.choose_blas_kernel()
-    environment.choose_wait_policy()
-    try:
-        import caffe
-    except ImportError as e:
-        raise DreamError(f"pycaffe cannot be imported ({e})", SETUP_HINT) from e
-    return caffe
 
 
 def upgrade_tool() -> Path:

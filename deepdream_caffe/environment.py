@@ -56,6 +56,26 @@ def loaded_libraries() -> list[str]:
     return list(dict.fromkeys(f[-1] for f in map(str.split, maps) if f[-1].startswith("/")))
 
 
+def import_caffe(verbose: bool = False):
+    """Import pycaffe, quiet unless ``verbose``, with a clear error when it is missing.
+
+    The one place Caffe is imported: the variables its libraries read once, at load, are set
+    here first (glog's log level; OpenBLAS's kernel, from the CPU's flags; how OpenMP's
+    threads wait).
+    """
+    # glog reads this once, when libcaffe loads: 2 keeps only errors.
+    os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
+    choose_blas_kernel()
+    choose_wait_policy()
+    try:
+        import caffe
+    except ImportError as e:
+        from .build import SETUP_HINT
+
+        raise DreamError(f"pycaffe cannot be imported ({e})", SETUP_HINT) from e
+    return caffe
+
+
 class _DlInfo(ctypes.Structure):  # glibc's Dl_info, filled by dladdr
     _fields_ = [
         ("dli_fname", ctypes.c_char_p),
@@ -70,8 +90,6 @@ def caffe_blas_path() -> str | None:
     resolves for libcaffe (pycaffe is imported first). Never looked up by name: the name
     libopenblas.so.0 may mean another build (Debian's alternatives), and loading that one
     first would make libcaffe use it too."""
-    from .definition import import_caffe
-
     try:
         import_caffe()
     except DreamError:
