@@ -260,11 +260,17 @@ def _target(path, batch):
     return atomic_path(path) if batch is None else nullcontext(batch(path))
 
 
+def image_format(suffix: str) -> str | None:
+    """PIL's format for a file suffix (".png": "PNG"); None for none."""
+    PIL.Image.preinit()  # PNG, JPEG, BMP, GIF, PPM: without importing every other plugin
+    return PIL.Image.EXTENSION.get(suffix) or PIL.Image.registered_extensions().get(suffix)
+
+
 def save_image(img_uint8: np.ndarray, path, jpeg_quality: int = 95, batch=None) -> None:
     """Write an 8-bit RGB image; the format follows the extension (PNG is lossless)."""
     path = Path(path)
     im = PIL.Image.fromarray(img_uint8)
-    fmt = PIL.Image.registered_extensions().get(path.suffix.lower())
+    fmt = image_format(path.suffix.lower())
     options = {"quality": jpeg_quality} if fmt == "JPEG" else {}
     with _target(path, batch) as tmp:
         im.save(tmp, format=fmt, **options)

@@ -2,9 +2,9 @@
 
 :func:`make_plan` turns a :class:`~deepdream_caffe.job.Job` into a frozen :class:`Plan` before
 a pixel is decoded or a net is built: the model record, the definition parsed and upgraded
-once (one ``upgrade_net_proto_text`` child), the weights read once (every hash the run needs,
-and the check that they fit, come from that one read; Caffe then reads the same bytes from an
-anonymous memory file, so the file cannot change in between), the mean and channel order, the
+once (one ``upgrade_net_proto_text`` child), the weights read once (copied into an anonymous
+memory file, from which every hash the run needs and the check that they fit are computed, and
+which Caffe then reads, so the file cannot change in between), the mean and channel order, the
 end layer, every octave size and the memory estimate. Everything after it (building the net in
 the child process, the dream, the sidecar) takes the plan and re-resolves nothing.
 """
@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import mmap
 import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -270,20 +272,50 @@ def check_memory(model, sizes, job) -> int | None:
 
 
 def read_weights(path: Path, whole, built, job) -> Weights:
-    """Read the weights file once: its size checked first, then its bytes hashed, checked
-    against ``built`` (the net Caffe will build) and put in an anonymous memory file."""
+    """Read the weights file once: its size checked first, then its bytes copied into an
+    anonymous memory file, which is hashed, checked against ``built`` (the net Caffe will
+    build) and is what Caffe reads."""
     if not path.is_file():
         raise DreamError(f"weights file {path} does not exist", "check the --weights path")
     checks.check_weights_size(whole, path)
-    data = path.read_bytes()
-    checks.check_weights(built, data, path)
-    sha256 = hashlib.sha256(data).hexdigest()
-    provenance = weights_provenance(path, data, job)
+    fd = memory_copy(path)
+    try:
+        size = os.fstat(fd).st_size
+        with contextlib.ExitStack() as stack:
+            data = b""  # mmap refuses an empty file, which check_weights refuses anyway
+            if size:
+                data = stack.enter_context(
+                    mmap.mmap(
+                        fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
+                    )
+                )
+            # the hash on a second core (hashlib lets go of the GIL) while protobuf parses
+            sha256 = hashlib.sha256()
+            hashing = threading.Thread(target=sha256.update, args=(data,))
+            hashing.start()
+            try:
+                with memoryview(data) as view:  # released even when the check raises
+                    checks.check_weights(built, view, path)
+            finally:
+                hashing.join()
+            provenance = weights_provenance(path, data, job)
+        return Weights(path, size, sha256.hexdigest(), provenance, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def memory_copy(path: Path) -> int:
+    """An anonymous memory file holding a copy of ``path``'s bytes (copied by the kernel)."""
     fd = os.memfd_create("deepdream-weights", os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    return Weights(path, len(data), sha256, provenance, fd)
+    try:
+        with open(path, "rb") as source:
+            while os.sendfile(fd, source.fileno(), None, 1 << 30):
+                pass
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def weights_provenance(path: Path, data: bytes, job) -> str:

@@ -81,8 +81,9 @@ def run(work, *args, on_message=None, verbose: bool = False):
     limit = timeout()
     log = os.memfd_create("deepdream-caffe-log", os.MFD_CLOEXEC)
     reader, writer = Pipe(duplex=False)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None where the stream was closed
+        if stream is not None:
+            stream.flush()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never returns

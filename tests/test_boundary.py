@@ -6,6 +6,8 @@ definition with one upgrade child and opens its weights file at most twice.
 """
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -206,6 +208,24 @@ def test_messages_arrive_in_order_and_the_result_comes_back():
     result = worker.run(_talk, 5, on_message=heard.append)
     assert heard == [("step", i) for i in range(5)]
     np.testing.assert_array_equal(result, np.arange(5))
+
+
+def test_a_caller_that_closed_stdout_and_stderr_still_gets_its_dream(scene):
+    """Closed streams (``>&- 2>&-``) are sinks: the dream is written, exit 0, and the fast
+    exit at the end (no module teardown) loses nothing."""
+    tmp_path, out, command = scene
+
+    def close_streams():
+        os.close(1)
+        os.close(2)
+
+    done = subprocess.run(
+        [*command, "--octave-n", "1", "--iter-n", "2"], preexec_fn=close_streams, timeout=300
+    )
+    assert done.returncode == 0
+    record = json.loads((out / "dream.png.json").read_text())
+    for name, path in (("raw", out / "dream.npy"), ("image", out / "dream.png")):
+        assert record["outputs"][name]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- resolve once: counted with strace --------------------------------------------------

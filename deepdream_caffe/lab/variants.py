@@ -83,11 +83,57 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
         for part in ("data", "diff")
     }
     del net
+    hashes.update(pooling_edge_cases())
     ours = load_net(definition, weights, "inception_4c/output", IMAGENET_MEAN_BGR)
     image = np.random.RandomState(1).uniform(0, 255, (size[1], size[0], 3)).astype(np.float32)
     result = dream.deepdream(ours, image, iter_n=iter_n, rng=np.random.RandomState(0))
     hashes["dream"] = digest(result)
     return {"threads": threads, "blas": environment.blas_info(), "hashes": hashes}
+
+
+# Max pooling where its rule for ties and NaN decides: windows with equal maxima (the first
+# wins), NaN among numbers (never wins), all NaN (no winner: -FLT_MAX and mask -1), -inf and
+# -FLT_MAX, edge windows cut by padding and by the ceil rule; the mask as a top blob too.
+POOLING_NET = """
+force_backward: true
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 9 dim: 61 dim: 67 } } }
+layer { name: "s2" type: "Pooling" bottom: "data" top: "s2"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "s1" type: "Pooling" bottom: "data" top: "s1"
+        pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
+layer { name: "masked" type: "Pooling" bottom: "data" top: "masked" top: "mask"
+        pooling_param { pool: MAX kernel_h: 2 kernel_w: 4 stride_h: 1 stride_w: 3 pad_h: 0 pad_w: 1 } }
+"""
+
+
+def pooling_edge_cases() -> dict:
+    """Hashes of every blob's data and diff of POOLING_NET, one forward and backward pass."""
+    import tempfile
+
+    import caffe
+
+    rng = np.random.RandomState(2)
+    data = rng.randint(-3, 4, (2, 9, 61, 67)).astype(np.float32)  # many ties
+    special = [np.nan, -np.inf, np.inf, -np.finfo(np.float32).max]
+    data[rng.uniform(size=data.shape) < 0.1] = np.nan
+    for i, value in enumerate(special):
+        data[rng.uniform(size=data.shape) < 0.02] = value
+        data[1, i, 10:20, 10:20] = value  # whole windows of it
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
+        f.write(POOLING_NET)
+        f.flush()
+        net = caffe.Net(f.name, caffe.TEST)
+    net.blobs["data"].data[...] = data
+    net.forward()
+    for name in ("s2", "s1", "masked"):
+        net.blobs[name].diff[...] = rng.uniform(-1, 1, net.blobs[name].diff.shape)
+    net.backward()
+    return {
+        f"pooling {name} {part}": digest(getattr(blob, part))
+        for name, blob in net.blobs.items()
+        for part in ("data", "diff")
+    }
 
 
 def run_in(variant: str, pass_size, size, iter_n: int, threads: int, kernel=None) -> dict:
