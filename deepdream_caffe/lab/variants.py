@@ -103,7 +103,8 @@ layer { name: "s2" type: "Pooling" bottom: "data" top: "s2"
 layer { name: "s1" type: "Pooling" bottom: "data" top: "s1"
         pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
 layer { name: "masked" type: "Pooling" bottom: "data" top: "masked" top: "mask"
-        pooling_param { pool: MAX kernel_h: 2 kernel_w: 4 stride_h: 1 stride_w: 3 pad_h: 0 pad_w: 1 } }
+        pooling_param { pool: MAX kernel_h: 2 kernel_w: 4 stride_h: 1 stride_w: 3
+                        pad_h: 0 pad_w: 1 } }
 """
 
 
