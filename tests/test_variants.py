@@ -1,7 +1,8 @@
-"""Caffe's OpenMP layers (caffe/patches-openmp/) change no bit: the default build against the
-pristine one, every blob of bvlc_googlenet's whole net forward and backward, and a dream, at
-1 and 2 threads (deepdream_caffe/lab/variants.py). Caffe's own gtests run on the default build
-(`make caffe-test`)."""
+"""The default build's patches (caffe/patches-openmp/: the OpenMP layers, max pooling, LRN's
+scratch) change no bit: the default build against the pristine one, every blob of
+bvlc_googlenet's whole net forward and backward, a net of max pooling's edge cases, and a
+dream, at 1 and 2 threads (deepdream_caffe/lab/variants.py). Caffe's own gtests run on the
+default build (`make caffe-test`)."""
 
 import os
 

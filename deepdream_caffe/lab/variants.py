@@ -1,4 +1,4 @@
-"""The default Caffe build (OpenMP layers) against the pristine one: the same bits?
+"""The default Caffe build (caffe/patches-openmp/) against the pristine one: the same bits?
 
 ``python -m deepdream_caffe.lab.variants [--size 1024x575] [--threads 1 2]`` runs, in each
 build's pycaffe and in a fresh process per build and thread count:
@@ -7,6 +7,8 @@ build's pycaffe and in a fresh process per build and thread count:
   convolutions, max and average pooling, LRN, ReLU, Split, Concat, the classifier), one
   forward and one backward pass on a seeded random image at ``--pass-size``; every blob's
   data and diff is hashed;
+- a net of max pooling's edge cases (``POOLING_NET``: ties, NaN, infinities, cut windows,
+  the mask as a top blob), one forward and one backward pass, every blob hashed;
 - the notebook's default dream (our default net, 4 octaves) on a seeded random image at
   ``--size`` with ``--iter-n`` steps per octave; its float32 result is hashed.
 
