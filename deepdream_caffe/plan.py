@@ -276,7 +276,8 @@ def read_weights(path: Path, whole, built, job) -> Weights:
     anonymous memory file, which is hashed, checked against ``built`` (the net Caffe will
     build) and is what Caffe reads."""
     if not path.is_file():
-        raise DreamError(f"weights file {path} does not exist", "check the --weights path")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise DreamError(f"weights file {path} {what}", "check the --weights path")
     checks.check_weights_size(whole, path)
     fd = memory_copy(path)
     try:

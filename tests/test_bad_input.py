@@ -352,6 +352,13 @@ def test_prototxt_syntax_error_and_missing_files(work):
         [model[0], model[1], "--weights", folder / "no.caffemodel"],
         words=["does not exist"],
     )
+    os.mkfifo(folder / "fifo.caffemodel")  # a reader would wait forever for a writer
+    for not_a_file in (folder / "fifo.caffemodel", folder):
+        fails_to_dream(
+            folder,
+            [model[0], model[1], "--weights", not_a_file],
+            words=["is not a regular file"],
+        )
 
 
 @pytest.mark.parametrize(
