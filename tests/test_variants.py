@@ -1,5 +1,5 @@
 """The default build's patches (caffe/patches-openmp/: the OpenMP layers, max pooling, LRN's
-scratch) change no bit: the default build against the pristine one, every blob of
+scratch, im2col and col2im) change no bit: the default build against the pristine one, every blob of
 bvlc_googlenet's whole net forward and backward, a net of max pooling's edge cases, and a
 dream, at 1 and 2 threads (deepdream_caffe/lab/variants.py). Caffe's own gtests run on the
 default build (`make caffe-test`)."""
