@@ -263,10 +263,10 @@ def side_that_fits(model, size, notebook_net: bool, free: int) -> int | None:
 WEIGHTS_SLACK = 64 * 2**20  # layer names, shapes and records around the numbers
 
 
-def check_weights_size(model, weights: Path) -> None:
+def check_weights_size(model, weights: Path) -> int:
     """Refuse a weights file far larger than the whole definition's parameters could fill
     (float32 data and diff, plus ``WEIGHTS_SLACK``), or one too large to read into memory,
-    from its size alone: before a byte of it is read."""
+    from its size alone: before a byte of it is read. Returns the size it checked."""
     size = weights.stat().st_size
     try:
         count = sum(int(np.prod(s)) for ps in param_shapes(model).values() for s in ps)
@@ -286,6 +286,7 @@ def check_weights_size(model, weights: Path) -> None:
             f"{free / 2**30:.1f} GiB of memory available",
             fix,
         )
+    return size
 
 
 def available_bytes() -> int | None:

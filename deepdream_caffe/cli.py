@@ -156,9 +156,15 @@ def cmd_bench(args):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # a stream the caller closed (2>&-) is a sink, not a crash
-    sys.stdout = sys.stdout or open(os.devnull, "w")  # noqa: SIM115 (open until the exit)
-    sys.stderr = sys.stderr or open(os.devnull, "w")  # noqa: SIM115
+    # A descriptor the caller closed (<&- >&- 2>&-) becomes /dev/null: a sink, not a crash, and
+    # no file opened later takes its number (the Caffe process writes its log onto 1 and 2).
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+    sys.stdout = sys.stdout or open(1, "w", closefd=False)  # noqa: SIM115 (open until the exit)
+    sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115
     # from here on a signal is an exception, so that every ``finally`` runs (zoom.json, ...)
     before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     args = None
@@ -232,7 +238,7 @@ def run() -> None:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except OSError:  # a closed pipe, say: the usual exit reports it
+        except (OSError, ValueError):  # a closed pipe, say: the usual exit reports it
             pass
         else:
             os._exit(status)

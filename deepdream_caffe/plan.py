@@ -12,6 +12,8 @@ the child process, the dream, the sidecar) takes the plan and re-resolves nothin
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import math
 import mmap
@@ -278,18 +280,25 @@ def read_weights(path: Path, whole, built, job) -> Weights:
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "does not exist"
         raise DreamError(f"weights file {path} {what}", "check the --weights path")
-    checks.check_weights_size(whole, path)
-    fd = memory_copy(path)
+    checked = checks.check_weights_size(whole, path)
+    fd = memory_copy(path, most=checked + 1)
     try:
         size = os.fstat(fd).st_size
+        if size > checked:
+            raise DreamError(
+                f"weights file {path} held more than its size said: it grew while it was "
+                "read, or it is not a file on disk (/proc)",
+                "pass a weights file on disk that nothing is writing to",
+            )
         with contextlib.ExitStack() as stack:
             data = b""  # mmap refuses an empty file, which check_weights refuses anyway
             if size:
-                data = stack.enter_context(
-                    mmap.mmap(
-                        fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
-                    )
+                data = mmap.mmap(
+                    fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
                 )
+                # a view that outlives this (a traceback's frame, the hash after a Ctrl-C)
+                # keeps the mapping until it goes, rather than turning the error into another
+                stack.callback(_close_quietly, data)
             # the hash on a second core (hashlib lets go of the GIL) while protobuf parses
             sha256 = hashlib.sha256()
             hashing = threading.Thread(target=sha256.update, args=(data,))
@@ -306,13 +315,33 @@ def read_weights(path: Path, whole, built, job) -> Weights:
         raise
 
 
-def memory_copy(path: Path) -> int:
-    """An anonymous memory file holding a copy of ``path``'s bytes (copied by the kernel)."""
-    fd = os.memfd_create("deepdream-weights", os.MFD_CLOEXEC)
+def _close_quietly(mapping) -> None:
+    with contextlib.suppress(BufferError):
+        mapping.close()
+
+
+def memory_copy(path: Path, most: int) -> int:
+    """An anonymous memory file holding a copy of at most ``most`` bytes of ``path`` (copied
+    by the kernel where the file system lets it), numbered 3 or above: the Caffe process
+    writes its log onto 1 and 2."""
+    first = os.memfd_create("deepdream-weights", os.MFD_CLOEXEC)
+    try:
+        fd = fcntl.fcntl(first, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(first)
     try:
         with open(path, "rb") as source:
-            while os.sendfile(fd, source.fileno(), None, 1 << 30):
-                pass
+            copied = 0
+            try:
+                while n := os.sendfile(fd, source.fileno(), None, most - copied):
+                    copied += n
+                    if copied >= most:
+                        break
+            except OSError as e:  # a file system that cannot splice (/proc, say): read it
+                if e.errno not in (errno.EINVAL, errno.ENOSYS) or copied:
+                    raise
+                while copied < most and (chunk := source.read(min(1 << 24, most - copied))):
+                    copied += os.write(fd, chunk)  # all of it: a memory file takes it whole
     except BaseException:
         os.close(fd)
         raise

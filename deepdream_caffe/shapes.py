@@ -562,8 +562,9 @@ BLOB_COUNTS = {
 BLOB_COUNTS.update({kind: NEURON for kind in SHAPES if kind not in BLOB_COUNTS})
 # Convolutions make one output per input.
 SAME_COUNT = {"Convolution", "Deconvolution"}
-# Layers that may not write their output onto their input.
-NOT_IN_PLACE = {"AbsVal", "Flatten", "Reshape", "Split"}
+# Layers that may not write their output onto their input: Caffe's rule, and Pooling, which
+# Caffe lets do it but then reads its own fill (-FLT_MAX, or zeros) instead of the input.
+NOT_IN_PLACE = {"AbsVal", "Flatten", "Reshape", "Split", "Pooling"}
 
 PARAMS = {
     "Convolution": _conv_params,

@@ -359,6 +359,11 @@ def test_prototxt_syntax_error_and_missing_files(work):
             [model[0], model[1], "--weights", not_a_file],
             words=["is not a regular file"],
         )
+    fails_to_dream(  # a file whose size says 0 and that holds more: read no further
+        folder,
+        [model[0], model[1], "--weights", "/proc/self/environ"],
+        words=["held more than its size said"],
+    )
 
 
 @pytest.mark.parametrize(

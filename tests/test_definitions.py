@@ -716,6 +716,10 @@ def shared_convs(first, second):
         ),
         (layer("e", "Eltwise", ["conv1", "data"], ["e"]), "differ in shape"),
         (layer("f", "Flatten", ["conv1"], ["conv1"]), "onto its input"),
+        (  # Caffe builds it, then pools its own fill: refused as a class of its own
+            layer("p", "Pooling", ["conv1"], ["conv1"], "pooling_param { kernel_size: 1 }"),
+            "onto its input",
+        ),
         (conv("g", "conv1", extra="group: 3"), "group"),
         (layer("s", "Scale", ["conv1"], ["s"], "blobs { shape { dim: 9 } }"), "parameter blobs"),
     ],

@@ -123,6 +123,9 @@ def pooling_edge_cases() -> dict:
     for i, value in enumerate(special):
         data[rng.uniform(size=data.shape) < 0.02] = value
         data[1, i, 10:20, 10:20] = value  # whole windows of it
+    # the first plane keeps a winner in every window: a mask of -1 there would make Caffe's
+    # backward pass write before the start of the array (elsewhere it lands in the plane before)
+    data[0, 0] = rng.randint(-3, 4, data.shape[2:])
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
         f.write(POOLING_NET)
         f.flush()
