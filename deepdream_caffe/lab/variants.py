@@ -95,7 +95,8 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
 
 # Max pooling where its rule for ties and NaN decides: windows with equal maxima (the first
 # wins), NaN among numbers (never wins), all NaN (no winner: -FLT_MAX and mask -1), -inf and
-# -FLT_MAX, edge windows cut by padding and by the ceil rule; the mask as a top blob too.
+# -FLT_MAX, edge windows cut by padding and by the ceil rule; the mask as a top blob too; and
+# a pooling in place (Caffe then pools its own fill, not the input: the patches keep that).
 POOLING_NET = """
 force_backward: true
 layer { name: "data" type: "Input" top: "data"
@@ -107,6 +108,9 @@ layer { name: "s1" type: "Pooling" bottom: "data" top: "s1"
 layer { name: "masked" type: "Pooling" bottom: "data" top: "masked" top: "mask"
         pooling_param { pool: MAX kernel_h: 2 kernel_w: 4 stride_h: 1 stride_w: 3
                         pad_h: 0 pad_w: 1 } }
+layer { name: "copy" type: "Power" bottom: "data" top: "copy" }
+layer { name: "inplace" type: "Pooling" bottom: "copy" top: "copy" top: "inplace_mask"
+        pooling_param { pool: MAX kernel_size: 2 stride: 1 pad: 1 } }
 """
 
 
@@ -132,7 +136,7 @@ def pooling_edge_cases() -> dict:
         net = caffe.Net(f.name, caffe.TEST)
     net.blobs["data"].data[...] = data
     net.forward()
-    for name in ("s2", "s1", "masked"):
+    for name in ("s2", "s1", "masked", "copy"):
         net.blobs[name].diff[...] = rng.uniform(-1, 1, net.blobs[name].diff.shape)
     net.backward()
     return {
