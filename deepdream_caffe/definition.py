@@ -35,31 +35,47 @@ def upgrade_tool() -> Path:
     raise DreamError("Caffe's upgrade_net_proto_text tool is missing from the build", SETUP_HINT)
 
 
-def upgraded_text(path: Path, text: bytes) -> str:
+class Upgrade:
     """The definition upgraded by Caffe's own code (V0/V1 ``layers``, ``input_dim``, old
     BatchNorm), in a separate process: through pipes, no file written, and a parse error or an
-    abort of Caffe's parser ends only that process."""
-    # logtostderr: glog would otherwise leave log files in the temp folder
-    env = {**os.environ, "GLOG_minloglevel": "2", "GLOG_logtostderr": "1"}
-    try:
-        done = subprocess.run(
+    abort of Caffe's parser ends only that process. The process starts at once, and loads
+    libcaffe on another core while this one goes on; :meth:`text` waits for its output. As a
+    context manager, it ends the process on the way out, whatever happened."""
+
+    def __init__(self, path: Path, definition: bytes):
+        self.path, self.definition = path, definition
+        # logtostderr: glog would otherwise leave log files in the temp folder
+        env = {**os.environ, "GLOG_minloglevel": "2", "GLOG_logtostderr": "1"}
+        self.child = subprocess.Popen(
             [str(upgrade_tool()), "/dev/stdin", "/dev/stdout"],
-            input=text,
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=env,
-            timeout=120,
         )
-    except subprocess.TimeoutExpired:
-        raise DreamError(
-            f"{path}: Caffe's parser did not finish in 120 s",
-            "fix the definition or pass the right --model-def",
-        ) from None
-    if done.returncode != 0:
-        raise DreamError(
-            f"{path} is not a valid Caffe prototxt ({_caffe_message(done.stderr)})",
-            "fix the definition or pass the right --model-def",
-        )
-    return done.stdout.decode()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with self.child:  # closes the pipes and waits
+            if self.child.poll() is None:
+                self.child.kill()
+
+    def text(self) -> bytes:
+        try:
+            out, err = self.child.communicate(self.definition, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise DreamError(
+                f"{self.path}: Caffe's parser did not finish in 120 s",
+                "fix the definition or pass the right --model-def",
+            ) from None
+        if self.child.returncode != 0:
+            raise DreamError(
+                f"{self.path} is not a valid Caffe prototxt ({_caffe_message(err)})",
+                "fix the definition or pass the right --model-def",
+            )
+        return out
 
 
 def _caffe_message(stderr: bytes) -> str:
@@ -78,14 +94,15 @@ def read_definition(path: Path, allow_python_layers: bool = False):
     check it with :func:`check_structure`; errors name the file."""
     from google.protobuf import text_format
 
-    caffe = import_caffe()
-
     path = Path(path)
     if not path.is_file():
         raise DreamError(f"model definition {path} does not exist", "check the --model-def path")
+    with Upgrade(path, path.read_bytes()) as upgrade:
+        caffe = import_caffe()  # while the upgrade child starts
+        text = upgrade.text()
     model = caffe.io.caffe_pb2.NetParameter()
     try:
-        text_format.Parse(upgraded_text(path, path.read_bytes()), model)
+        text_format.Parse(text.decode(), model)
     except (text_format.ParseError, UnicodeDecodeError) as e:
         raise DreamError(
             f"{path} is not a valid Caffe prototxt ({e})",
