@@ -206,10 +206,21 @@ def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | No
         "octaves": octaves,
         "gflops": None if flops is None else flops / 1e9,
         "gflop_per_s": None if flops is None else flops / 1e9 / dream_s,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_bytes() / 2**20,
         "blas_kernel": blas.get("blas_kernel"),  # what Caffe's OpenBLAS really ran
         "blas_threads": blas.get("blas_threads"),
     }
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory (VmHWM). Not ``ru_maxrss``: the kernel starts
+    that from the parent's peak when the parent started this process with vfork and exec,
+    as Python's subprocess does."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: the best left
 
 
 def torch_available() -> bool:
