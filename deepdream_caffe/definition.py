@@ -42,6 +42,8 @@ class Upgrade:
     libcaffe on another core while this one goes on; :meth:`text` waits for its output. As a
     context manager, it ends the process on the way out, whatever happened."""
 
+    timeout = 120  # seconds
+
     def __init__(self, path: Path, definition: bytes):
         self.path, self.definition = path, definition
         # logtostderr: glog would otherwise leave log files in the temp folder
@@ -64,10 +66,10 @@ class Upgrade:
 
     def text(self) -> bytes:
         try:
-            out, err = self.child.communicate(self.definition, timeout=120)
+            out, err = self.child.communicate(self.definition, timeout=self.timeout)
         except subprocess.TimeoutExpired:
             raise DreamError(
-                f"{self.path}: Caffe's parser did not finish in 120 s",
+                f"{self.path}: Caffe's parser did not finish in {self.timeout:g} s",
                 "fix the definition or pass the right --model-def",
             ) from None
         if self.child.returncode != 0:

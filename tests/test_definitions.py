@@ -909,3 +909,25 @@ def test_archive_missing_member_names_what_it_holds(tmp_path):
     with pytest.raises(DreamError, match="it holds places/deploy.prototxt"):
         _extract(archive, ["deploy_places205.protxt"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_upgrade_child_ends_whatever_happens(tmp_path, monkeypatch):
+    """definition.Upgrade: a parser that hangs is ended after its timeout, with one line; an
+    exception while it runs (a failed import, Ctrl-C) ends it too; no child is left."""
+    from deepdream_caffe import definition
+
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(definition, "upgrade_tool", lambda: hang)
+    monkeypatch.setattr(definition.Upgrade, "timeout", 0.5)
+    with pytest.raises(DreamError, match="did not finish in 0.5 s"):
+        with definition.Upgrade(tmp_path / "net.prototxt", b"") as upgrade:
+            child = upgrade.child
+            upgrade.text()
+    assert child.returncode is not None  # ended and reaped
+    with pytest.raises(KeyboardInterrupt):
+        with definition.Upgrade(tmp_path / "net.prototxt", b"") as upgrade:
+            child = upgrade.child
+            raise KeyboardInterrupt
+    assert child.returncode is not None
