@@ -216,7 +216,7 @@ PROCESS_BYTES = 200 * 2**20  # Python, numpy, scipy, Caffe and its libraries, lo
 def estimate_bytes(model, sizes, notebook_net: bool) -> int:
     """Memory a dream needs at its largest octave, from Caffe's own allocations: every blob's
     data and diff, the diffs of the Split branches Caffe adds, each convolution's im2col
-    buffer, max-pooling's argmax, LRN's scale and scratch, the weights (and their gradients
+    buffer, max-pooling's argmax, LRN's scale, powers and scratch, the weights (and their gradients
     for the notebook's net), numpy's copies of the image (detail, rolls: about 12), the smaller
     octaves ``sizes[:-1]`` the dream keeps, and the process itself. Checked against a
     measured peak in tests/test_bad_input.py."""
@@ -237,10 +237,10 @@ def estimate_bytes(model, sizes, notebook_net: bool) -> int:
                 floats += shapes[layer.bottom[0]][1] * k * k * out_hw
         elif layer.type == "Pooling":
             floats += top  # the argmax
-        elif layer.type == "LRN":  # the scale, and two padded scratch blobs the build keeps
-            plane = int(np.prod(shapes[layer.top[0]][2:]))
+        elif layer.type == "LRN":  # the scale, its powers and two padded scratch blobs the
+            plane = int(np.prod(shapes[layer.top[0]][2:]))  # build keeps (patches 0006, 0008)
             padded = (shapes[layer.top[0]][1] + layer.lrn_param.local_size - 1) * plane
-            floats += top + 2 * padded + 2 * plane
+            floats += 2 * top + 2 * padded + 2 * plane
     floats += sum(count[b] * n for b, n in readers.items() if n > 1)
     params = sum(int(np.prod(s)) for ps in param_shapes(model).values() for s in ps)
     floats += params * (2 if notebook_net else 1)

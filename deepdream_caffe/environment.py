@@ -9,15 +9,23 @@ these factors change bits).
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from .errors import DreamError
 
-PACKAGES = ("numpy", "scipy", "pillow", "protobuf", "deepdream_caffe")
+# the packages whose versions are recorded, and the module that says each (its __version__:
+# importlib.metadata would cost the command 20 ms to import and ask)
+PACKAGES = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "pillow": "PIL",
+    "protobuf": "google.protobuf",
+    "deepdream_caffe": "deepdream_caffe",
+}
 CORETYPE = "OPENBLAS_CORETYPE"
 WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"
 SPINS = "10000"  # about as long as a short layer: a wait longer than that sleeps
@@ -268,10 +276,10 @@ def environment(with_caffe: bool = True) -> dict:
         "glibc": glibc_version(),
         "cpu": cpu_model(),
     }
-    for name in PACKAGES:
+    for name, module in PACKAGES.items():
         try:
-            info[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
+            info[name] = importlib.import_module(module).__version__
+        except (ImportError, AttributeError):
             info[name] = "not installed"
     info.update(numpy_blas_info())
     if with_caffe:

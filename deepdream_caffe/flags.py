@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from importlib import metadata
 from pathlib import Path
 
 from .params import LIMITS, range_problem
@@ -85,10 +84,9 @@ def add_general(parser, default):
 
 
 def version() -> str:
-    try:
-        return metadata.version("deepdream_caffe")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed; run make setup)"
+    from . import __version__
+
+    return __version__
 
 
 # --- argument types: argparse turns their ArgumentTypeError into a usage error -----------

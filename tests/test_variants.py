@@ -1,8 +1,9 @@
 """The default build's patches (caffe/patches-openmp/: the OpenMP layers, max pooling, LRN's
-scratch, im2col and col2im) change no bit: the default build against the pristine one, every blob of
-bvlc_googlenet's whole net forward and backward, a net of max pooling's edge cases, and a
-dream, at 1 and 2 threads (deepdream_caffe/lab/variants.py). Caffe's own gtests run on the
-default build (`make caffe-test`)."""
+scratch and powers, im2col and col2im, max pooling and ReLU with AVX2) change no bit: the
+default build against the pristine one, every blob of bvlc_googlenet's whole net forward and
+backward, a net of the patched layers' edge cases, and a dream, at 1 and 2 threads
+(deepdream_caffe/lab/variants.py). Caffe's own gtests run on the default build (`make
+caffe-test`)."""
 
 import os
 

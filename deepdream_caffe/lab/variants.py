@@ -7,8 +7,9 @@ build's pycaffe and in a fresh process per build and thread count:
   convolutions, max and average pooling, LRN, ReLU, Split, Concat, the classifier), one
   forward and one backward pass on a seeded random image at ``--pass-size``; every blob's
   data and diff is hashed;
-- a net of max pooling's edge cases (``POOLING_NET``: ties, NaN, infinities, cut windows,
-  the mask as a top blob), one forward and one backward pass, every blob hashed;
+- a net of the patched layers' edge cases (``EDGE_NET``: max pooling's ties, NaN,
+  infinities, cut windows and the mask as a top blob; ReLU with and without a negative
+  slope; LRN; each also in place), one forward and one backward pass, every blob hashed;
 - the notebook's default dream (our default net, 4 octaves) on a seeded random image at
   ``--size`` with ``--iter-n`` steps per octave; its float32 result is hashed.
 
@@ -85,7 +86,7 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
         for part in ("data", "diff")
     }
     del net
-    hashes.update(pooling_edge_cases())
+    hashes.update(edge_cases())
     ours = load_net(definition, weights, "inception_4c/output", IMAGENET_MEAN_BGR)
     image = np.random.RandomState(1).uniform(0, 255, (size[1], size[0], 3)).astype(np.float32)
     result = dream.deepdream(ours, image, iter_n=iter_n, rng=np.random.RandomState(0))
@@ -93,11 +94,15 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
     return {"threads": threads, "blas": environment.blas_info(), "hashes": hashes}
 
 
-# Max pooling where its rule for ties and NaN decides: windows with equal maxima (the first
+# Where the patched layers' rules decide. Max pooling: windows with equal maxima (the first
 # wins), NaN among numbers (never wins), all NaN (no winner: -FLT_MAX and mask -1), -inf and
-# -FLT_MAX, edge windows cut by padding and by the ceil rule; the mask as a top blob too; and
-# a pooling in place (Caffe then pools its own fill, not the input: the patches keep that).
-POOLING_NET = """
+# -FLT_MAX, edge windows cut by padding and by the ceil rule, strides of 1, 2 (done eight at
+# a time with AVX2) and 3 (not), the mask as a top blob, a pooling in place (Caffe then pools
+# its own fill, not the input: the patches keep that). ReLU's backward pass (eight at a time
+# with AVX2, each thread's tail one by one) on NaN, infinities, -0 and subnormals, with a
+# negative slope and in place. LRN, whose backward pass reuses the forward pass's powers,
+# and in place, where it must not.
+EDGE_NET = """
 force_backward: true
 layer { name: "data" type: "Input" top: "data"
         input_param { shape { dim: 2 dim: 9 dim: 61 dim: 67 } } }
@@ -105,24 +110,40 @@ layer { name: "s2" type: "Pooling" bottom: "data" top: "s2"
         pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 layer { name: "s1" type: "Pooling" bottom: "data" top: "s1"
         pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
+layer { name: "s2pad" type: "Pooling" bottom: "data" top: "s2pad"
+        pooling_param { pool: MAX kernel_h: 2 kernel_w: 5 stride: 2 pad: 1 } }
+layer { name: "s3" type: "Pooling" bottom: "data" top: "s3"
+        pooling_param { pool: MAX kernel_size: 3 stride: 3 pad: 1 } }
 layer { name: "masked" type: "Pooling" bottom: "data" top: "masked" top: "mask"
         pooling_param { pool: MAX kernel_h: 2 kernel_w: 4 stride_h: 1 stride_w: 3
                         pad_h: 0 pad_w: 1 } }
 layer { name: "copy" type: "Power" bottom: "data" top: "copy" }
 layer { name: "inplace" type: "Pooling" bottom: "copy" top: "copy" top: "inplace_mask"
         pooling_param { pool: MAX kernel_size: 2 stride: 1 pad: 1 } }
+layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }
+layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky"
+        relu_param { negative_slope: 0.1 } }
+layer { name: "relu_copy" type: "Power" bottom: "data" top: "relu_copy" }
+layer { name: "relu_inplace" type: "ReLU" bottom: "relu_copy" top: "relu_copy"
+        relu_param { negative_slope: -0.5 } }
+layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn"
+        lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "lrn_copy" type: "Power" bottom: "data" top: "lrn_copy" }
+layer { name: "lrn_inplace" type: "LRN" bottom: "lrn_copy" top: "lrn_copy"
+        lrn_param { local_size: 3 alpha: 0.01 beta: 0.5 } }
 """
+EDGE_TOPS = "s2 s1 s2pad s3 masked copy relu leaky relu_copy lrn lrn_copy".split()  # given diffs
 
 
-def pooling_edge_cases() -> dict:
-    """Hashes of every blob's data and diff of POOLING_NET, one forward and backward pass."""
+def edge_cases() -> dict:
+    """Hashes of every blob's data and diff of EDGE_NET, one forward and backward pass."""
     import tempfile
 
     import caffe
 
     rng = np.random.RandomState(2)
     data = rng.randint(-3, 4, (2, 9, 61, 67)).astype(np.float32)  # many ties
-    special = [np.nan, -np.inf, np.inf, -np.finfo(np.float32).max]
+    special = [np.nan, -np.inf, np.inf, -np.finfo(np.float32).max, -0.0, 1e-40, -1e-40]
     data[rng.uniform(size=data.shape) < 0.1] = np.nan
     for i, value in enumerate(special):
         data[rng.uniform(size=data.shape) < 0.02] = value
@@ -131,16 +152,16 @@ def pooling_edge_cases() -> dict:
     # backward pass write before the start of the array (elsewhere it lands in the plane before)
     data[0, 0] = rng.randint(-3, 4, data.shape[2:])
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-        f.write(POOLING_NET)
+        f.write(EDGE_NET)
         f.flush()
         net = caffe.Net(f.name, caffe.TEST)
     net.blobs["data"].data[...] = data
     net.forward()
-    for name in ("s2", "s1", "masked", "copy"):
+    for name in EDGE_TOPS:
         net.blobs[name].diff[...] = rng.uniform(-1, 1, net.blobs[name].diff.shape)
     net.backward()
     return {
-        f"pooling {name} {part}": digest(getattr(blob, part))
+        f"edges {name} {part}": digest(getattr(blob, part))
         for name, blob in net.blobs.items()
         for part in ("data", "diff")
     }
