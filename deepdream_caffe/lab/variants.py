@@ -97,8 +97,9 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
 # Where the patched layers' rules decide. Max pooling: windows with equal maxima (the first
 # wins), NaN among numbers (never wins), all NaN (no winner: -FLT_MAX and mask -1), -inf and
 # -FLT_MAX, edge windows cut by padding and by the ceil rule, strides of 1, 2 (done eight at
-# a time with AVX2) and 3 (not), the mask as a top blob, a pooling in place (Caffe then pools
-# its own fill, not the input: the patches keep that). ReLU's backward pass (eight at a time
+# a time with AVX2) and 3 (not), the mask as a top blob, poolings in place (Caffe then pools
+# its own fill and the other planes' outputs, not the input: the patches keep that, one plane
+# after the other). ReLU's backward pass (eight at a time
 # with AVX2, each thread's tail one by one) on NaN, infinities, -0 and subnormals, with a
 # negative slope and in place. LRN, whose backward pass reuses the forward pass's powers,
 # and in place, where it must not.
@@ -120,6 +121,9 @@ layer { name: "masked" type: "Pooling" bottom: "data" top: "masked" top: "mask"
 layer { name: "copy" type: "Power" bottom: "data" top: "copy" }
 layer { name: "inplace" type: "Pooling" bottom: "copy" top: "copy" top: "inplace_mask"
         pooling_param { pool: MAX kernel_size: 2 stride: 1 pad: 1 } }
+layer { name: "pool_copy" type: "Power" bottom: "data" top: "pool_copy" }
+layer { name: "inplace_s2" type: "Pooling" bottom: "pool_copy" top: "pool_copy"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }
 layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky"
         relu_param { negative_slope: 0.1 } }
@@ -132,7 +136,7 @@ layer { name: "lrn_copy" type: "Power" bottom: "data" top: "lrn_copy" }
 layer { name: "lrn_inplace" type: "LRN" bottom: "lrn_copy" top: "lrn_copy"
         lrn_param { local_size: 3 alpha: 0.01 beta: 0.5 } }
 """
-EDGE_TOPS = "s2 s1 s2pad s3 masked copy relu leaky relu_copy lrn lrn_copy".split()  # given diffs
+EDGE_TOPS = "s2 s1 s2pad s3 masked copy pool_copy relu leaky relu_copy lrn lrn_copy".split()
 
 
 def edge_cases() -> dict:
