@@ -200,9 +200,9 @@ def run_in(variant: str, pass_size, size, iter_n: int, threads: int, kernel=None
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(
-            f"variants: the {variant} run failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}"
-        )
+        lines = out.stderr.strip().splitlines() or ["?"]
+        fatal = [line for line in lines if line.startswith("F") and "] " in line]  # glog's F-line
+        raise SystemExit(f"variants: the {variant} run failed: {(fatal or lines)[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
