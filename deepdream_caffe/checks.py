@@ -216,9 +216,9 @@ PROCESS_BYTES = 200 * 2**20  # Python, numpy, scipy, Caffe and its libraries, lo
 def estimate_bytes(model, sizes, notebook_net: bool) -> int:
     """Memory a dream needs at its largest octave, from Caffe's own allocations: every blob's
     data and diff, the diffs of the Split branches Caffe adds, each convolution's im2col
-    buffer, max-pooling's argmax, LRN's scale, powers and scratch, the weights (and their gradients
-    for the notebook's net), numpy's copies of the image (detail, rolls: about 12), the smaller
-    octaves ``sizes[:-1]`` the dream keeps, and the process itself. Checked against a
+    buffer, max-pooling's argmax, LRN's scale, powers and scratch, the weights (and their
+    gradients for the notebook's net), numpy's copies of the image (detail, rolls: about 12),
+    the smaller octaves ``sizes[:-1]`` the dream keeps, and the process itself. Checked against a
     measured peak in tests/test_bad_input.py."""
     h, w = sizes[-1]
     shapes = infer_shapes(model, h, w)

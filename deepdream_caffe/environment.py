@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import DreamError
 
 # the packages whose versions are recorded, and the module that says each (its __version__:
-# importlib.metadata would cost the command 20 ms to import and ask)
+# asking importlib.metadata for five versions took 6 ms of every command's start)
 PACKAGES = {
     "numpy": "numpy",
     "scipy": "scipy",

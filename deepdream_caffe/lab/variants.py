@@ -99,10 +99,9 @@ def measure(pass_size, size, iter_n: int, threads: int) -> dict:
 # -FLT_MAX, edge windows cut by padding and by the ceil rule, strides of 1, 2 (done eight at
 # a time with AVX2) and 3 (not), the mask as a top blob, poolings in place (Caffe then pools
 # its own fill and the other planes' outputs, not the input: the patches keep that, one plane
-# after the other). ReLU's backward pass (eight at a time
-# with AVX2, each thread's tail one by one) on NaN, infinities, -0 and subnormals, with a
-# negative slope and in place. LRN, whose backward pass reuses the forward pass's powers,
-# and in place, where it must not.
+# after the other). ReLU's backward pass (eight at a time with AVX2, each thread's tail one by
+# one) on NaN, infinities, -0 and subnormals, with a negative slope and in place. LRN, whose
+# backward pass reuses the forward pass's powers, and in place, where it must not.
 EDGE_NET = """
 force_backward: true
 layer { name: "data" type: "Input" top: "data"
