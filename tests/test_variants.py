@@ -1,7 +1,7 @@
 """The default build's patches (caffe/patches-openmp/: the OpenMP layers, max pooling, LRN's
-scratch and powers, im2col and col2im, max pooling and ReLU with AVX2) change no bit: the
-default build against the pristine one, every blob of bvlc_googlenet's whole net forward and
-backward, a net of the patched layers' edge cases, and a dream, at 1 and 2 threads
+scratch, powers and running sums, im2col and col2im, max pooling and ReLU with AVX2) change no
+bit: the default build against the pristine one, every blob of bvlc_googlenet's whole net
+forward and backward, a net of the patched layers' edge cases, and a dream, at 1 and 2 threads
 (deepdream_caffe/lab/variants.py). Caffe's own gtests run on the default build (`make
 caffe-test`)."""
 
@@ -44,6 +44,16 @@ def test_the_same_bits_with_fused_and_unfused_kernels_and_uneven_splits(both_bui
         for row in variants.compare((240, 240), (200, 113), 2, [2, 4], kernel):
             assert row["kernel"] == kernel
             assert row["differ"] == [], f"{kernel}, {row['threads']} threads"
+
+
+def test_lrn_sums_split_where_openblas_splits_each_call(both_builds):
+    """Patch 0010 runs LRN's running sums over channels on each thread's part of the plane,
+    the parts OpenBLAS gives each axpy call of more than 10000 elements. In the dream's last
+    octave at 449x451 both LRN planes are 113x113 = 12769 positions, split unevenly at 2 and 3
+    threads; a part that began 5 positions earlier changed the Haswell dream's bits."""
+    for row in variants.compare((224, 224), (449, 451), 1, [2, 3], "Haswell"):
+        assert row["kernel"] == "Haswell"
+        assert row["differ"] == [], f"{row['threads']} threads"
 
 
 def test_the_variants_are_builds_of_their_own():
