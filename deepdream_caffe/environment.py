@@ -28,6 +28,7 @@ PACKAGES = {
 }
 CORETYPE = "OPENBLAS_CORETYPE"
 WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"
+DYNAMIC = "OMP_DYNAMIC"
 SPINS = "10000"  # about as long as a short layer: a wait longer than that sleeps
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}  # what SkylakeX's kernels use
 
@@ -75,6 +76,7 @@ def import_caffe(verbose: bool = False):
     os.environ.setdefault("GLOG_minloglevel", "0" if verbose else "2")
     choose_blas_kernel()
     choose_wait_policy()
+    keep_thread_teams_whole()
     try:
         import caffe
     except ImportError as e:
@@ -238,6 +240,16 @@ def choose_wait_policy(environ=os.environ) -> None:
     """
     if WAIT_POLICY not in environ and SPIN_COUNT not in environ:
         environ[SPIN_COUNT] = SPINS
+
+
+def keep_thread_teams_whole(environ=os.environ) -> None:
+    """OMP_DYNAMIC=false, whatever the user set. With dynamic teams GNU OpenMP may start fewer
+    threads than OpenBLAS's threaded GEMM asks for (fewer still the higher the load average),
+    and OpenBLAS's threads then wait forever for partners that never run: with
+    OMP_DYNAMIC=true the default 512x288 dream hung at 2 and at 3 threads on a 2-core machine,
+    in the pristine build too. ``--threads`` sets the thread count; this changes no bit.
+    libgomp reads it once, when libcaffe loads it."""
+    environ[DYNAMIC] = "false"
 
 
 def kernel_chosen_by(environ=os.environ, flags: set | None = None) -> str:

@@ -269,6 +269,26 @@ def test_a_default_dream_parses_once_and_reads_its_weights_once(scene, net):
     assert (out / "dream.png").is_file()
 
 
+def test_a_user_asking_for_dynamic_openmp_teams_still_gets_the_dream(scene):
+    """With OMP_DYNAMIC=true GNU OpenMP may start fewer threads than OpenBLAS's threaded GEMM
+    asks for, and OpenBLAS's threads then wait forever for the rest (the default dream hung at
+    2 and 3 threads, pristine build too, until the 600 s limit). The package sets it to false
+    before Caffe loads: the dream ends, with the bits of a run without the variable."""
+    tmp_path, out, command = scene
+    args = [*command, "--octave-n", "2", "--iter-n", "1", "--threads", "3"]
+    runs = {}
+    for dynamic in ("true", None):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_DYNAMIC"}
+        if dynamic:
+            env.update(OMP_DYNAMIC=dynamic, DEEPDREAM_CAFFE_TIMEOUT="60")
+        p = subprocess.run(args, capture_output=True, text=True, timeout=200, env=env)
+        assert p.returncode == 0, p.stderr
+        runs[dynamic] = np.load(out / "dream.npy").tobytes()
+        for name in os.listdir(out):
+            os.remove(out / name)
+    assert runs["true"] == runs[None]
+
+
 def test_a_process_that_ran_caffe_on_two_threads_can_still_dream(scene, nets):
     """GNU OpenMP's thread pool does not survive a fork: the forked copy of a thread that ran
     a parallel region waits forever in its next one. The child runs its work on a new thread

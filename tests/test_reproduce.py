@@ -512,3 +512,10 @@ def test_openmp_threads_spin_briefly_unless_the_user_said_how_they_wait(given, e
     environ = dict(given)
     environment.choose_wait_policy(environ)
     assert environ == expected
+
+
+@pytest.mark.parametrize("given", [None, "true", "TRUE", "false", "nonsense"])
+def test_openmp_teams_are_never_dynamic(given):
+    environ = {} if given is None else {"OMP_DYNAMIC": given}
+    environment.keep_thread_teams_whole(environ)
+    assert environ == {"OMP_DYNAMIC": "false"}
