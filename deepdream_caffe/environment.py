@@ -29,6 +29,7 @@ PACKAGES = {
 CORETYPE = "OPENBLAS_CORETYPE"
 WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"
 DYNAMIC = "OMP_DYNAMIC"
+SHRINKING = ("OMP_THREAD_LIMIT", "OMP_MAX_ACTIVE_LEVELS")  # can shrink a team: removed
 SPINS = "10000"  # about as long as a short layer: a wait longer than that sleeps
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}  # what SkylakeX's kernels use
 
@@ -243,13 +244,16 @@ def choose_wait_policy(environ=os.environ) -> None:
 
 
 def keep_thread_teams_whole(environ=os.environ) -> None:
-    """OMP_DYNAMIC=false, whatever the user set. With dynamic teams GNU OpenMP may start fewer
-    threads than OpenBLAS's threaded GEMM asks for (fewer still the higher the load average),
-    and OpenBLAS's threads then wait forever for partners that never run: with
-    OMP_DYNAMIC=true the default 512x288 dream hung at 2 and at 3 threads on a 2-core machine,
-    in the pristine build too. ``--threads`` sets the thread count; this changes no bit.
-    libgomp reads it once, when libcaffe loads it."""
+    """OMP_DYNAMIC=false, and no OMP_THREAD_LIMIT or OMP_MAX_ACTIVE_LEVELS, whatever the user
+    set. Each can give a parallel region fewer threads than it asks for (dynamic teams, fewer
+    the higher the load average; a limit below ``--threads``; no active level at all), and
+    OpenBLAS's threaded GEMM then waits forever for partners that never run: with any of them
+    the default dream hung at 2 or 3 threads on a 2-core machine, in the pristine build too.
+    ``--threads`` sets the thread count; this changes no bit. libgomp reads them once, when
+    libcaffe loads it."""
     environ[DYNAMIC] = "false"
+    for name in SHRINKING:
+        environ.pop(name, None)
 
 
 def kernel_chosen_by(environ=os.environ, flags: set | None = None) -> str:

@@ -269,24 +269,26 @@ def test_a_default_dream_parses_once_and_reads_its_weights_once(scene, net):
     assert (out / "dream.png").is_file()
 
 
-def test_a_user_asking_for_dynamic_openmp_teams_still_gets_the_dream(scene):
-    """With OMP_DYNAMIC=true GNU OpenMP may start fewer threads than OpenBLAS's threaded GEMM
-    asks for, and OpenBLAS's threads then wait forever for the rest (the default dream hung at
-    2 and 3 threads, pristine build too, until the 600 s limit). The package sets it to false
-    before Caffe loads: the dream ends, with the bits of a run without the variable."""
+def test_openmp_variables_that_shrink_teams_do_not_hang_the_dream(scene):
+    """OMP_DYNAMIC=true, an OMP_THREAD_LIMIT below --threads or OMP_MAX_ACTIVE_LEVELS=0 give
+    a parallel region fewer threads than OpenBLAS's threaded GEMM asks for, and OpenBLAS's
+    threads then wait forever for the rest (the dream hung at 2 and 3 threads, pristine build
+    too, until the 600 s limit). The package sets them aside before Caffe loads: the dream
+    ends, with the bits of a run without them."""
     tmp_path, out, command = scene
     args = [*command, "--octave-n", "2", "--iter-n", "1", "--threads", "3"]
+    shrinking = {"OMP_DYNAMIC": "true", "OMP_THREAD_LIMIT": "1", "OMP_MAX_ACTIVE_LEVELS": "0"}
     runs = {}
-    for dynamic in ("true", None):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_DYNAMIC"}
-        if dynamic:
-            env.update(OMP_DYNAMIC=dynamic, DEEPDREAM_CAFFE_TIMEOUT="60")
+    for given in [None, *shrinking]:
+        env = {k: v for k, v in os.environ.items() if k not in shrinking}
+        if given:
+            env.update({given: shrinking[given], "DEEPDREAM_CAFFE_TIMEOUT": "60"})
         p = subprocess.run(args, capture_output=True, text=True, timeout=200, env=env)
-        assert p.returncode == 0, p.stderr
-        runs[dynamic] = np.load(out / "dream.npy").tobytes()
+        assert p.returncode == 0, f"{given}: {p.stderr}"
+        runs[given] = np.load(out / "dream.npy").tobytes()
         for name in os.listdir(out):
             os.remove(out / name)
-    assert runs["true"] == runs[None]
+    assert all(run == runs[None] for run in runs.values())
 
 
 def test_a_process_that_ran_caffe_on_two_threads_can_still_dream(scene, nets):

@@ -514,8 +514,17 @@ def test_openmp_threads_spin_briefly_unless_the_user_said_how_they_wait(given, e
     assert environ == expected
 
 
-@pytest.mark.parametrize("given", [None, "true", "TRUE", "false", "nonsense"])
-def test_openmp_teams_are_never_dynamic(given):
-    environ = {} if given is None else {"OMP_DYNAMIC": given}
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},
+        {"OMP_DYNAMIC": "true"},
+        {"OMP_DYNAMIC": "TRUE", "OMP_THREAD_LIMIT": "1"},
+        {"OMP_DYNAMIC": "false", "OMP_MAX_ACTIVE_LEVELS": "0"},
+        {"OMP_DYNAMIC": "nonsense", "OMP_THREAD_LIMIT": "2", "OMP_MAX_ACTIVE_LEVELS": "1"},
+    ],
+)
+def test_openmp_teams_are_never_shrunk(given):
+    environ = {**given, "OMP_PROC_BIND": "true"}
     environment.keep_thread_teams_whole(environ)
-    assert environ == {"OMP_DYNAMIC": "false"}
+    assert environ == {"OMP_DYNAMIC": "false", "OMP_PROC_BIND": "true"}
