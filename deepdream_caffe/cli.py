@@ -8,6 +8,7 @@ traceback). Ctrl-C and SIGTERM, from the first instant, end with one line too.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -25,8 +26,11 @@ def _interrupt(signum, frame):
 
 
 def _stopped_while_starting(signum, frame):
-    print("deepdream-caffe: interrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(128 + signum)
+    # os._exit, not an exception: raised inside an import's C code, an exception can come out
+    # as another one (numpy turned it into an ImportError and a traceback); nothing is open yet
+    sys.stderr.write("deepdream-caffe: interrupted while starting; nothing was written\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the program, not a test
@@ -35,7 +39,6 @@ if __name__ == "__main__" or sys.argv[0].endswith("deepdream-caffe"):  # the pro
     signal.signal(signal.SIGTERM, _stopped_while_starting)
 
 import json  # noqa: E402
-import os  # noqa: E402
 
 from . import environment, models, report, worker  # noqa: E402
 from .errors import DreamError  # noqa: E402
