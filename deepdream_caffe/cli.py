@@ -13,18 +13,6 @@ import signal
 import sys
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM: raised where Python is, so that every ``finally`` runs."""
-
-    def __init__(self, signum=signal.SIGINT):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum, frame):
-    raise Interrupted(signum)
-
-
 def _stopped_while_starting(signum, frame):
     # os._exit, not an exception: raised inside an import's C code, an exception can come out
     # as another one (numpy turned it into an ImportError and a traceback); nothing is open yet
@@ -43,6 +31,7 @@ import json  # noqa: E402
 from . import environment, models, report, worker  # noqa: E402
 from .errors import DreamError  # noqa: E402
 from .imageio import all_or_nothing  # noqa: E402
+from .interrupts import interrupt  # noqa: E402
 from .job import Job, log_to_stderr, run_dream, run_zoom  # noqa: E402
 from .parser import build_parser, check_combinations  # noqa: E402
 
@@ -169,7 +158,7 @@ def main(argv=None) -> int:
     sys.stdout = sys.stdout or open(1, "w", closefd=False)  # noqa: SIM115 (open until the exit)
     sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115
     # from here on a signal is an exception, so that every ``finally`` runs (zoom.json, ...)
-    before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     args = None
     try:
         parser = build_parser()

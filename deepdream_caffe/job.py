@@ -29,6 +29,7 @@ from . import (
     environment,
     guards,
     imageio,
+    interrupts,
     models,
     noise,
     sidecar,
@@ -476,8 +477,10 @@ def zoom_frames_written(job, plan, run, rng, frame, earlier) -> int:
             setup.append(message[1])
         elif message[0] == "frame":
             i, img = message[1:]
-            save_image(dream.to_uint8(img), job.output / f"{i:04d}.{job.format}", job.jpeg_quality)
-            done = i + 1
+            with interrupts.held():  # the frame and the count zoom.json gives, together
+                path = job.output / f"{i:04d}.{job.format}"
+                save_image(dream.to_uint8(img), path, job.jpeg_quality)
+                done = i + 1
             bar.update(1)
 
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from . import anim, dream, guards, imageio, noise, tile, video, worker
+from . import anim, dream, guards, imageio, interrupts, noise, tile, video, worker
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path, save_image, save_json
@@ -431,9 +431,10 @@ def dream_frames(job, plan, seed, carry, clip, guide, frames_dir, settings) -> i
             bar.update(1)
         elif message[0] == "frame":
             v, saved, hallu, rng, grid = message[1:]
-            save_image(saved, frames_dir / f"{v:04d}.png")
-            write_state(frames_dir, v, hallu, rng, grid)
-            done += 1
+            with interrupts.held():  # the frame, its state and the count, together
+                save_image(saved, frames_dir / f"{v:04d}.png")
+                write_state(frames_dir, v, hallu, rng, grid)
+                done += 1
 
     spec = dict(
         frames=[str(p) for p in clip.frames],

@@ -1,0 +1,45 @@
+"""Ctrl-C and SIGTERM as an exception, held back while a file and its record change together.
+
+The CLI installs :func:`interrupt` for both signals: Python runs it between two bytecodes
+of the main thread, so an ``Interrupted`` can surface anywhere, for instance after a zoom
+frame's rename and before the count that zoom.json reports. Inside :func:`held` the handler
+only notes the signal, and the block's end raises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where Python is, so that every ``finally`` runs."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_holding = 0  # how many held() blocks are open
+_pending = []  # the signal heard inside them, if any
+
+
+def interrupt(signum, frame):
+    if _holding:
+        _pending[:] = _pending or [signum]
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def held():
+    """Let the block finish before an interrupt; raise it as the block ends."""
+    global _holding
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
+        if not _holding and _pending:
+            signum = _pending.pop()
+            raise Interrupted(signum)
