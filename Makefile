@@ -48,7 +48,7 @@ bench: setup caffe-pristine  ## time the default dream (ours, notebook, PyTorch)
 	    2>/dev/null && index="--extra-index-url $(TORCH_CPU_INDEX)"; \
 	  $(PY) -m pip install -q --disable-pip-version-check $$index -r requirements-bench.txt || \
 	  echo "make bench: the CPU build of torch could not be installed; timing without PyTorch"; }
-	$(VENV)/bin/deepdream-caffe bench -o $(OUT)/bench $(BENCH_ARGS)
+	$(VENV)/bin/deepdream-caffe bench -o $(OUT)/bench --repeats 3 $(BENCH_ARGS)
 	$(PY) -m deepdream_caffe.lab.kernelbench -o $(OUT)/bench-kernels $(filter --quick,$(BENCH_ARGS))
 	$(PY) -m deepdream_caffe.lab.sweepbench -o $(OUT)/bench-sweep
 	$(PY) -m deepdream_caffe.lab.clibench -o $(OUT)/bench-cli

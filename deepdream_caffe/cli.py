@@ -140,7 +140,14 @@ def cmd_reproduce(args):
 def cmd_bench(args):
     from .lab.bench import bench
 
-    record = bench(args.output, args.quick, args.variants, threads=args.threads, say=log_to_stderr)
+    record = bench(
+        args.output,
+        args.quick,
+        args.variants,
+        threads=args.threads,
+        repeats=args.repeats,
+        say=log_to_stderr,
+    )
     print((args.output / "bench.md").read_text(), end="")
     if not record["results"]:
         raise DreamError("nothing was timed", "choose --variants that can run here")

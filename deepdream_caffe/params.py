@@ -54,6 +54,7 @@ LIMITS = {
     "mean": (0, 255, True, True),  # each of B, G, R: a mean of 0..255 pixels
     "seeds": (2, COUNT_MAX, True, True),  # verify-notebook: the spread needs two
     "threads": (1, COUNT_MAX, True, True),  # OpenBLAS threads
+    "repeats": (1, COUNT_MAX, True, True),  # bench: runs of each variant
     "fps": (0, FLT_MAX, False, True),  # frames per second of zoom --video
     "tile": (64, COUNT_MAX, True, True),  # --tile: below 64 pixels tiles are mostly border
     "blend": (0, 1, True, True),  # video --blend: the next raw frame's weight

@@ -504,6 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="BLAS and OpenMP threads of each variant; ours and the sgemm peaks are also "
         "measured at 1 and 2 (default: one per core)",
     )
+    p.add_argument(
+        "--repeats",
+        type=number(int, "repeats"),
+        default=1,
+        metavar="N",
+        help="run every variant N times, in turn, and report each one's median run (default: 1)",
+    )
     for p in sub.choices.values():  # before or after the subcommand
         add_general(p, default=argparse.SUPPRESS)
     return parser

@@ -68,6 +68,23 @@ def test_quick_bench_reports_the_sgemm_peaks_the_fraction_of_them_and_the_scalin
     assert "fraction of sgemm peak" in md and "Scaling, 1 to 2 threads" in md
 
 
+def test_repeated_bench_reports_each_variants_median_run(tmp_path, notebook_images):
+    record = bench.bench(
+        tmp_path, quick=True, variants=["ours"], threads=2, repeats=3, say=lambda *a: None
+    )
+    assert record["repeats"] == 3
+    runs = {(r["variant"], r["threads"]): r for r in record["runs"]}
+    assert list(runs) == [("ours", 2), ("ours", 1)]
+    for run in runs.values():
+        assert len(run["runs_dream_s"]) == 3 and run["runs_same_bits"] is True
+    (ours,) = record["results"]
+    assert ours["dream_s"] == sorted(runs["ours", 2]["runs_dream_s"])[1]
+    assert record["scaling"]["ours_dream_s"] == [
+        sorted(runs["ours", n]["runs_dream_s"])[1] for n in (1, 2)
+    ]
+    assert "the median of 3 runs" in (tmp_path / "bench.md").read_text()
+
+
 def test_caffe_sgemm_is_the_loaded_blas_and_multiplies_like_numpy():
     from deepdream_caffe import environment
     from deepdream_caffe.lab import sgemm

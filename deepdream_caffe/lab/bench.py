@@ -46,6 +46,7 @@ SEED = 0
 QUICK = dict(size=(256, 144), iter_n=2, octave_n=2)  # every code path, in seconds
 QUICK_SGEMM_N = 1024  # the quick sgemm peak's matrix size (sgemm.N otherwise)
 SCALING = (1, 2)  # thread counts of the scaling: ours and the peaks at each
+RUN_KEYS = ("runs_dream_s", "runs_same_bits")  # what median_run adds about every run
 
 
 class TimedNet:
@@ -246,11 +247,34 @@ def run_child(args: list[str], threads: int) -> dict:
     return json.loads(p.stdout.splitlines()[-1])
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def median_run(every: list[dict]) -> dict:
+    """The run with the median dream time (the slower middle one of an even count), with every
+    run's time and whether every run gave the same bits."""
+    middle = sorted(every, key=lambda r: r["dream_s"])[len(every) // 2]
+    return {
+        **middle,
+        "runs_dream_s": [r["dream_s"] for r in every],
+        "runs_same_bits": len({r["result_sha256"] for r in every}) == 1,
+    }
+
+
 def bench(
-    out: Path, quick: bool = False, variants=VARIANTS, threads: int | None = None, say=print
+    out: Path,
+    quick: bool = False,
+    variants=VARIANTS,
+    threads: int | None = None,
+    repeats: int = 1,
+    say=print,
 ) -> dict:
     """Run each variant in its own process with ``threads`` threads (default: one per core),
-    ours at 1 and 2 threads, and the sgemm peaks; write bench.json and bench.md into ``out``."""
+    ours at 1 and 2 threads, ``repeats`` rounds of them in turn, and the sgemm peaks; write
+    bench.json and bench.md into ``out``. Each variant's record is its median run."""
     threads = threads or os.cpu_count() or 1
     config = dict(QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
     cache = bench_cache()
@@ -258,24 +282,28 @@ def bench(
     synthetic_net_files(cache)  # once, before the timed processes
     for name in ("sky1024px.jpg", "dream.ipynb"):  # a clear error here, not in a child
         assets.fetch(assets.NOTEBOOK_ASSETS[name])
-    runs, skipped = {}, {}
-
-    def timed(variant, n):  # each variant and thread count once
-        if (variant, n) not in runs:
-            say(f"bench: {variant}, {n} thread(s) ...")
-            raw = out / (f"{variant}.npy" if n == threads else f"{variant}-{n}t.npy")
-            args = [__name__, variant, json.dumps(config), str(cache), str(raw)]
-            runs[variant, n] = {**run_child(args, n), "threads": n}
-        return runs[variant, n]
-
-    results = []
+    runs, skipped = defaultdict(list), {}
+    timed_variants = []
     for variant in variants:
         if variant == "pytorch" and not torch_available():
             skipped[variant] = "torch is not installed (pip install torch==2.13.0)"
             say(f"bench: skipping pytorch: {skipped[variant]}")
-            continue
-        results.append(timed(variant, threads))
-    one, two = (timed("ours", n) for n in SCALING)
+        else:
+            timed_variants.append((variant, threads))
+    for n in SCALING:  # ours at 1 and 2 threads, whatever was asked
+        if ("ours", n) not in timed_variants:
+            timed_variants.append(("ours", n))
+    # round by round, so that a drift in the machine's speed reaches every variant alike
+    for round_ in range(repeats):
+        for variant, n in timed_variants:
+            say(f"bench: {variant}, {n} thread(s), run {round_ + 1} of {repeats} ...")
+            raw = out / (f"{variant}.npy" if n == threads else f"{variant}-{n}t.npy")
+            args = [__name__, variant, json.dumps(config), str(cache), str(raw)]
+            run = {**run_child(args, n), "threads": n, "result_sha256": file_sha256(raw)}
+            runs[variant, n].append(run)
+    median = {key: median_run(every) for key, every in runs.items()}
+    results = [median[v, threads] for v in variants if (v, threads) in median]
+    one, two = (median["ours", n] for n in SCALING)
     peaks = {}
     for n in sorted({*SCALING, threads}):
         say(f"bench: sgemm peaks, {n} thread(s) ...")
@@ -295,6 +323,11 @@ def bench(
         "seed": SEED,
         "weights": "synthetic (seeded), bvlc_googlenet",
         "threads": threads,
+        "repeats": repeats,
+        "runs": [
+            {"variant": v, "threads": n, **{k: median[v, n][k] for k in RUN_KEYS}}
+            for v, n in timed_variants
+        ],
         "environment": environment.environment(with_caffe=True),
         "caffe_blas_path": peaks[threads]["caffe_blas_path"],
         "sgemm_peaks": [{"threads": n, **peak} for n, peak in peaks.items()],
@@ -373,6 +406,18 @@ def markdown(record) -> str:
             f"{r['gflop_per_s']:.1f} | {frac['caffe_blas']:.2f} | {frac['numpy']:.2f} | "
             f"{r['peak_rss_mib']:.0f} |"
         )
+    if record["repeats"] > 1:
+        every = "; ".join(
+            f"{r['variant']} at {r['threads']} thread(s): "
+            + ", ".join(f"{t:.2f}" for t in r["runs_dream_s"])
+            + ("" if r["runs_same_bits"] else " (NOT the same bits from run to run)")
+            for r in record["runs"]
+        )
+        lines += [
+            "",
+            f"Each time is the median of {record['repeats']} runs, taken in turn (dream s of "
+            f"every run: {every}).",
+        ]
     sc = record["scaling"]
     t1, t2 = sc["ours_dream_s"]
     lines += [
