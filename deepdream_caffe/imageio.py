@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from . import interrupts
 from .errors import DreamError
 
 READ_FIX = "give a PNG or JPEG file"
@@ -212,7 +213,8 @@ def all_or_nothing():
 
     try:
         yield batch
-        _commit(pending)
+        with interrupts.held():  # a signal after one rename: every rename first, not a part
+            _commit(pending)
     finally:
         for tmp, _ in pending:
             if os.path.lexists(tmp):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 
 
 class Interrupted(KeyboardInterrupt):
@@ -35,6 +36,9 @@ def interrupt(signum, frame):
 def held():
     """Let the block finish before an interrupt; raise it as the block ends."""
     global _holding
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; another's block must not hold them
+        return
     _holding += 1
     try:
         yield

@@ -1,0 +1,100 @@
+"""A signal at the worst moment: just after a rename, a temporary file, a frame, a record.
+
+Each test runs the command in this process and has the product's own step (a rename, a
+record) send the signal to this process right after it returns, as Ctrl-C or a service
+manager's SIGTERM could at any time; Python raises the handler's exception at the next
+bytecode. Whatever the moment, the files on disk must agree with their record, no temporary
+file may stay, and nothing else may change.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import threading
+
+import numpy as np
+import PIL.Image
+import pytest
+from helpers import main_in_process
+
+from deepdream_caffe import interrupts
+
+pytestmark = pytest.mark.caffe
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+FAST = ["--iter-n", "1", "--octave-n", "1"]
+
+
+@pytest.fixture
+def work(tmp_path, sky, nets):
+    """A folder with an input image, and the flags for the synthetic bvlc_googlenet."""
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    return tmp_path, ["--model-def", definition, "--weights", weights]
+
+
+def signal_after(monkeypatch, owner, name, signum, when=lambda *args: True):
+    """Replace ``owner.name`` by a call to it that then sends ``signum`` to this process,
+    once, the first time ``when(*args)`` holds."""
+    real, sent = getattr(owner, name), []
+
+    def then_signal(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not sent and when(*args):
+            sent.append(True)
+            os.kill(os.getpid(), signum)
+        return result
+
+    monkeypatch.setattr(owner, name, then_signal)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hidden(folder):
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_between_the_renames_leaves_image_and_sidecar_agreeing(work, monkeypatch, signum):
+    """Before: a signal just after the image's rename, before ``_commit`` noted it, left the
+    new image beside the sidecar of the dream it replaced (nothing was put back for it)."""
+    folder, model = work
+    out = folder / "o.png"
+    dream = ["dream", folder / "in.png", "-o", out, *model, *FAST]
+    assert main_in_process(*dream, "--seed", "1").returncode == 0
+    signal_after(monkeypatch, os, "replace", signum, lambda src, dst: dst == out)
+    p = main_in_process(*dream, "--seed", "2")
+    assert p.returncode == 128 + signum, p.stderr
+    record = json.loads((folder / "o.png.json").read_text())
+    assert record["outputs"]["image"]["sha256"] == sha256(out)
+    assert not hidden(folder)
+
+
+def test_a_block_held_on_another_thread_does_not_hold_the_main_thread():
+    """Signals reach the main thread only: a block held elsewhere (a Dask worker's thread
+    writing a dream) must neither delay it nor have the other thread raise it."""
+    entered, leave, raised = threading.Event(), threading.Event(), []
+
+    def other():
+        try:
+            with interrupts.held():
+                entered.set()
+                leave.wait(10)
+        except interrupts.Interrupted:
+            raised.append(True)
+
+    before = signal.signal(signal.SIGTERM, interrupts.interrupt)
+    thread = threading.Thread(target=other)
+    try:
+        thread.start()
+        entered.wait(10)
+        with pytest.raises(interrupts.Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+            leave.wait(1)  # at once: the handler raises in this thread
+    finally:
+        leave.set()
+        thread.join()
+        signal.signal(signal.SIGTERM, before)
+    assert not raised
