@@ -159,12 +159,19 @@ def check_name_fits(path) -> None:
         )
 
 
+def umask() -> int:
+    """The process's umask. Reading it sets it for a moment: held, so that a signal between
+    the two calls cannot leave it changed for every file written later."""
+    with interrupts.held():
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def _own_mode(fd) -> None:
     """Give a file from mkstemp (0600) the mode the umask gives a new file; close it."""
     try:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
+        os.fchmod(fd, 0o666 & ~umask())
     finally:
         os.close(fd)
 
@@ -188,13 +195,16 @@ def atomic_path(path, suffix=None):
     The file gets the mode a new file gets from the umask (mkstemp alone would make it 0600).
     """
     path = Path(path)
-    tmp = _new_temporary(path)
+    made = []
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with interrupts.held():  # the file, and its name where the clean-up below sees it
+            made.append(_new_temporary(path))
+        yield made[0]
+        os.replace(made[0], path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in made:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @contextmanager
@@ -208,7 +218,8 @@ def all_or_nothing():
     pending = []
 
     def batch(path):
-        pending.append((_new_temporary(path), Path(path)))
+        with interrupts.held():  # the file, and its name where the clean-up below sees it
+            pending.append((_new_temporary(path), Path(path)))
         return pending[-1][0]
 
     try:

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import DreamError
-from .imageio import atomic_path
+from .imageio import atomic_path, umask
 
 SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that hold H.264
 MAX_FPS = 1000.0
@@ -116,6 +116,4 @@ def encode(
                 f"ffmpeg could not write {path} ({last})",
                 "check the frames and the disk; the frames are kept",
             )
-        umask = os.umask(0)  # the temporary file is private; the video gets the usual mode
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~umask())  # the temporary file is private; the video is not

@@ -18,7 +18,7 @@ import PIL.Image
 import pytest
 from helpers import main_in_process
 
-from deepdream_caffe import interrupts
+from deepdream_caffe import imageio, interrupts
 
 pytestmark = pytest.mark.caffe
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
@@ -70,6 +70,38 @@ def test_a_signal_between_the_renames_leaves_image_and_sidecar_agreeing(work, mo
     record = json.loads((folder / "o.png.json").read_text())
     assert record["outputs"]["image"]["sha256"] == sha256(out)
     assert not hidden(folder)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_as_a_temporary_file_is_made_leaves_none(work, monkeypatch, signum):
+    """Before: a signal while mkstemp's file got its mode (the umask is read by setting it)
+    left ``.o.png.XXXXXXXX.png``, not yet among the files the batch removes, and the process's
+    umask at 022."""
+    folder, model = work
+    signal_after(monkeypatch, os, "umask", signum, lambda mask: mask == 0o022)
+    previous = os.umask(0o077)
+    try:
+        p = main_in_process("dream", folder / "in.png", "-o", folder / "o.png", *model, *FAST)
+        assert os.umask(0o077) == 0o077
+    finally:
+        os.umask(previous)
+    assert p.returncode == 128 + signum, p.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["in.png"]
+
+
+def test_reading_the_umask_is_not_interrupted(monkeypatch):
+    """Reading the umask sets it for a moment: a signal then must not leave it set."""
+    before = signal.signal(signal.SIGTERM, interrupts.interrupt)
+    previous = os.umask(0o027)
+    try:
+        signal_after(monkeypatch, os, "umask", signal.SIGTERM, lambda mask: mask != 0o027)
+        with pytest.raises(interrupts.Interrupted):
+            imageio.umask()
+        assert os.umask(0o027) == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_a_block_held_on_another_thread_does_not_hold_the_main_thread():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -193,12 +192,6 @@ DESCRIPTIONS = {
 }
 
 
-def umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def export(
     out: Path, net, model, img, params, seed, provenance: dict, objective=dream.objective_L2
 ) -> dict:
@@ -223,7 +216,7 @@ def computed(net, model, img, params, seed, objective=dream.objective_L2) -> tup
 
 def write(out: Path, arrays, weights, model, params, seed, provenance: dict) -> dict:
     """Write a bundle's files into the folder ``out``, all or none."""
-    from ..imageio import all_or_nothing
+    from ..imageio import all_or_nothing, umask
     from ..sidecar import file_record
 
     meta = {
