@@ -465,8 +465,9 @@ def zoom_frames_written(job, plan, run, rng, frame, earlier) -> int:
 
     created = not job.output.exists()
     job.output.mkdir(parents=True, exist_ok=True)
-    for old in earlier:  # --overwrite: the earlier run's frames go, now that this one starts
-        old.unlink(missing_ok=True)
+    with interrupts.held():  # --overwrite: the earlier run's frames and zoom.json go, all
+        for old in earlier:
+            old.unlink(missing_ok=True)
     bar = tqdm(total=job.frames, desc="zoom", unit="frame", disable=None)
     t0 = time.perf_counter()
     done, setup = 0, []
@@ -496,25 +497,27 @@ def zoom_frames_written(job, plan, run, rng, frame, earlier) -> int:
             verbose=job.verbose,
         )
     finally:
-        bar.close()
-        # a signal between a frame's temporary file and the block that removes it: remove it
-        prefix, suffix = imageio.temporary_name(job.output / f"{done:04d}.{job.format}")
-        for stray in job.output.glob(f"{glob.escape(prefix)}*{suffix}"):
-            stray.unlink(missing_ok=True)
-        if done:  # frames already written are kept, and the sidecar says how many there are
-            frames = {
-                f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}" for i in range(done)
-            }
-            record = dataclasses.replace(run, net_setup=setup[0]).record(
-                job,
-                {"dream_s": time.perf_counter() - t0},
-                frames,
-                zoom={"frames_done": done, "frames": job.frames, "scale": job.scale},
-            )
-            save_json(record, job.output / "zoom.json")
-        elif created:
-            with contextlib.suppress(OSError):  # an empty folder this run made
-                job.output.rmdir()
+        with interrupts.held():  # a signal now (the record hashes every frame) waits for it
+            bar.close()
+            # a signal between a frame's temporary file and the block that removes it: remove it
+            prefix, suffix = imageio.temporary_name(job.output / f"{done:04d}.{job.format}")
+            for stray in job.output.glob(f"{glob.escape(prefix)}*{suffix}"):
+                stray.unlink(missing_ok=True)
+            if done:  # frames already written are kept, and the sidecar says how many there are
+                frames = {
+                    f"{i:04d}.{job.format}": job.output / f"{i:04d}.{job.format}"
+                    for i in range(done)
+                }
+                record = dataclasses.replace(run, net_setup=setup[0]).record(
+                    job,
+                    {"dream_s": time.perf_counter() - t0},
+                    frames,
+                    zoom={"frames_done": done, "frames": job.frames, "scale": job.scale},
+                )
+                save_json(record, job.output / "zoom.json")
+            elif created:
+                with contextlib.suppress(OSError):  # an empty folder this run made
+                    job.output.rmdir()
     return done
 
 

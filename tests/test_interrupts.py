@@ -12,13 +12,14 @@ import json
 import os
 import signal
 import threading
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 from helpers import main_in_process
 
-from deepdream_caffe import imageio, interrupts
+from deepdream_caffe import imageio, interrupts, sidecar
 
 pytestmark = pytest.mark.caffe
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
@@ -130,3 +131,39 @@ def test_a_block_held_on_another_thread_does_not_hold_the_main_thread():
         thread.join()
         signal.signal(signal.SIGTERM, before)
     assert not raised
+
+
+def assert_zoom_agrees(frames):
+    """The frames on disk are 0000.png .. and zoom.json counts them all, or there are none."""
+    names = sorted(p.name for p in frames.glob("[!.]*.png"))
+    record = frames / "zoom.json"
+    done = json.loads(record.read_text())["zoom"]["frames_done"] if record.exists() else 0
+    assert names == [f"{i:04d}.png" for i in range(done)], (names, done)
+    assert not hidden(frames)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_as_zoom_json_is_made_still_writes_it(work, monkeypatch, signum):
+    """Before: a signal once every frame was written, while zoom.json's record was made (it
+    hashes every frame), left the frames without zoom.json."""
+    folder, model = work
+    frames = folder / "frames"
+    signal_after(monkeypatch, sidecar, "run_record", signum)
+    p = main_in_process("zoom", folder / "in.png", "-o", frames, *model, *FAST, "--frames", "2")
+    assert p.returncode == 128 + signum, p.stderr
+    assert (frames / "zoom.json").exists()
+    assert_zoom_agrees(frames)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_while_overwrite_removes_a_zoom_leaves_no_part_of_it(work, monkeypatch, signum):
+    """Before: a signal after --overwrite removed the earlier run's first frame left its other
+    frames beside its zoom.json, which still counted the removed one."""
+    folder, model = work
+    frames = folder / "frames"
+    zoom = ["zoom", folder / "in.png", "-o", frames, *model, *FAST]
+    assert main_in_process(*zoom, "--frames", "3").returncode == 0
+    signal_after(monkeypatch, Path, "unlink", signum, lambda path, **_: path.name == "0000.png")
+    p = main_in_process(*zoom, "--frames", "1", "--overwrite")
+    assert p.returncode == 128 + signum, p.stderr
+    assert_zoom_agrees(frames)
