@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import draw, gallery, job, models, noise, plan, sidecar
+from . import draw, gallery, interrupts, job, models, noise, plan, sidecar
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
@@ -460,13 +460,14 @@ def run(spec: Sweep, say=print) -> list:
         interrupted = e
     finally:
         if started:
-            for t in todo:  # stopped early: a task may have ended while the cluster stopped
-                if t.status == "pending":
-                    done = is_kept(images / f"{t.name}.png", expected[t.name])
-                    t.status = "done" if done else "interrupted"
-                    t.reason = "" if done else "the sweep was stopped before this task ended"
-            remove_stale_temporaries(images, tasks)
-            write_outputs(spec, tasks)
+            with interrupts.held():  # a signal now (a second Ctrl-C) waits for the manifest
+                for t in todo:  # stopped early: a task may have ended while the cluster stopped
+                    if t.status == "pending":
+                        done = is_kept(images / f"{t.name}.png", expected[t.name])
+                        t.status = "done" if done else "interrupted"
+                        t.reason = "" if done else "the sweep was stopped before this task ended"
+                remove_stale_temporaries(images, tasks)
+                write_outputs(spec, tasks)
     if interrupted is not None:
         raise interrupted
     return tasks
@@ -616,11 +617,14 @@ def remove_stale_temporaries(images: Path, tasks) -> None:
 
 
 def write_outputs(spec: Sweep, tasks) -> None:
+    """manifest.json, manifest.csv and the gallery: a signal meanwhile waits for all three."""
     rows = [t.row() for t in tasks]
-    with atomic_path(spec.outdir / "manifest.json") as tmp:
-        tmp.write_text(json.dumps({"tasks": rows}, indent=2) + "\n")
-    with atomic_path(spec.outdir / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["name"])
-        writer.writeheader()
-        writer.writerows(rows)
-    gallery.write(spec.outdir, rows, spec.grid, DRAW_PARAMS if spec.classes else gallery.PARAMS)
+    with interrupts.held():
+        with atomic_path(spec.outdir / "manifest.json") as tmp:
+            tmp.write_text(json.dumps({"tasks": rows}, indent=2) + "\n")
+        with atomic_path(spec.outdir / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["name"])
+            writer.writeheader()
+            writer.writerows(rows)
+        params = DRAW_PARAMS if spec.classes else gallery.PARAMS
+        gallery.write(spec.outdir, rows, spec.grid, params)

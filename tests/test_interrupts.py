@@ -7,6 +7,7 @@ bytecode. Whatever the moment, the files on disk must agree with their record, n
 file may stay, and nothing else may change.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -167,3 +168,31 @@ def test_a_signal_while_overwrite_removes_a_zoom_leaves_no_part_of_it(work, monk
     p = main_in_process(*zoom, "--frames", "1", "--overwrite")
     assert p.returncode == 128 + signum, p.stderr
     assert_zoom_agrees(frames)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_while_a_sweep_writes_its_manifest_writes_every_part(work, monkeypatch, signum):
+    """Before: a signal as the sweep ended (its gallery makes a thumbnail of every result)
+    left manifest.json and manifest.csv without index.html, or beside an earlier run's."""
+    from deepdream_caffe import gallery, sweep
+
+    folder, model = work
+    out = folder / "sweep"
+    tasks = [sweep.Task(name, dict.fromkeys(sweep.GRID_AXES, name)) for name in ("a", "b")]
+
+    def run_on(client, spec, todo):  # the cluster's part: every task failed
+        for t in todo:
+            t.status, t.reason = "failed", "test"
+
+    monkeypatch.setattr(sweep, "plan_tasks", lambda spec: (tasks, {"a": {}, "b": {}}))
+    monkeypatch.setattr(sweep, "is_kept", lambda image, expected: False)
+    monkeypatch.setattr(sweep, "connect", lambda spec, say: contextlib.nullcontext())
+    monkeypatch.setattr(sweep, "run_on", run_on)
+    signal_after(monkeypatch, gallery, "render", signum)
+    p = main_in_process("sweep", folder / "in.png", "-o", out, *model)
+    assert p.returncode == 128 + signum, p.stderr
+    rows = json.loads((out / "manifest.json").read_text())["tasks"]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert (out / "manifest.csv").read_text().count("failed,test") == 2
+    assert (out / "index.html").read_text().count("failed: test") == 2
+    assert not hidden(out)
