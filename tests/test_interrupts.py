@@ -196,3 +196,17 @@ def test_a_signal_while_a_sweep_writes_its_manifest_writes_every_part(work, monk
     assert (out / "manifest.csv").read_text().count("failed,test") == 2
     assert (out / "index.html").read_text().count("failed: test") == 2
     assert not hidden(out)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_as_a_bundle_is_stamped_leaves_it_whole(work, monkeypatch, signum):
+    """Before: a signal after export-golden's files landed, while bundle.json got the run's
+    record (which hashes the files again), left bundle.json without it."""
+    folder, model = work
+    out = folder / "golden"
+    signal_after(monkeypatch, sidecar, "shared_fields", signum)
+    p = main_in_process("export-golden", folder / "in.png", "-o", out, "--seed", "2", *model, *FAST)
+    assert p.returncode == 128 + signum, p.stderr
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["run"]["outputs"]["bundle.npz"]["sha256"] == sha256(out / "bundle.npz")
+    assert not hidden(folder)

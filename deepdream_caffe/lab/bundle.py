@@ -644,7 +644,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     process; this one writes the files."""
     import PIL.Image
 
-    from .. import assets, environment, noise, sidecar, worker
+    from .. import assets, environment, interrupts, noise, sidecar, worker
     from ..definition import prune
     from ..imageio import load_image
     from ..job import check_numbers, default_end, start
@@ -696,8 +696,9 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
         "net_setup": setup[0][1],
         "environment": environment.environment(with_caffe=True),
     }
-    meta = write(out, arrays, weights, model, plan.params, run.seed, provenance)
-    sidecar.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
+    with interrupts.held():  # a signal waits until bundle.json holds this run's record too
+        meta = write(out, arrays, weights, model, plan.params, run.seed, provenance)
+        sidecar.stamp(out / "bundle.json", job, run, {f: out / f for f in FILES})
     say(f"wrote {', '.join(str(out / f) for f in (*FILES, 'bundle.json'))}")
     return meta
 
