@@ -29,6 +29,7 @@ def interrupt(signum, frame):
     if _holding:
         _pending[:] = _pending or [signum]
         return
+    _pending.clear()  # one held, then this one as its block ended: this one says it for both
     raise Interrupted(signum)
 
 

@@ -210,3 +210,17 @@ def test_a_signal_as_a_bundle_is_stamped_leaves_it_whole(work, monkeypatch, sign
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["run"]["outputs"]["bundle.npz"]["sha256"] == sha256(out / "bundle.npz")
     assert not hidden(folder)
+
+
+def test_a_second_signal_as_a_held_block_ends_leaves_nothing_pending(monkeypatch):
+    """A signal held, then a second one just after the block's count went to 0 (before it
+    raised the first): the second is raised at once, and the first must not stay pending,
+    to be raised by the next held block of this process (a later command run in process)."""
+    monkeypatch.setattr(interrupts, "_pending", [signal.SIGINT])  # the first, held
+    with pytest.raises(interrupts.Interrupted):
+        interrupts.interrupt(signal.SIGTERM, None)  # the second, no block open
+    try:
+        with interrupts.held():
+            pass
+    except interrupts.Interrupted as e:
+        pytest.fail(f"the first signal was still pending: {e.signum}")
