@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from .assets import NOTEBOOK_ASSETS, Asset, cache_dir, fetch, is_mirror
 from .build import caffe_source_dir
 from .errors import DreamError
+from .imageio import atomic_path
 
 # The notebook's mean, BGR, "ImageNet mean, training set dependent" (dream.ipynb cell 3).
 IMAGENET_MEAN_BGR = (104.0, 116.0, 122.0)
@@ -115,7 +116,9 @@ def model_definition(model: ModelRecord, progress: bool = True, say=None) -> Pat
             )
         path = cache_dir() / model.name / "deploy_from_builder.prototxt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(googlenet(model.num_classes, aux_heads=True)))
+        # whole or not at all: a sweep's workers each write it, and each reads it back
+        with atomic_path(path) as tmp:
+            tmp.write_text(str(googlenet(model.num_classes, aux_heads=True)))
         return path
 
 

@@ -96,3 +96,22 @@ def test_archive_without_the_weights_is_a_clear_error(places_from_mirror, tmp_pa
 def test_unknown_model_names_the_choices():
     with pytest.raises(DreamError, match="bvlc_googlenet, places205_googlenet"):
         models.get_model("alexnet")
+
+
+def test_without_its_archive_places205_gets_the_builders_definition_whole(tmp_path, monkeypatch):
+    """The note, and the builder's definition written to the cache through a temporary file:
+    a sweep's workers each write it and read it back, so none may see it half-written."""
+    monkeypatch.setenv("DEEPDREAM_CAFFE_CACHE", str(tmp_path / "cache"))
+
+    def unreachable(model, progress):
+        raise DreamError("the archive cannot be fetched", "use a mirror")
+
+    monkeypatch.setattr(models, "model_files", unreachable)
+    heard = []
+    record = models.MODELS["places205_googlenet"]
+    first = models.model_definition(record, say=heard.append)
+    second = models.model_definition(record, say=heard.append)  # replaces it, whole
+    assert first == second and "builder's equivalent" in heard[0] and len(heard) == 2
+    text = first.read_text()
+    assert text.count('name: "loss3/classifier"') == 1 and "num_output: 205" in text
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]

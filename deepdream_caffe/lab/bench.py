@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import assets, dream, environment
+from ..imageio import all_or_nothing
 from ..params import DreamParams
 from . import sgemm
 
@@ -343,8 +344,9 @@ def bench(
         },
         "comparison": compare(out, results),
     }
-    (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "bench.md").write_text(markdown(record))
+    with all_or_nothing() as batch:  # both reports, or neither
+        batch(out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
+        batch(out / "bench.md").write_text(markdown(record))
     return record
 
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from ..imageio import all_or_nothing
+
 MARGIN = 1.5  # see the module docstring
 SKIPPED = 77  # verify-notebook's exit status when it cannot run (automake's SKIP)
 
@@ -138,8 +140,9 @@ def report(results: list, out: Path, note: str = "") -> str:
             )
         lines.append("")
     text = "\n".join(lines)
-    (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(results, indent=2) + "\n")
+    with all_or_nothing() as batch:  # both reports, or neither
+        batch(out / "report.md").write_text(text)
+        batch(out / "report.json").write_text(json.dumps(results, indent=2) + "\n")
     return text
 
 
