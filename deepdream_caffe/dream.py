@@ -8,8 +8,9 @@ the jitter comes from an explicit ``rng`` (``np.random.RandomState(S)`` draws ex
 the notebook drew after ``np.random.seed(S)``), display is a ``callback``, each octave starts
 from fresh blob diffs, and a zero or non-finite step stops with an error. make_step's numpy
 lines make fewer new arrays than the notebook's (a copy for the jitter roll, one scratch image
-for |g|, the step and the unshift, the clip in place): the same operations in the same order
-on the same float32 layout, so the same bits (tests/test_step_numpy.py).
+for |g|, the step and the unshift, the clip in place), and the octaves are zoomed plane by
+plane: the same operations in the same order on the same float32 layout, so the same bits
+(tests/test_step_numpy.py).
 
 No files, no network, no argument parsing here: arrays in, arrays out, state in the net.
 """
@@ -114,6 +115,20 @@ def ascend(data, scale, g, scratch):
         np.add(data, np.multiply(scale, g, out=scratch), out=data)
 
 
+def zoom(img, factors):
+    """``nd.zoom(img, factors, order=1)``, plane by plane where ``img`` is a finite float32
+    (C, H, W) image and ``factors[0]`` is 1: in less than half the time, the same bits.
+
+    The notebook's call interpolates along the channels too, at whole coordinates: each value
+    is the plane's own four terms, in the plane's order, and four more weighted by exactly 0,
+    which leave a sum begun at +0.0 as it was (tests/test_step_numpy.py). Anything else, such
+    as an infinity, which a zero weight turns into NaN, takes the notebook's call."""
+    if (img.ndim != 3 or img.dtype != np.float32 or factors[0] != 1
+            or not np.isfinite(img).all()):
+        return nd.zoom(img, factors, order=1)
+    return np.stack([nd.zoom(plane, factors[1:], order=1) for plane in img])
+
+
 def check_step(g_mean, step_size, end):
     """Stop before a step that would write NaN or infinity into the image."""
     if g_mean == 0 or not np.isfinite(g_mean) or not np.isfinite(step_size/g_mean):
@@ -135,7 +150,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
     # prepare base images for all octaves
     octaves = [preprocess(net, base_img)]
     for i in range(octave_n-1):  # noqa: B007 (the notebook's loop)
-        octaves.append(nd.zoom(octaves[-1], (1, 1.0/octave_scale, 1.0/octave_scale), order=1))
+        octaves.append(zoom(octaves[-1], (1, 1.0/octave_scale, 1.0/octave_scale)))
 
     src = net.blobs['data']
     detail = np.zeros_like(octaves[-1])  # allocate image for network-produced details
@@ -144,7 +159,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4,
         if octave > 0:
             # upscale details from the previous octave
             h1, w1 = detail.shape[-2:]
-            detail = nd.zoom(detail, (1, 1.0*h/h1, 1.0*w/w1), order=1)
+            detail = zoom(detail, (1, 1.0*h/h1, 1.0*w/w1))
 
         src.reshape(1, 3, h, w)  # resize the network's input image size
         src.data[0] = octave_base+detail

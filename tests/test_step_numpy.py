@@ -183,3 +183,53 @@ def test_zero_gradient_still_stops():
     with pytest.raises(DreamError, match="is zero"):
         dream.make_step(net, end=END, rng=np.random.RandomState(0), jitter=0)
     np.testing.assert_array_equal(net.blobs["data"].data, before)  # jitter 0: untouched
+
+
+def same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@given(
+    c=st.integers(1, 4),
+    h=st.integers(1, 60),
+    w=st.integers(1, 60),
+    zy=st.one_of(st.floats(0.05, 4.0), st.sampled_from([1 / 1.4, 1.4, 1.0, 0.5])),
+    zx=st.one_of(st.floats(0.05, 4.0), st.sampled_from([1 / 1.4, 1.4, 1.0, 2.0])),
+    spread=st.sampled_from([1.0, 255.0, 1e30]),
+    zeros=st.sampled_from([None, 0.0, -0.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_zoom_plane_by_plane_is_the_notebooks_zoom(c, h, w, zy, zx, spread, zeros, seed):
+    """deepdream's octave zoom, against the notebook's nd.zoom(img, (1, zy, zx), order=1)."""
+    import scipy.ndimage as nd
+
+    rng = np.random.RandomState(seed)
+    img = np.float32((rng.rand(c, h, w) - 0.5) * spread)
+    if zeros is not None:  # whole regions of +0.0 or -0.0: the signs of zero must match too
+        img[:, : h // 2] = zeros
+    factors = (1, zy, zx)
+    same_bits(dream.zoom(img, factors), nd.zoom(img, factors, order=1))
+
+
+@pytest.mark.parametrize("size", [(575, 1024), (411, 731), (210, 373)])
+def test_zoom_of_the_default_octaves_is_the_notebooks(size):
+    """The default dream's octave sizes: down by 1.4, and the detail back up."""
+    import scipy.ndimage as nd
+
+    img = np.float32((np.random.RandomState(1).rand(3, *size) - 0.5) * 300)
+    down = dream.zoom(img, (1, 1.0 / 1.4, 1.0 / 1.4))
+    same_bits(down, nd.zoom(img, (1, 1.0 / 1.4, 1.0 / 1.4), order=1))
+    up = (1, 1.0 * size[0] / down.shape[1], 1.0 * size[1] / down.shape[2])
+    same_bits(dream.zoom(down, up), nd.zoom(down, up, order=1))
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_zoom_of_a_non_finite_image_takes_the_notebooks_call(bad):
+    """A zero weight turns an infinity into NaN in the notebook's call, and not plane by
+    plane: such an image goes through the notebook's call itself."""
+    import scipy.ndimage as nd
+
+    img = np.float32(np.random.RandomState(2).rand(3, 9, 11))
+    img[1, 4, 5] = bad
+    same_bits(dream.zoom(img, (1, 0.7, 1.3)), nd.zoom(img, (1, 0.7, 1.3), order=1))
