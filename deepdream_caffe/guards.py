@@ -7,8 +7,8 @@ diff array: glibc sees its heap corrupted ("double free or corruption", exit 134
 number is checked on its way in:
 
 - the flags, by their ranges (``deepdream_caffe/params.py: LIMITS``);
-- the weights and the preprocessed images, once the net is loaded (:func:`check_net`,
-  :func:`check_input`);
+- the weights, as they are read, before Caffe sees them (``checks.check_weights``), and the
+  preprocessed images (:func:`check_input`);
 - during a dream, after every forward pass and before its backward pass, the input blob and
   every blob that max pooling reads (:func:`guarded`): ``--no-clip`` with a large step can
   grow the image until the net overflows. The checks only read; no number changes.
@@ -63,17 +63,6 @@ def guarded(net, objective, blobs, end):
         return objective(dst)
 
     return checked
-
-
-def check_net(net, weights) -> None:
-    """Refuse weights holding NaN or infinity."""
-    for layer, params in net.params.items():
-        for blob in params:
-            if not np.isfinite(blob.data).all():
-                raise DreamError(
-                    f"{weights}: the weights of layer {layer!r} hold NaN or infinity",
-                    "download the weights again, or pass the right --weights",
-                )
 
 
 def check_input(array, what) -> None:
