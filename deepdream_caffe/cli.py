@@ -8,7 +8,9 @@ traceback). Ctrl-C and SIGTERM, from the first instant, end with one line too.
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import signal
 import sys
 
@@ -183,9 +185,11 @@ def main(argv=None) -> int:
     except OSError as e:  # the disk is full, a folder vanished, ...: still one line
         if args is not None and args.debug:
             raise
+        if isinstance(e, BrokenPipeError) and reader_gone(1):
+            return quiet_exit_for_closed_stdout()
         print(
-            f"deepdream-caffe: error: {e}: check the path, its permissions and the free "
-            "space; no output was left half-written",
+            f"deepdream-caffe: error: {e}: {OS_ERROR_FIXES.get(e.errno, OS_ERROR_FIX)}; "
+            "no output was left half-written",
             file=sys.stderr,
         )
         return 1
@@ -217,6 +221,35 @@ def main(argv=None) -> int:
         for signum, handler in before.items():
             signal.signal(signum, handler)
     return status or 0
+
+
+OS_ERROR_FIX = "check the path, its permissions and the free space"
+# A limit of the process, not a path: the generic fix would send the user looking at paths.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some space on that disk, or write to another one",
+    errno.EDQUOT: "free some space within your disk quota, or write to another disk",
+    errno.EFBIG: "raise the file-size limit (ulimit -f), which a file of this run exceeds",
+    errno.EMFILE: "raise the open-file limit (ulimit -n) to 64 or more",
+    errno.ENFILE: "the system's table of open files is full: end other programs and retry",
+    errno.EAGAIN: "a process or thread limit is reached (ulimit -u): raise it, or end other "
+    "processes",
+    errno.ENOMEM: "free some memory, or raise the address-space limit (ulimit -v)",
+    errno.EROFS: "choose a folder on a file system mounted for writing",
+}
+
+
+def reader_gone(fd: int) -> bool:
+    """True if ``fd`` is a pipe whose reading end was closed (``... | head -1``)."""
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
+def quiet_exit_for_closed_stdout() -> int:
+    """A reader that stopped reading wants no more: no message (there is no one to read
+    it, and shells say nothing for their own tools), the status of a death by SIGPIPE."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # Python's flush at exit would fail again
+    return 128 + signal.SIGPIPE
 
 
 def one_line(text: str) -> str:

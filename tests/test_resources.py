@@ -1,0 +1,59 @@
+"""The file system or the process's resources fail under the command: a full disk, a limit
+of the process, a standard stream nobody reads. Each case below failed before its fix."""
+
+import os
+import resource
+import signal
+import subprocess
+
+import numpy as np
+import PIL.Image
+import pytest
+from helpers import CLI, Snapshot, assert_refused
+
+pytestmark = pytest.mark.caffe
+FAST = ["--iter-n", "1", "--octave-n", "1", "--seed", "0"]
+
+
+@pytest.fixture
+def work(tmp_path, sky, nets):
+    """A folder with an input image, and the flags for the synthetic bvlc_googlenet."""
+    PIL.Image.fromarray(np.uint8(sky)).save(tmp_path / "in.png")
+    definition, weights = nets["bvlc_googlenet"]
+    return tmp_path, ["--model-def", str(definition), "--weights", str(weights)]
+
+
+def dream(folder, model, limit=None, **streams):
+    """``dream`` in.png to o.png in a process of its own; ``limit``: (resource, soft)."""
+
+    def limited():
+        if limit is not None:
+            resource.setrlimit(limit[0], (limit[1], resource.getrlimit(limit[0])[1]))
+
+    argv = ["dream", folder / "in.png", "-o", folder / "o.png", *FAST, *model]
+    return subprocess.run(
+        [*CLI, *map(str, argv)], text=True, timeout=300, preexec_fn=limited, **streams
+    )
+
+
+def test_a_file_size_limit_is_named_with_its_ulimit(work):
+    """Before: "[Errno 27] File too large: check the path, its permissions and the free
+    space", though the file too large was the run's in-memory copy of the weights."""
+    folder, model = work
+    before = Snapshot(folder)
+    p = dream(folder, model, limit=(resource.RLIMIT_FSIZE, 2**20), capture_output=True)
+    assert_refused(p, "File too large", "ulimit -f", before=before, codes=(1,))
+
+
+def test_a_closed_stdout_pipe_is_a_quiet_end(tmp_path):
+    """``info | head -1``. Before: exit 1 and "Broken pipe: check the path, its permissions
+    and the free space; no output was left half-written"."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line
+    try:
+        p = subprocess.run(
+            [*CLI, "info"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write)
+    assert (p.returncode, p.stderr) == (128 + signal.SIGPIPE, "")
