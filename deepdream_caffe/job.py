@@ -555,4 +555,7 @@ def quiet_overflow():
 
 
 def log_to_stderr(message):
-    print(message, file=sys.stderr)
+    # A stderr that cannot be written (2>/dev/full) loses the news, not the run: an
+    # exception here, after the outputs landed, would turn a finished dream into exit 1.
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)

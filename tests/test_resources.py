@@ -57,3 +57,13 @@ def test_a_closed_stdout_pipe_is_a_quiet_end(tmp_path):
     finally:
         os.close(write)
     assert (p.returncode, p.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def test_an_unwritable_stderr_does_not_fail_a_finished_dream(work):
+    """``2>/dev/full``. Before: the dream's files were written, then "wrote ..." failed and
+    the command said exit 1."""
+    folder, model = work
+    with open("/dev/full", "w") as full:
+        p = dream(folder, model, stderr=full)
+    assert p.returncode == 0
+    assert (folder / "o.png").is_file() and (folder / "o.png.json").is_file()
