@@ -290,8 +290,17 @@ def save_image(img_uint8: np.ndarray, path, jpeg_quality: int = 95, batch=None) 
 
 
 def save_array(array: np.ndarray, path, batch=None) -> None:
-    with _target(path, batch) as tmp:
-        np.save(tmp, array)
+    with _target(path, batch) as tmp, open(tmp, "wb") as f:
+        # through f.write, not numpy's tofile: a short write of tofile says only
+        # "N requested and M written", never why (a full disk, a file-size limit)
+        np.save(_Writes(f), array)
+
+
+class _Writes:
+    """Only ``write``: numpy then writes through it, and an error keeps its errno."""
+
+    def __init__(self, f):
+        self.write = f.write
 
 
 def save_json(data: dict, path, batch=None) -> None:

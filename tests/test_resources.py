@@ -45,6 +45,28 @@ def test_a_file_size_limit_is_named_with_its_ulimit(work):
     assert_refused(p, "File too large", "ulimit -f", before=before, codes=(1,))
 
 
+def test_raw_beyond_a_file_size_limit_says_why(tmp_path):
+    """A full disk or a file-size limit under ``--raw``. Before: numpy's own "N requested
+    and M written", with no errno and no reason."""
+    code = (
+        "import numpy as np; from deepdream_caffe import imageio\n"
+        "try:\n"
+        f"    imageio.save_array(np.zeros(100000, np.float32), {str(tmp_path / 'r.npy')!r})\n"
+        "except OSError as e:\n"
+        "    print(e.errno, e)"
+    )
+    limit = (resource.RLIMIT_FSIZE, (65536, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    p = subprocess.run(
+        [CLI[0], "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(*limit),
+    )
+    assert p.stdout.startswith("27 "), (p.stdout, p.stderr)  # EFBIG, said as such
+    assert not list(tmp_path.iterdir())  # no temporary file left
+
+
 def test_a_closed_stdout_pipe_is_a_quiet_end(tmp_path):
     """``info | head -1``. Before: exit 1 and "Broken pipe: check the path, its permissions
     and the free space; no output was left half-written"."""
