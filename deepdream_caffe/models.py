@@ -13,7 +13,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .assets import NOTEBOOK_ASSETS, Asset, cache_dir, fetch, is_mirror
+from .assets import (
+    CACHE_FIX,
+    NOTEBOOK_ASSETS,
+    Asset,
+    cache_dir,
+    fetch,
+    is_mirror,
+    writable_cache,
+)
 from .build import caffe_source_dir
 from .errors import DreamError
 from .imageio import atomic_path
@@ -109,16 +117,22 @@ def model_definition(model: ModelRecord, progress: bool = True, say=None) -> Pat
     except DreamError:
         from .googlenet import googlenet
 
+        path = cache_dir() / model.name / "deploy_from_builder.prototxt"
+        writable_cache(path.parent)  # before the note: a refusal is its one line
         if say:
             say(
                 f"note: {model.name}'s own definition is not available (its archive cannot be "
                 "fetched); using the GoogLeNet builder's equivalent"
             )
-        path = cache_dir() / model.name / "deploy_from_builder.prototxt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # whole or not at all: a sweep's workers each write it, and each reads it back
-        with atomic_path(path) as tmp:
-            tmp.write_text(str(googlenet(model.num_classes, aux_heads=True)))
+        try:  # whole or not at all: a sweep's workers each write it, and each reads it back
+            with atomic_path(path) as tmp:
+                tmp.write_text(str(googlenet(model.num_classes, aux_heads=True)))
+        except OSError as e:  # a full disk: the cache is the place to name, not a bare errno
+            raise DreamError(
+                f"cannot write {path.name} into the download cache {path.parent} "
+                f"({e.strerror or e})",
+                CACHE_FIX,
+            ) from None
         return path
 
 

@@ -11,6 +11,9 @@ import PIL.Image
 import pytest
 from helpers import CLI, Snapshot, assert_refused
 
+from deepdream_caffe import models
+from deepdream_caffe.errors import DreamError
+
 pytestmark = pytest.mark.caffe
 FAST = ["--iter-n", "1", "--octave-n", "1", "--seed", "0"]
 
@@ -89,3 +92,18 @@ def test_an_unwritable_stderr_does_not_fail_a_finished_dream(work):
         p = dream(folder, model, stderr=full)
     assert p.returncode == 0
     assert (folder / "o.png").is_file() and (folder / "o.png.json").is_file()
+
+
+def test_places205_builder_definition_into_an_unusable_cache(tmp_path, monkeypatch):
+    """Without Places205's archive, its definition is written into the cache. Before, a cache
+    that is a file ended in "[Errno 20] Not a directory: ...: check the path, ...", after a
+    note that the builder's definition would be used."""
+    cache = tmp_path / "cache"
+    cache.write_bytes(b"")
+    monkeypatch.setenv("DEEPDREAM_CAFFE_CACHE", str(cache))
+    monkeypatch.setenv("DEEPDREAM_CAFFE_MIRROR", "")
+    said = []
+    with pytest.raises(DreamError, match="DEEPDREAM_CAFFE_CACHE"):
+        models.model_definition(models.get_model("places205_googlenet"), False, said.append)
+    assert said == []  # the refusal is the one line
+    assert cache.read_bytes() == b""
