@@ -265,7 +265,12 @@ def _keep_aside(path: Path) -> Path:
     except OSError:
         import shutil
 
-        shutil.copy2(path, kept)
+        try:
+            shutil.copy2(path, kept)
+        except BaseException:  # a full disk mid-copy: no part of the copy stays
+            with suppress(OSError):
+                os.unlink(kept)
+            raise
     return kept
 
 

@@ -1,10 +1,12 @@
 """The file system or the process's resources fail under the command: a full disk, a limit
 of the process, a standard stream nobody reads. Each case below failed before its fix."""
 
+import errno
 import os
 import resource
 import signal
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -107,3 +109,28 @@ def test_places205_builder_definition_into_an_unusable_cache(tmp_path, monkeypat
         models.model_definition(models.get_model("places205_googlenet"), False, said.append)
     assert said == []  # the refusal is the one line
     assert cache.read_bytes() == b""
+
+
+def test_a_copy_kept_aside_that_fails_leaves_no_part_of_itself(tmp_path, monkeypatch):
+    """Where a hard link fails (another file system's rules), the replaced file is copied
+    aside; a full disk mid-copy must leave no partial copy beside it."""
+    import shutil
+
+    from deepdream_caffe import imageio
+
+    out = tmp_path / "o.png"
+    out.write_bytes(b"the earlier result")
+
+    def no_link(*args):
+        raise OSError(errno.EPERM, "no hard links here")
+
+    def half_copy(src, dst, **kwargs):
+        Path(dst).write_bytes(b"the ear")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(shutil, "copy2", half_copy)
+    with pytest.raises(OSError, match="No space"), imageio.all_or_nothing() as batch:
+        batch(out).write_bytes(b"the new result")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+    assert out.read_bytes() == b"the earlier result"
