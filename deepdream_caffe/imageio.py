@@ -9,11 +9,12 @@ with the permissions the umask gives a new file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import warnings
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -224,12 +225,25 @@ def all_or_nothing():
 
     try:
         yield batch
-        with interrupts.held():  # a signal after one rename: every rename first, not a part
-            _commit(pending)
+        with interrupts.held(), _folders_locked(path.parent for _, path in pending):
+            _commit(pending)  # a signal after one rename: every rename first, not a part
     finally:
         for tmp, _ in pending:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+
+
+@contextmanager
+def _folders_locked(folders):
+    """Hold an exclusive flock on each folder: another command's renames into the same
+    names wait, so an image and its sidecar always land from one run (last one wins)."""
+    with ExitStack() as stack:
+        for folder in sorted({os.path.abspath(f) for f in folders}):  # one order: no deadlock
+            with suppress(OSError):  # a folder that cannot be opened or locked: unlocked
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                stack.callback(os.close, fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
 
 
 def _commit(pending) -> None:
