@@ -91,15 +91,22 @@ def _caffe_message(stderr: bytes) -> str:
     return "Caffe's parser failed"
 
 
-def read_definition(path: Path, allow_python_layers: bool = False):
-    """Parse a .prototxt into a ``NetParameter`` as Caffe would (upgraded, TEST phase), and
-    check it with :func:`check_structure`; errors name the file."""
-    from google.protobuf import text_format
-
+def definition_bytes(path: Path) -> bytes:
+    """The bytes of a .prototxt, read once (a run parses and hashes the same bytes)."""
     path = Path(path)
     if not path.is_file():
         raise DreamError(f"model definition {path} does not exist", "check the --model-def path")
-    with Upgrade(path, path.read_bytes()) as upgrade:
+    return path.read_bytes()
+
+
+def read_definition(path: Path, allow_python_layers: bool = False, data: bytes | None = None):
+    """Parse a .prototxt into a ``NetParameter`` as Caffe would (upgraded, TEST phase), and
+    check it with :func:`check_structure`; errors name the file. ``data``: its bytes, where
+    already read."""
+    from google.protobuf import text_format
+
+    path = Path(path)
+    with Upgrade(path, definition_bytes(path) if data is None else data) as upgrade:
         caffe = import_caffe()  # while the upgrade child starts
         text = upgrade.text()
     model = caffe.io.caffe_pb2.NetParameter()

@@ -10,6 +10,7 @@ with the permissions the umask gives a new file.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import tempfile
@@ -26,17 +27,26 @@ from .errors import DreamError
 READ_FIX = "give a PNG or JPEG file"
 
 
-@contextmanager
-def _opened(path):
-    """``PIL.Image.open`` with the errors and Pillow's own size warning turned into ours."""
+def read_bytes(path) -> bytes:
+    """The bytes of an input image, read once (decoded and hashed from the same bytes)."""
     path = Path(path)
     if not path.is_file():
+        raise DreamError(f"input image {path} does not exist", "check the path")
+    return path.read_bytes()
+
+
+@contextmanager
+def _opened(path, data=None):
+    """``PIL.Image.open`` with the errors and Pillow's own size warning turned into ours;
+    ``data``: the file's bytes, where already read (errors still name ``path``)."""
+    path = Path(path)
+    if data is None and not path.is_file():
         raise DreamError(f"input image {path} does not exist", "check the path")
     try:
         with warnings.catch_warnings():
             # sizes are decided by image_size and the memory check, not by Pillow's warning
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(path) as im:
+            with PIL.Image.open(path if data is None else io.BytesIO(data)) as im:
                 yield im
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
         raise DreamError(f"cannot read {path} as an image ({e})", READ_FIX) from e
@@ -65,16 +75,17 @@ def decode_bytes(path) -> int:
     return w * h * (4 * bands + 2 * 3 * 4)
 
 
-def load_image(path, log=None, max_size=None, note=None) -> np.ndarray:
+def load_image(path, log=None, max_size=None, note=None, data=None) -> np.ndarray:
     """``np.float32(PIL.Image.open(path))`` for RGB files (cell 10); other modes become RGB.
 
     EXIF orientation is ignored, as the notebook ignored it: the pixels are used as stored
     (``log`` hears about it). ``max_size`` (opt-in) scales the image down first, so that its
     longer side is at most that many pixels (Lanczos). ``note`` hears what the user should
-    know even without ``--verbose``: an animated image gives its first frame.
+    know even without ``--verbose``: an animated image gives its first frame. ``data``: the
+    file's bytes, where already read.
     """
     path = Path(path)
-    with _opened(path) as im:
+    with _opened(path, data) as im:
         frames = getattr(im, "n_frames", 1)
         if note and frames > 1:
             note(f"{path}: an animated image of {frames} frames; dreaming on the first")

@@ -223,11 +223,13 @@ class Run:
     started: str  # UTC, ISO 8601
     clock: float  # time.perf_counter() at the start
     net_setup: str = ""
+    inputs: dict = dataclasses.field(default_factory=dict)  # read_inputs' records, by path
 
     # the names the sidecar reads
     params = property(lambda self: self.plan.params)
     model_name = property(lambda self: self.plan.model_name)
     definition = property(lambda self: self.plan.definition_path)
+    definition_read = property(lambda self: self.plan.definition_read)
     weights = property(lambda self: self.plan.weights)
     mean = property(lambda self: self.plan.mean)
     swap = property(lambda self: self.plan.swap)
@@ -266,17 +268,28 @@ def input_size(path, max_size=None) -> tuple:
     return noise.size(path) if noise.is_noise(path) else imageio.image_size(path, max_size)
 
 
-def read_inputs(job, plan, *paths, rng=None):
+def read_inputs(job, plan, *paths, rng=None, records=None):
     """Decode the images the plan was made for, and check what Caffe will get of them;
-    ``noise:WxH`` inputs are drawn from ``rng``, in order (:mod:`deepdream_caffe.noise`)."""
+    ``noise:WxH`` inputs are drawn from ``rng``, in order (:mod:`deepdream_caffe.noise`).
+    Each file is read once: ``records`` (a dict, where given) gets the record of the bytes
+    decoded, by path, so that a file edited after this is not what the sidecar hashes."""
     log = log_to_stderr if job.verbose else None
-    images = [
-        noise.image(p, rng)
-        if noise.is_noise(p)
-        else load_image(p, log=log, max_size=job.max_size, note=log_to_stderr)
-        for p in paths
-    ]
-    for img, p in zip(images, paths, strict=True):
+    images = []
+    for p in paths:
+        if noise.is_noise(p):
+            images.append(noise.image(p, rng))
+            continue
+        data = imageio.read_bytes(p)
+        if records is not None:
+            records[str(p)] = sidecar.bytes_record(p, data)
+        images.append(load_image(p, log=log, max_size=job.max_size, note=log_to_stderr, data=data))
+    for img, p, octaves in zip(images, paths, plan.octaves, strict=True):
+        if img.shape[:2] != tuple(octaves[-1]):  # replaced since the plan read its header
+            raise DreamError(
+                f"{p} changed while it was read: {img.shape[1]}x{img.shape[0]}, not the "
+                f"{octaves[-1][1]}x{octaves[-1][0]} its header said",
+                "run again once nothing writes to it",
+            )
         check_input(plan, img, str(p))
     return images
 
@@ -385,7 +398,8 @@ def run_dream(job: Job, say=None):
     try:
         run = start(job, plan, say)
         rng = np.random.RandomState(run.seed)  # noise inputs first, then the jitter
-        img, *guide = read_inputs(job, plan, *paths, rng=rng)
+        inputs = {}
+        img, *guide = read_inputs(job, plan, *paths, rng=rng, records=inputs)
         if job.save_steps:
             job.save_steps.mkdir(parents=True, exist_ok=True)
         progress = Progress(plan.params.octave_n * plan.params.iter_n, job.save_steps)
@@ -416,8 +430,8 @@ def run_dream(job: Job, say=None):
     finally:
         plan.close()
     finite(result)
-    run = dataclasses.replace(run, net_setup=setup[0][0])
-    extra = {"guide": sidecar.input_record(job.guide)} if guide else {}
+    run = dataclasses.replace(run, net_setup=setup[0][0], inputs=inputs)
+    extra = {"guide": sidecar.input_record(job.guide, inputs)} if guide else {}
     shown = result if plan.params.clip else dream.stretch(result)
     with all_or_nothing() as batch:
         written = {"image": batch(job.output)}  # temporary names until the block ends
@@ -449,7 +463,9 @@ def run_zoom(job: Job, say=None):
     try:
         run = start(job, plan, say)
         rng = np.random.RandomState(run.seed)  # a noise input first, then the jitter
-        (frame,) = read_inputs(job, plan, job.input, rng=rng)
+        inputs = {}
+        (frame,) = read_inputs(job, plan, job.input, rng=rng, records=inputs)
+        run = dataclasses.replace(run, inputs=inputs)
         done = zoom_frames_written(job, plan, run, rng, frame, earlier)
     finally:
         plan.close()

@@ -72,6 +72,7 @@ class Plan:
     gpu: int | None = None
     threads: int | None = None
     tile: int | None = None  # --tile: the gradient in tiles of at most N x N (tile.py)
+    definition_read: dict | None = None  # path, bytes, sha256 of the bytes parsed (sidecar)
 
     def close(self) -> None:
         """Let go of the weights' memory file (a sweep makes one plan per task)."""
@@ -105,13 +106,17 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
         check_buildable,
         check_dreamable,
         check_end,
+        definition_bytes,
         notebook_reach,
         prune,
         read_definition,
     )
+    from .sidecar import bytes_record
 
     definition_path, weights_path, mean, swap, model_name = model_config(job, say)
-    model = read_definition(definition_path, job.allow_python_layers)
+    # read once: the sidecar hashes the bytes parsed, not a file edited since
+    source = definition_bytes(definition_path)
+    model = read_definition(definition_path, job.allow_python_layers, source)
     check_end(model, end)
     pruned = prune(model, end)
     check_buildable(pruned, definition_path, job.allow_python_layers)
@@ -152,6 +157,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
         gpu=job.gpu,
         threads=job.threads,
         tile=getattr(job, "tile", None),
+        definition_read=bytes_record(definition_path, source),
     )
 
 

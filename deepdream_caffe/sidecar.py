@@ -16,6 +16,7 @@ must be absolute and plain, and no permission is taken from it (``allow_python_l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,15 @@ def file_record(path, name=None) -> dict:
         "path": os.path.abspath(name or path),
         "bytes": path.stat().st_size,
         "sha256": file_hash(path, "sha256"),
+    }
+
+
+def bytes_record(path, data: bytes) -> dict:
+    """:func:`file_record` of the bytes read from ``path``, as they were when read."""
+    return {
+        "path": os.path.abspath(path),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
     }
 
 
@@ -91,17 +101,20 @@ def shared_fields(job, run, outputs: dict) -> dict:
         "job": job_fields(job),
         "outputs": {name: file_record(path) for name, path in outputs.items()},
         "weights": run.weights.record(),  # read and hashed once, by the plan
-        "definition": file_record(run.definition),
+        "definition": getattr(run, "definition_read", None) or file_record(run.definition),
         "environment": environment(with_caffe=True),
     }
     if job.input is not None:
-        record["input"] = input_record(job.input)
+        record["input"] = input_record(job.input, getattr(run, "inputs", None))
     return record
 
 
-def input_record(path) -> dict:
-    """An input image's file record, or what a ``noise:WxH`` input was."""
-    return noise.record(path) if noise.is_noise(path) else file_record(path)
+def input_record(path, read=None) -> dict:
+    """An input image's file record, or what a ``noise:WxH`` input was; ``read``: the records
+    of the bytes decoded, by path (``job.read_inputs``), used where given."""
+    if noise.is_noise(path):
+        return noise.record(path)
+    return (read or {}).get(str(path)) or file_record(path)
 
 
 def run_record(job, run, timings, outputs: dict, **extra) -> dict:

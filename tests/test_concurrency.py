@@ -62,3 +62,66 @@ def test_two_dreams_into_one_output_leave_a_pair_of_one_run(work, monkeypatch):
             assert im.size == (8, 8)
     else:
         assert record["outputs"]["image"]["sha256"] == sha256(out)
+
+
+@pytest.mark.parametrize("edit", ["replaced", "deleted"])
+@pytest.mark.parametrize("command", ["dream", "zoom"])
+def test_inputs_edited_mid_run_are_recorded_as_dreamt(work, monkeypatch, flowers, command, edit):
+    """Before: the sidecar hashed the input and the definition when it was written, after the
+    dream: edited mid-run, it recorded the new files' sha256 (and reproduce said "differs,
+    although every recorded factor matches"); deleted mid-run, the finished dream was lost
+    with "[Errno 2] No such file or directory"."""
+    from deepdream_caffe import job
+
+    folder, model = work
+    definition = folder / "net.prototxt"
+    definition.write_bytes(Path(model[1]).read_bytes())
+    model[1] = str(definition)
+    image = folder / "in.png"
+    dreamt = {"input": sha256(image), "definition": sha256(definition)}
+    other = folder / "other.png"
+    with PIL.Image.open(image) as im:
+        PIL.Image.fromarray(np.uint8(flowers)).resize(im.size).save(other)
+    real_run = job.worker.run
+
+    def run(*args, **kwargs):  # the user edits the files while Caffe dreams
+        if edit == "replaced":
+            os.replace(other, image)
+            with definition.open("a") as f:
+                f.write("# edited\n")
+        else:
+            image.unlink()
+            definition.unlink()
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(job.worker, "run", run)
+    out = folder / ("o.png" if command == "dream" else "frames")
+    extra = ["--frames", "2"] if command == "zoom" else []
+    p = main_in_process(command, image, "-o", out, *FAST, *extra, "--seed", "0", *model)
+    assert p.returncode == 0, p.stderr
+    record = json.loads(
+        Path(f"{out}.json" if command == "dream" else out / "zoom.json").read_text()
+    )
+    assert {k: record[k]["sha256"] for k in dreamt} == dreamt
+
+
+def test_an_input_resized_between_its_header_and_its_pixels_is_refused(work, monkeypatch):
+    """Before: an input replaced after the plan read its header was dreamt at the new size,
+    past the size and memory checks made for the old one."""
+    from deepdream_caffe import job
+
+    folder, model = work
+    image = folder / "in.png"
+    real_plan = job.plan_images
+
+    def plan_images(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        PIL.Image.new("RGB", (300, 200)).save(folder / "big.png")
+        os.replace(folder / "big.png", image)
+        return plan
+
+    monkeypatch.setattr(job, "plan_images", plan_images)
+    p = main_in_process("dream", image, "-o", folder / "o.png", *FAST, "--seed", "0", *model)
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and "changed while it was read" in p.stderr, p.stderr
+    assert not (folder / "o.png").exists()
