@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -244,6 +245,11 @@ def all_or_nothing():
                 os.unlink(tmp)
 
 
+# A batch's renames take microseconds; a folder locked longer is a zoom's or a video's, held
+# for its whole run (:func:`folder_held`): the renames then go on unlocked, not wait for it.
+COMMIT_WAIT_S = 5.0
+
+
 @contextmanager
 def _folders_locked(folders):
     """Hold an exclusive flock on each folder: another command's renames into the same
@@ -253,8 +259,32 @@ def _folders_locked(folders):
             with suppress(OSError):  # a folder that cannot be opened or locked: unlocked
                 fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 stack.callback(os.close, fd)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                deadline = time.monotonic() + COMMIT_WAIT_S
+                while not _flocked(fd) and time.monotonic() < deadline:
+                    time.sleep(0.005)
         yield
+
+
+def _flocked(fd) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextmanager
+def folder_held(folder, busy: DreamError):
+    """An exclusive flock on ``folder`` while a command writes its frames there: a second
+    command into the same folder is refused with ``busy``, rather than mixing the two runs'
+    frames under one record (or removing the other's files as its own strays)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if not _flocked(fd):
+            raise busy
+        yield
+    finally:
+        os.close(fd)
 
 
 def _commit(pending) -> None:

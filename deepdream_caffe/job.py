@@ -458,7 +458,7 @@ def run_zoom(job: Job, say=None):
     if job.video:  # what can be checked about the video before dreaming
         check_output(job.video, *given_files(job), suffixes=video.SUFFIXES)
     ffmpeg = video.check_video(job.fps) if job.video else None
-    earlier = check_frames_folder(job.output, job.input, job.overwrite)
+    check_frames_folder(job.output, job.input, job.overwrite)  # early; again once held
     plan = plan_images(job, end, [job.params.octave_n], job.input, say=say)
     try:
         run = start(job, plan, say)
@@ -466,7 +466,7 @@ def run_zoom(job: Job, say=None):
         inputs = {}
         (frame,) = read_inputs(job, plan, job.input, rng=rng, records=inputs)
         run = dataclasses.replace(run, inputs=inputs)
-        done = zoom_frames_written(job, plan, run, rng, frame, earlier)
+        done = zoom_frames_written(job, plan, run, rng, frame)
     finally:
         plan.close()
     if job.video:
@@ -474,13 +474,24 @@ def run_zoom(job: Job, say=None):
     say(f"wrote {done} frames to {job.output}")
 
 
-def zoom_frames_written(job, plan, run, rng, frame, earlier) -> int:
+def zoom_frames_written(job, plan, run, rng, frame) -> int:
     """Run the zoom's Caffe part; write each frame as it comes, and zoom.json for those
-    written, whatever stops it. Returns the number of frames written."""
-    from tqdm import tqdm
-
+    written, whatever stops it, holding the folder. Returns the number of frames written."""
     created = not job.output.exists()
     job.output.mkdir(parents=True, exist_ok=True)
+    busy = DreamError(
+        f"another command is writing frames into {job.output}",
+        "wait for it to end, or choose another -o",
+    )
+    with imageio.folder_held(job.output, busy):
+        # checked again, held: a zoom that ended since the first check left its frames
+        earlier = check_frames_folder(job.output, job.input, job.overwrite)
+        return _zoom_frames(job, plan, run, rng, frame, earlier, created)
+
+
+def _zoom_frames(job, plan, run, rng, frame, earlier, created) -> int:
+    from tqdm import tqdm
+
     with interrupts.held():  # --overwrite: the earlier run's frames and zoom.json go, all
         for old in earlier:
             old.unlink(missing_ok=True)

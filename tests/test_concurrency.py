@@ -125,3 +125,34 @@ def test_an_input_resized_between_its_header_and_its_pixels_is_refused(work, mon
     assert p.returncode == 1
     assert p.stderr.count("\n") == 1 and "changed while it was read" in p.stderr, p.stderr
     assert not (folder / "o.png").exists()
+
+
+def test_a_second_zoom_into_a_folder_being_written_is_refused(work, monkeypatch):
+    """Before: two zooms into one new folder both passed its check, wrote their frames over
+    each other and both said "wrote N frames"; zoom.json then hashed the other run's frames
+    as its own (reproduce: "differs ... although every recorded factor matches")."""
+    from deepdream_caffe import job
+
+    folder, model = work
+    frames = folder / "frames"
+    real_run = job.worker.run
+    second = []
+
+    def run(*args, **kwargs):  # the first zoom holds its folder; the second starts now
+        if not second:
+            second.append(None)  # once: the second zoom's own run goes straight on
+            second[0] = zoom("--seed", "1")
+        return real_run(*args, **kwargs)
+
+    def zoom(*flags):
+        return main_in_process("zoom", folder / "in.png", "-o", frames, *FAST, "--frames", "2",
+                               *flags, *model)  # fmt: skip
+
+    monkeypatch.setattr(job.worker, "run", run)
+    first = zoom("--seed", "0")
+    assert first.returncode == 0, first.stderr
+    assert second[0].returncode == 1, second[0].stderr
+    assert second[0].stderr.count("\n") == 1 and "another command is writing" in second[0].stderr
+    record = json.loads((frames / "zoom.json").read_text())
+    assert record["seed"] == 0
+    assert all(sha256(frames / k) == v["sha256"] for k, v in record["outputs"].items())
