@@ -278,9 +278,17 @@ def folder_held(folder, busy: DreamError):
     """An exclusive flock on ``folder`` while a command writes its frames there: a second
     command into the same folder is refused with ``busy``, rather than mixing the two runs'
     frames under one record (or removing the other's files as its own strays)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if not _flocked(fd):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # a folder this process may write but not open: no lock, as before
+        yield
+        return
+    try:
+        try:
+            locked = _flocked(fd)
+        except OSError:  # a file system without flock (some NFS): no lock, as before
+            locked = True
+        if not locked:
             raise busy
         yield
     finally:

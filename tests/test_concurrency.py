@@ -156,3 +156,22 @@ def test_a_second_zoom_into_a_folder_being_written_is_refused(work, monkeypatch)
     record = json.loads((frames / "zoom.json").read_text())
     assert record["seed"] == 0
     assert all(sha256(frames / k) == v["sha256"] for k, v in record["outputs"].items())
+
+
+def test_a_folder_that_cannot_be_locked_is_written_unlocked(tmp_path, monkeypatch):
+    """Some file systems (NFS without locks) refuse flock with ENOLCK: a zoom goes on as
+    before the lock existed, rather than failing."""
+    import errno
+    import fcntl
+
+    from deepdream_caffe import imageio
+    from deepdream_caffe.errors import DreamError
+
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with imageio.folder_held(tmp_path, DreamError("busy", "wait")):
+        ran.append(True)
+    assert ran
