@@ -409,12 +409,24 @@ def write_state(frames_dir: Path, v, hallu, rng_state, grid_state) -> None:
 
 
 def dream_frames(job, plan, seed, carry, clip, guide, frames_dir, settings) -> int:
-    """Run the Caffe part from where an earlier run stopped; write each frame and its state."""
+    """Run the Caffe part from where an earlier run stopped; write each frame and its state,
+    holding the frames folder: a second run into it is refused, not mixed with this one."""
+    created = not frames_dir.exists()
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    busy = DreamError(
+        f"another command is writing frames into {frames_dir}",
+        "wait for it to end, or choose another --frames-dir",
+    )
+    with imageio.folder_held(frames_dir, busy):
+        # again, held: a run that ended since the first check may have begun this folder
+        read_settings(frames_dir, settings)
+        return _dream_frames(job, plan, seed, carry, clip, guide, frames_dir, settings, created)
+
+
+def _dream_frames(job, plan, seed, carry, clip, guide, frames_dir, settings, created) -> int:
     from tqdm import tqdm
 
     count = len(clip.frames)
-    created = not frames_dir.exists()
-    frames_dir.mkdir(parents=True, exist_ok=True)
     save_json(settings, frames_dir / SETTINGS)
     first, previous, rng_state, grid_state = resume_point(frames_dir, carry)
     if first >= count:

@@ -283,3 +283,43 @@ def test_a_damaged_frame_or_changed_input_is_not_continued(tmp_path, clip, nets)
     p = run("video", *args)
     assert p.returncode == 1 and "other settings" in p.stderr, p.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_a_second_video_into_a_frames_folder_being_written_is_refused(
+    tmp_path, clip, nets, monkeypatch
+):
+    """Two runs into one frames folder: the second, started while the first holds it, is
+    refused in one line (before the lock, the same settings let it resume the first run's
+    frames while they were being written); and one that passed its first check before the
+    first run began the folder is refused once it holds it (now another run's, other seed)."""
+    from deepdream_caffe import videojob
+
+    frames_dir = tmp_path / "shared_frames"
+    args = [clip[0], *model_flags(nets), "--frames", "2", "--frames-dir", frames_dir, *FAST]
+    real_run, second = videojob.worker.run, []
+
+    def run_then_another(*a, **kw):  # the first run holds its folder; the second starts now
+        if not second:
+            second.append(None)
+            # the same settings: a resume of that run, as far as video.json can tell
+            second[0] = main_in_process("video", *args, "-o", tmp_path / "b.mp4", "--seed", "1")
+        return real_run(*a, **kw)
+
+    monkeypatch.setattr(videojob.worker, "run", run_then_another)
+    first = main_in_process("video", *args, "-o", tmp_path / "a.mp4", "--seed", "1")
+    monkeypatch.undo()
+    assert first.returncode == 0, first.stderr
+    assert second[0].returncode == 1 and second[0].stderr.count("\n") == 1, second[0].stderr
+    assert "another command is writing frames" in second[0].stderr
+    assert not (tmp_path / "b.mp4").exists()
+
+    real_read, calls = videojob.read_settings, []
+
+    def first_check_before_the_folder_was_begun(frames, settings):
+        calls.append(frames)
+        return None if len(calls) == 1 else real_read(frames, settings)
+
+    monkeypatch.setattr(videojob, "read_settings", first_check_before_the_folder_was_begun)
+    late = main_in_process("video", *args, "-o", tmp_path / "c.mp4", "--seed", "3")
+    assert late.returncode == 1 and "other settings (seed)" in late.stderr, late.stderr
+    assert not (tmp_path / "c.mp4").exists()
