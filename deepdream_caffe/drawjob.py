@@ -104,6 +104,7 @@ class DrawPlan:
     octaves: tuple  # the schedule: dicts in deepdraw's format
     side: int  # the net's (square) input
     pooled: tuple  # the blobs max pooling reads: checked before every backward pass
+    read: dict  # records of the files read (definition, schedule): their bytes as parsed
     mean: tuple = draw.MEAN_BGR
     swap: tuple = models.BGR
     gpu: int | None = None
@@ -122,9 +123,10 @@ class DrawPlan:
 # --- the schedule ------------------------------------------------------------------------
 def load_schedule(name: str) -> tuple:
     """``blog`` (deepdraw's cell 5), ``coherent`` (cell 7), or a JSON file: a list of octaves
-    in deepdraw's format, checked as untrusted input (the first problem in one line)."""
+    in deepdraw's format, checked as untrusted input (the first problem in one line).
+    Returns the octaves and, for a file, the record of the bytes read (None otherwise)."""
     if name in draw.SCHEDULES:
-        return tuple(dict(o) for o in draw.SCHEDULES[name])
+        return tuple(dict(o) for o in draw.SCHEDULES[name]), None
     path = Path(name)
     fix = "see docs/commands.md#draw for the format, or give --schedule blog or coherent"
     if path.suffix.lower() != ".json":
@@ -137,17 +139,19 @@ def load_schedule(name: str) -> tuple:
     def no_constant(text):
         raise ValueError(f"{text} is not a number")
 
+    data = path.read_bytes()  # read once: parsed and recorded from the same bytes
     try:
-        octaves = json.loads(path.read_bytes(), parse_constant=no_constant)
+        octaves = json.loads(data, parse_constant=no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise DreamError(f"--schedule {name} is not JSON ({one_line(e)})", fix) from None
     if not isinstance(octaves, list) or not octaves:
         raise DreamError(f"--schedule {name}: not a non-empty list of octaves", fix)
     if len(octaves) > 1000:
         raise DreamError(f"--schedule {name}: {len(octaves)} octaves, at most 1000", fix)
-    return tuple(
+    checked = tuple(
         check_octave(o, f"--schedule {name}, octave {k}", fix) for k, o in enumerate(octaves)
     )
+    return checked, sidecar.bytes_record(path, data)
 
 
 def check_octave(o, where: str, fix: str) -> dict:
@@ -257,15 +261,18 @@ def resolve_class(text: str, count: int = 1000) -> tuple[int, str | None]:
 def plan_draw(job: DrawJob, say=None, also=()) -> DrawPlan:
     """Resolve and check ``job`` before a pixel is drawn or a net is built. ``also``: more
     classes as typed (a sweep's), checked as the job's, before the weights are fetched."""
-    from .definition import check_buildable, check_end, read_definition
+    from .definition import check_buildable, check_end, definition_bytes, read_definition
     from .plan import read_weights
     from .shapes import ShapeError, declared_input, infer_shapes
 
-    octaves = load_schedule(job.schedule)
+    octaves, schedule_read = load_schedule(job.schedule)
+    read = {"schedule": schedule_read} if schedule_read else {}
     if job.model_def:
         if not job.weights:
             raise DreamError("--model-def needs --weights", "pass the .caffemodel too")
-        model = read_definition(job.model_def, job.allow_python_layers)
+        source = definition_bytes(job.model_def)  # read once: parsed and recorded alike
+        model = read_definition(job.model_def, job.allow_python_layers, source)
+        read["definition"] = sidecar.bytes_record(job.model_def, source)
         label, weights_path, model_name = str(job.model_def), job.weights, "custom"
     else:
         from .googlenet import deepdraw_googlenet
@@ -314,6 +321,7 @@ def plan_draw(job: DrawJob, say=None, also=()) -> DrawPlan:
         octaves=octaves,
         side=side,
         pooled=tuple(guards.max_pool_inputs(model)),
+        read=read,
         gpu=job.gpu,
         threads=job.threads,
     )
@@ -396,12 +404,15 @@ def run_draw(job: DrawJob, say=None):
         if plan.threads is not None:  # before the Caffe process is forked: both agree
             environment.set_blas_threads(plan.threads)
         rng = np.random.RandomState(seed)  # the start image first, then the crops
+        start_read = {}
         if job.start is None:
             start = draw.start_image(plan.side, plan.side, rng)
         elif noise.is_noise(job.start):
             start = noise.image(job.start, rng)
-        else:
-            start = imageio.load_image(job.start, note=log_to_stderr)
+        else:  # read once: decoded and recorded from the same bytes
+            data = imageio.read_bytes(job.start)
+            start_read = {str(Path(job.start)): sidecar.bytes_record(job.start, data)}
+            start = imageio.load_image(job.start, note=log_to_stderr, data=data)
         array = np.float32(np.rollaxis(start, 2)[::-1]) - np.float32(plan.mean)[:, None, None]
         guards.check_input(array, str(job.start or "the start image"))
         progress = Progress(sum(o["iter_n"] for o in plan.octaves), desc="draw")
@@ -429,7 +440,7 @@ def run_draw(job: DrawJob, say=None):
         if job.raw:
             written["raw"] = batch(job.raw)
             save_array(result, written["raw"])
-        meta = record(job, plan, seed, started, clock, written)
+        meta = record(job, plan, seed, started, clock, written, start_read)
         meta["timings_s"] = {"load_s": setup[0], "draw_s": t_draw - setup[0]}
         for name, path in (("image", job.output), ("raw", job.raw)):
             if name in written:
@@ -443,11 +454,12 @@ def run_draw(job: DrawJob, say=None):
     return result
 
 
-def record(job, plan: DrawPlan, seed, started, clock, outputs) -> dict:
-    """The sidecar of a draw: everything needed to repeat it and check its inputs."""
+def record(job, plan: DrawPlan, seed, started, clock, outputs, start_read=None) -> dict:
+    """The sidecar of a draw: everything needed to repeat it and check its inputs (the files
+    as they were read, not as they may be now)."""
     schedule = {"name": job.schedule, "octaves": [dict(o) for o in plan.octaves]}
     if job.schedule not in draw.SCHEDULES:
-        schedule.update(sidecar.file_record(job.schedule))
+        schedule.update(plan.read["schedule"])
     return {
         "record_format": sidecar.RECORD_FORMAT,
         "command": "draw",
@@ -460,7 +472,7 @@ def record(job, plan: DrawPlan, seed, started, clock, outputs) -> dict:
         "seed": seed,
         "rng": "numpy.random.RandomState(seed): the start image first, then "
         "normal(mid, 0.3 * slack, 1) for each crop offset, rows then columns, per step",
-        "start": start_record(job, plan),
+        "start": start_record(job, plan, start_read),
         "model": plan.model_name,
         "mean_bgr": list(plan.mean),
         "channel_swap": list(plan.swap),
@@ -473,19 +485,20 @@ def record(job, plan: DrawPlan, seed, started, clock, outputs) -> dict:
     }
 
 
-def start_record(job, plan: DrawPlan) -> dict:
-    """What the draw started from: deepdraw's noise, ``noise:WxH``, or an image file."""
+def start_record(job, plan: DrawPlan, read=None) -> dict:
+    """What the draw started from: deepdraw's noise, ``noise:WxH``, or an image file (``read``:
+    the record of its bytes as decoded, by path, where given)."""
     if job.start is None:
         return {
             "deepdraw": "numpy.random.RandomState(seed).normal(200, 8, "
             f"({plan.side}, {plan.side}, 3))"
         }
-    return sidecar.input_record(Path(job.start))
+    return sidecar.input_record(Path(job.start), read)
 
 
 def definition_record(job, plan: DrawPlan) -> dict:
     if job.model_def:
-        return sidecar.file_record(job.model_def)
+        return plan.read["definition"]
     return {"builder": plan.definition_label, "sha256": hashlib.sha256(plan.definition).hexdigest()}
 
 

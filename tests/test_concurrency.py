@@ -175,3 +175,57 @@ def test_a_folder_that_cannot_be_locked_is_written_unlocked(tmp_path, monkeypatc
     with imageio.folder_held(tmp_path, DreamError("busy", "wait")):
         ran.append(True)
     assert ran
+
+
+@pytest.mark.parametrize("edit", ["replaced", "deleted"])
+def test_draws_files_edited_mid_run_are_recorded_as_read(tmp_path, draw_net, monkeypatch, edit):
+    """Before: draw hashed its start image, definition and schedule when it wrote the
+    sidecar: edited mid-run, they were recorded as they were then, not as drawn."""
+    from deepdream_caffe import draw, drawjob
+
+    definition = tmp_path / "net.prototxt"
+    definition.write_bytes(Path(draw_net[0]).read_bytes())
+    schedule = tmp_path / "short.json"
+    schedule.write_text(json.dumps([dict(draw.BLOG[0], iter_n=1)]))
+    start = tmp_path / "start.png"
+    PIL.Image.fromarray(np.uint8(np.random.RandomState(0).rand(240, 240, 3) * 255)).save(start)
+    read = {"start": sha256(start), "definition": sha256(definition), "schedule": sha256(schedule)}
+    real_run = drawjob.worker.run
+
+    def run(*args, **kwargs):  # the user edits the files while Caffe draws
+        for path in (start, definition, schedule):
+            if edit == "replaced":
+                path.write_bytes(path.read_bytes() + b"\n")
+            else:
+                path.unlink()
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(drawjob.worker, "run", run)
+    out = tmp_path / "d.png"
+    flags = ["--schedule", schedule, "--model-def", definition, "--weights", draw_net[1]]
+    p = main_in_process("draw", 13, "-o", out, "--start", start, *flags, "--seed", "1")
+    assert p.returncode == 0, p.stderr
+    record = json.loads((tmp_path / "d.png.json").read_text())
+    assert {k: record[k]["sha256"] for k in read} == read
+
+
+def test_export_goldens_input_edited_mid_run_is_recorded_as_read(work, monkeypatch, flowers):
+    """Before: export-golden hashed its input and definition for bundle.json after the run."""
+    from deepdream_caffe import worker
+
+    folder, model = work
+    image = folder / "in.png"
+    read = sha256(image)
+    real_run = worker.run
+
+    def run(*args, **kwargs):
+        PIL.Image.fromarray(np.uint8(flowers)).save(image)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "run", run)
+    out = folder / "bundle"
+    p = main_in_process("export-golden", image, "-o", out, *FAST, "--seed", "0", *model)
+    assert p.returncode == 0, p.stderr
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert bundle["source"]["input"]["sha256"] == read
+    assert bundle["run"]["input"]["sha256"] == read

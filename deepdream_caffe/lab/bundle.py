@@ -11,6 +11,7 @@ documents the format; ``FORMAT`` is its version.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import zipfile
@@ -646,7 +647,7 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
 
     from .. import assets, environment, interrupts, noise, sidecar, worker
     from ..definition import prune
-    from ..imageio import load_image
+    from ..imageio import load_image, read_bytes
     from ..job import check_numbers, default_end, start
     from ..plan import check_input, make_plan
 
@@ -654,12 +655,15 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
     end = default_end(job)
     path = job.input or assets.fetch(assets.NOTEBOOK_ASSETS["sky1024px.jpg"])
     size = size or (None if job.input else (256, 144))
+    read = {}
     if noise.is_noise(path):  # drawn once the seed is known; --size is its own
         if size:
             raise DreamError("--size does not apply to noise:WxH", "give the size in noise:WxH")
         img, shape = None, noise.size(path)
-    else:
-        img = load_image(path, max_size=job.max_size)
+    else:  # read once: decoded and recorded from the same bytes
+        data = read_bytes(path)
+        read = {str(path): sidecar.bytes_record(path, data)}
+        img = load_image(path, max_size=job.max_size, data=data)
         if size and img.shape[1::-1] != tuple(size):  # an 8-bit image: nothing lost in the trip
             img = np.float32(PIL.Image.fromarray(np.uint8(img)).resize(size, PIL.Image.BILINEAR))
         shape = img.shape[:2]
@@ -677,13 +681,14 @@ def export_job(job, out: Path, size=None, say=print, kind=None) -> dict:
         )
     finally:
         plan.close()
+    run = dataclasses.replace(run, inputs=read)  # the input as decoded, for bundle.json's run
+    # the files as they were read, not as they may be now
     source = {
-        name: {**sidecar.file_record(p), "path": str(Path(p).resolve())}
-        for name, p in [("input", path), ("definition", plan.definition_path)]
-        if not noise.is_noise(p)
+        "input": noise.record(path)
+        if noise.is_noise(path)
+        else {**read[str(path)], "path": str(Path(path).resolve())},
+        "definition": {**plan.definition_read, "path": str(plan.definition_path.resolve())},
     }
-    if noise.is_noise(path):
-        source["input"] = noise.record(path)
     source["weights"] = {**plan.weights.record(), "path": str(plan.weights.path.resolve())}
     del source["weights"]["provenance"]
     provenance = {
