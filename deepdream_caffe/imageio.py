@@ -255,7 +255,9 @@ def _folders_locked(folders):
     """Hold an exclusive flock on each folder: another command's renames into the same
     names wait, so an image and its sidecar always land from one run (last one wins)."""
     with ExitStack() as stack:
-        for folder in sorted({os.path.abspath(f) for f in folders}):  # one order: no deadlock
+        # each folder once, in one order (no deadlock): a folder named twice, through a
+        # symbolic link, would wait for this process's own lock
+        for folder in sorted({os.path.realpath(f) for f in folders}):
             with suppress(OSError):  # a folder that cannot be opened or locked: unlocked
                 fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 stack.callback(os.close, fd)

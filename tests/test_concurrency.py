@@ -229,3 +229,20 @@ def test_export_goldens_input_edited_mid_run_is_recorded_as_read(work, monkeypat
     bundle = json.loads((out / "bundle.json").read_text())
     assert bundle["source"]["input"]["sha256"] == read
     assert bundle["run"]["input"]["sha256"] == read
+
+
+def test_outputs_in_one_folder_named_two_ways_do_not_wait_for_themselves(tmp_path, monkeypatch):
+    """An image and its --raw in one folder, one of them through a symbolic link: the batch
+    locks the folder once (it would otherwise wait out its own lock)."""
+    from deepdream_caffe import imageio
+
+    def no_waiting(seconds):
+        raise AssertionError("the batch waited for a lock it holds itself")
+
+    monkeypatch.setattr(imageio.time, "sleep", no_waiting)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    with imageio.all_or_nothing() as batch:
+        batch(tmp_path / "out" / "a.png").write_bytes(b"image")
+        batch(tmp_path / "link" / "a.npy").write_bytes(b"raw")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npy", "a.png"]
