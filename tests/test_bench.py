@@ -193,3 +193,17 @@ def test_blas_bench_runs_each_library_it_finds_and_records_bits(tmp_path, monkey
     md = (tmp_path / "blas.md").read_text()
     assert md.count("\n| ") == 1 + len(record["results"])  # the header and a row each
     assert all(f"Skipped: {m}" in md for m in record["missing"])
+
+
+def test_bench_without_its_inputs_leaves_no_folder(tmp_path, monkeypatch):
+    """The notebook's image cannot be had: one error, and no empty output folder behind."""
+    from deepdream_caffe import assets
+    from deepdream_caffe.errors import DreamError
+
+    def unreachable(asset, **kwargs):
+        raise DreamError(f"cannot download {asset.filename}", "use a mirror")
+
+    monkeypatch.setattr(assets, "fetch", unreachable)
+    with pytest.raises(DreamError, match="sky1024px.jpg"):
+        bench.bench(tmp_path / "out", quick=True, variants=["ours"], say=lambda *a: None)
+    assert not (tmp_path / "out").exists()

@@ -279,10 +279,10 @@ def bench(
     threads = threads or os.cpu_count() or 1
     config = dict(QUICK) if quick else dict(size=(1024, 575), iter_n=10, octave_n=4)
     cache = bench_cache()
-    out.mkdir(parents=True, exist_ok=True)
-    synthetic_net_files(cache)  # once, before the timed processes
     for name in ("sky1024px.jpg", "dream.ipynb"):  # a clear error here, not in a child
         assets.fetch(assets.NOTEBOOK_ASSETS[name])
+    synthetic_net_files(cache)  # once, before the timed processes
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs are there: no empty folder else
     runs, skipped = defaultdict(list), {}
     timed_variants = []
     for variant in variants:
