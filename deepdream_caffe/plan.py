@@ -61,6 +61,7 @@ class Plan:
     model_name: str  # a models.MODELS name, or "custom"
     definition_path: Path  # the .prototxt as given (for messages and the sidecar)
     definition: bytes  # the whole definition, upgraded, TEST phase, checked (serialized)
+    definition_read: dict  # the file as read: path, bytes, sha256 of the bytes parsed (sidecar)
     weights: Weights
     mean: tuple  # B, G, R
     swap: tuple  # the net's input channels as indices into R, G, B
@@ -72,7 +73,6 @@ class Plan:
     gpu: int | None = None
     threads: int | None = None
     tile: int | None = None  # --tile: the gradient in tiles of at most N x N (tile.py)
-    definition_read: dict | None = None  # path, bytes, sha256 of the bytes parsed (sidecar)
 
     def close(self) -> None:
         """Let go of the weights' memory file (a sweep makes one plan per task)."""

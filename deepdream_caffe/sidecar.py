@@ -101,11 +101,11 @@ def shared_fields(job, run, outputs: dict) -> dict:
         "job": job_fields(job),
         "outputs": {name: file_record(path) for name, path in outputs.items()},
         "weights": run.weights.record(),  # read and hashed once, by the plan
-        "definition": getattr(run, "definition_read", None) or file_record(run.definition),
+        "definition": run.definition_read,  # the bytes parsed, read once by the plan
         "environment": environment(with_caffe=True),
     }
     if job.input is not None:
-        record["input"] = input_record(job.input, getattr(run, "inputs", None))
+        record["input"] = input_record(job.input, run.inputs)
     return record
 
 
