@@ -149,12 +149,7 @@ def check_weights(model, data, weights: Path) -> None:
 
     weights = Path(weights)
     fix = "download the weights again (`deepdream-caffe fetch`), or pass the right --weights"
-    if str(weights).endswith(".h5"):  # Caffe's rule for HDF5 weights
-        raise DreamError(
-            f"{weights}: HDF5 weights (.h5) cannot be checked before Caffe reads "
-            "them, so they are not accepted",
-            "save them as a .caffemodel (pycaffe: net.save('x.caffemodel'))",
-        )
+    check_weights_name(weights)
     source = caffe_pb2.NetParameter()
     try:
         source.ParseFromString(data)
@@ -190,6 +185,16 @@ def check_weights(model, data, weights: Path) -> None:
             raise DreamError(
                 f"{weights}: the weights of layer {layer.name!r} hold NaN or infinity", fix
             )
+
+
+def check_weights_name(weights: Path) -> None:
+    """Refuse HDF5 weights, by Caffe's rule (the name ends in .h5), before a byte is read."""
+    if str(weights).endswith(".h5"):
+        raise DreamError(
+            f"{weights}: HDF5 weights (.h5) cannot be checked before Caffe reads "
+            "them, so they are not accepted",
+            "save them as a .caffemodel (pycaffe: net.save('x.caffemodel'))",
+        )
 
 
 def _blob_shape(blob):

@@ -40,7 +40,7 @@ from . import (
 from .errors import DreamError
 from .imageio import all_or_nothing, load_image, save_array, save_image, save_json
 from .params import DEFAULTS, LIMITS, ZOOM_FRAMES, ZOOM_SCALE, DreamParams, check_problem
-from .plan import Plan, check_input, make_plan
+from .plan import Plan, check_input, check_weights_later, make_plan
 
 # A job's dream parameters by default: the notebook's, but its end is the model's own layer.
 JOB_PARAMS = replace(DEFAULTS, end=None)
@@ -238,9 +238,10 @@ class Run:
         return sidecar.run_record(job, self, timings, outputs, net_setup=self.net_setup, **extra)
 
 
-def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
+def plan_images(job, end, octave_ns, *paths, say=None, check_weights_later=False) -> Plan:
     """The run's plan, decided from the files' headers before a pixel is decoded: sizes,
-    octaves, memory, the definition and the weights."""
+    octaves, memory, the definition and the weights (``check_weights_later``: see
+    :func:`~deepdream_caffe.plan.make_plan`)."""
     check_numbers(job)
     pairs = list(zip(paths, octave_ns, strict=False))  # a dream without a guide has one path
     sizes = [(*input_size(p, job.max_size), n) for p, n in pairs]
@@ -255,7 +256,7 @@ def plan_images(job, end, octave_ns, *paths, say=None) -> Plan:
             )
     names = [str(p) for p, _ in pairs] if len(pairs) > 1 else None  # input or guide?
     try:
-        return make_plan(job, end, sizes, names, say)
+        return make_plan(job, end, sizes, names, say, check_weights_later)
     except DreamError as e:  # --max-size leaves noise as it is: the fix is a smaller noise
         if "--max-size" in e.fix and any(noise.is_noise(p) for p in paths):
             raise DreamError(e.problem, "give a smaller noise:WIDTHxHEIGHT") from None
@@ -394,14 +395,16 @@ def run_dream(job: Job, say=None):
     if job.save_steps is not None:
         check_save_steps(job)
     paths = [job.input, *([job.guide] if job.guide else [])]
-    plan = plan_images(job, end, [job.params.octave_n, 1], *paths, say=say)
+    # the weights are checked and hashed while the Caffe process builds its net
+    plan = plan_images(
+        job, end, [job.params.octave_n, 1], *paths, say=say, check_weights_later=True
+    )
     try:
-        run = start(job, plan, say)
+        held = []  # said once the weights are checked: a refusal stays one line
+        run = start(job, plan, held.append)
         rng = np.random.RandomState(run.seed)  # noise inputs first, then the jitter
         inputs = {}
         img, *guide = read_inputs(job, plan, *paths, rng=rng, records=inputs)
-        if job.save_steps:
-            job.save_steps.mkdir(parents=True, exist_ok=True)
         progress = Progress(plan.params.octave_n * plan.params.iter_n, job.save_steps)
         setup = []
 
@@ -410,6 +413,15 @@ def run_dream(job: Job, say=None):
                 setup.append((message[1], time.perf_counter() - t0))
             elif message[0] == "step":
                 progress.step(*message[1:])
+
+        checked = []
+
+        def check_weights():  # while the Caffe process builds its net; nothing written yet
+            checked.append(check_weights_later(plan, job))
+            for line in held:
+                say(line)
+            if job.save_steps:
+                job.save_steps.mkdir(parents=True, exist_ok=True)
 
         t0 = time.perf_counter()
         try:
@@ -423,6 +435,7 @@ def run_dream(job: Job, say=None):
                 job.save_steps is not None,
                 on_message=on_message,
                 verbose=job.verbose,
+                meanwhile=check_weights,
             )
         finally:
             progress.close()
@@ -430,7 +443,7 @@ def run_dream(job: Job, say=None):
     finally:
         plan.close()
     finite(result)
-    run = dataclasses.replace(run, net_setup=setup[0][0], inputs=inputs)
+    run = dataclasses.replace(run, plan=checked[0], net_setup=setup[0][0], inputs=inputs)
     extra = {"guide": sidecar.input_record(job.guide, inputs)} if guide else {}
     shown = result if plan.params.clip else dream.stretch(result)
     with all_or_nothing() as batch:

@@ -6,7 +6,9 @@ once (one ``upgrade_net_proto_text`` child), the weights read once (copied into 
 memory file, from which every hash the run needs and the check that they fit are computed, and
 which Caffe then reads, so the file cannot change in between), the mean and channel order, the
 end layer, every octave size and the memory estimate. Everything after it (building the net in
-the child process, the dream, the sidecar) takes the plan and re-resolves nothing.
+the child process, the dream, the sidecar) takes the plan and re-resolves nothing. ``dream``
+leaves the weights' hash and fit check to :func:`check_weights_later`, which runs while the
+Caffe process builds its net from the copy, and ends it if they do not fit.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ class Weights:
 
     path: Path
     size: int
-    sha256: str
-    provenance: str  # published (verified), synthetic, or the user's
     fd: int  # an anonymous memory file holding exactly the bytes hashed
+    # None until checked: read_weights(..., later=True) leaves that to check_weights_later
+    sha256: str | None = None
+    provenance: str | None = None  # published (verified), synthetic, or the user's
 
     @property
     def for_caffe(self) -> str:
@@ -46,6 +49,8 @@ class Weights:
 
     def record(self) -> dict:
         """For the sidecar: the file, its size and sha256, and its provenance."""
+        if self.sha256 is None:
+            raise RuntimeError("the weights were not checked (check_weights_later)")
         return {
             "path": str(self.path.absolute()),
             "bytes": self.size,
@@ -95,12 +100,15 @@ class Plan:
         return mean_in_net_order(self.mean, self.swap)
 
 
-def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
+def make_plan(job, end: str, sizes, names=None, say=None, check_weights_later=False) -> Plan:
     """Resolve and check ``job`` (its numbers already checked) for a dream at ``end``.
 
     ``sizes``: (H, W, octave_n) of every image that goes through the net (read from the files'
     headers); ``names``, when given, name them in errors; ``say`` hears what the user should
-    know on the way (a model definition taken from the builder, say).
+    know on the way (a model definition taken from the builder, say). With
+    ``check_weights_later``, the weights are copied but may be left unchecked and unhashed
+    (:func:`read_weights`): :func:`check_weights_later` finishes them, while the Caffe process
+    builds its net (``worker.run``'s ``meanwhile``), and before anything is written.
     """
     from .definition import (
         check_buildable,
@@ -138,7 +146,7 @@ def make_plan(job, end: str, sizes, names=None, say=None) -> Plan:
                 raise
             raise DreamError(f"{name}: {e.problem}", e.fix) from None
     memory = check_memory(sized, max(octaves, key=lambda o: o[-1][0] * o[-1][1]), job)
-    weights = read_weights(Path(weights_path), model, built, job)
+    weights = read_weights(Path(weights_path), model, built, job, later=check_weights_later)
     params = replace(job.params, end=end)  # the job's parameters, the end layer resolved
     return Plan(
         model_name=model_name,
@@ -279,13 +287,16 @@ def check_memory(model, sizes, job) -> int | None:
     )
 
 
-def read_weights(path: Path, whole, built, job) -> Weights:
+def read_weights(path: Path, whole, built, job, later=False) -> Weights:
     """Read the weights file once: its size checked first, then its bytes copied into an
     anonymous memory file, which is hashed, checked against ``built`` (the net Caffe will
-    build) and is what Caffe reads."""
+    build) and is what Caffe reads. ``later``: leave the hash and the check to
+    :func:`check_weights_later` (Caffe can read the copy already), unless the file is so large
+    that this process parsing it beside the Caffe process could run out of memory."""
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "does not exist"
         raise DreamError(f"weights file {path} {what}", "check the --weights path")
+    checks.check_weights_name(path)
     checked = checks.check_weights_size(whole, path)
     fd = memory_copy(path, most=checked + 1)
     try:
@@ -296,29 +307,58 @@ def read_weights(path: Path, whole, built, job) -> Weights:
                 "read, or it is not a file on disk (/proc)",
                 "pass a weights file on disk that nothing is writing to",
             )
-        with contextlib.ExitStack() as stack:
-            data = b""  # mmap refuses an empty file, which check_weights refuses anyway
-            if size:
-                data = mmap.mmap(
-                    fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
-                )
-                # a view that outlives this (a traceback's frame, the hash after a Ctrl-C)
-                # keeps the mapping until it goes, rather than turning the error into another
-                stack.callback(_close_quietly, data)
-            # the hash on a second core (hashlib lets go of the GIL) while protobuf parses
-            sha256 = hashlib.sha256()
-            hashing = threading.Thread(target=sha256.update, args=(data,))
-            hashing.start()
-            try:
-                with memoryview(data) as view:  # released even when the check raises
-                    checks.check_weights(built, view, path)
-            finally:
-                hashing.join()
-            provenance = weights_provenance(path, data, job)
-        return Weights(path, size, sha256.hexdigest(), provenance, fd)
+        weights = Weights(path, size, fd)
+        free = checks.available_bytes()
+        if later and (free is None or LATER_MEMORY * size > free):
+            later = False
+        return weights if later else check(weights, built, job)
     except BaseException:
         os.close(fd)
         raise
+
+
+# A check left for later runs beside the Caffe process, which parses the weights too: both
+# copies, and protobuf's, must fit at once (checks.check_weights_size allows 3 x the size)
+LATER_MEMORY = 6
+
+
+def check_weights_later(plan: Plan, job) -> Plan:
+    """``plan`` with the weights that :func:`make_plan` left unchecked checked and hashed (the
+    plan as it was where they were checked already)."""
+    if plan.weights.sha256 is not None:
+        return plan
+    from . import net
+    from .definition import notebook_reach
+
+    model = plan.model()
+    built = model if plan.setup == net.WHOLE else notebook_reach(model, plan.end)
+    return replace(plan, weights=check(plan.weights, built, job))
+
+
+def check(weights: Weights, built, job) -> Weights:
+    """The weights hashed, checked against ``built`` and their provenance found, from their
+    memory file."""
+    size, path = weights.size, weights.path
+    with contextlib.ExitStack() as stack:
+        data = b""  # mmap refuses an empty file, which check_weights refuses anyway
+        if size:
+            data = mmap.mmap(
+                weights.fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
+            )
+            # a view that outlives this (a traceback's frame, the hash after a Ctrl-C)
+            # keeps the mapping until it goes, rather than turning the error into another
+            stack.callback(_close_quietly, data)
+        # the hash on a second core (hashlib lets go of the GIL) while protobuf parses
+        sha256 = hashlib.sha256()
+        hashing = threading.Thread(target=sha256.update, args=(data,))
+        hashing.start()
+        try:
+            with memoryview(data) as view:  # released even when the check raises
+                checks.check_weights(built, view, path)
+        finally:
+            hashing.join()
+        provenance = weights_provenance(path, data, job)
+    return replace(weights, sha256=sha256.hexdigest(), provenance=provenance)
 
 
 def _close_quietly(mapping) -> None:

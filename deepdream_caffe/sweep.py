@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import draw, gallery, interrupts, job, models, noise, plan, sidecar
+from . import draw, gallery, interrupts, job, models, noise, plan, sidecar, worker
 from .assets import file_hash
 from .errors import DreamError
 from .imageio import atomic_path
@@ -398,6 +398,8 @@ def dream_task(values: dict) -> dict:
             return {"status": "failed", "reason": one_line(str(e))}
         except Exception as e:  # recorded in the manifest; the sweep goes on
             return {"status": "failed", "reason": one_line(f"{type(e).__name__}: {e}")}
+        finally:
+            worker.wait_for_children()  # so that cpu_seconds counts the dream's process
     return {
         "status": "done",
         "seconds": time.perf_counter() - t0,

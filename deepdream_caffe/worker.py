@@ -71,12 +71,20 @@ def timeout() -> float:
     return seconds
 
 
-def run(work, *args, on_message=None, verbose: bool = False):
+def run(work, *args, on_message=None, verbose: bool = False, meanwhile=None):
     """``work(send, *args)`` in a child process; return what it returns.
 
     ``send(message)`` in the child passes a picklable message to ``on_message(message)`` here,
     as it comes. Raises :class:`DreamError` for a child that fails, dies or hangs (see the
     module docstring) and :class:`InternalError` for an unexpected exception in it.
+
+    ``meanwhile()``, where given, runs here once the child has started, before any of its
+    messages is taken: work of the parent's that need not hold the child up (a check whose
+    failure ends the child, its error raised instead of anything the child reports).
+
+    The child's result is taken as it arrives: the child ends on its own meanwhile (tearing
+    down a net's memory takes a while), and is waited for later (:func:`_reap_later`);
+    with ``verbose``, whose log must be whole, here.
     """
     limit = timeout()
     log = os.memfd_create("deepdream-caffe-log", os.MFD_CLOEXEC)
@@ -92,6 +100,8 @@ def run(work, *args, on_message=None, verbose: bool = False):
     writer.close()
     outcome, result = None, None
     try:
+        if meanwhile is not None:
+            meanwhile()
         while True:
             if not reader.poll(limit):
                 outcome = ("hang", limit)
@@ -102,18 +112,23 @@ def run(work, *args, on_message=None, verbose: bool = False):
                 break  # the child has ended, or died
             if message[0] == "done":
                 outcome, result = message, message[1]
+                if not verbose:
+                    break  # its last message: the child only ends now
             elif message[0] in ("error", "crash"):
                 outcome = message
             elif on_message is not None:
                 on_message(message)
     finally:
         reader.close()
-        status = _reap(pid, kill=outcome is None or outcome[0] == "hang")
-        text = _read_log(log)
-        os.close(log)
-        if verbose and text:
-            sys.stderr.write(text)
-    if outcome is not None and outcome[0] == "done" and status == 0:
+        if outcome is not None and outcome[0] == "done" and not verbose:
+            _reap_later(pid, log)
+        else:
+            status = _reap(pid, kill=outcome is None or outcome[0] == "hang")
+            text = _read_log(log)
+            os.close(log)
+            if verbose and text:
+                sys.stderr.write(text)
+    if outcome is not None and outcome[0] == "done" and (not verbose or status == 0):
         return result
     if outcome is not None and outcome[0] == "error":
         raise DreamError(outcome[1], outcome[2])
@@ -211,6 +226,30 @@ def _reap(pid: int, kill: bool) -> int:
             continue
         except ChildProcessError:
             return 0
+
+
+def _reap_later(pid: int, log: int) -> None:
+    """Wait for a child that has sent its result, and close its log, on a daemon thread: the
+    parent goes on meanwhile (an exit abandons the thread, and the kernel ends the child with
+    the parent, PR_SET_PDEATHSIG)."""
+
+    def reap():
+        _reap(pid, kill=False)
+        os.close(log)
+
+    thread = threading.Thread(target=reap, name=f"reap {pid}", daemon=True)
+    thread.start()
+    _reaping.append(thread)
+
+
+_reaping: list = []  # the threads of _reap_later
+
+
+def wait_for_children() -> None:
+    """Wait until every child that :func:`run` left to end on its own has ended (so that
+    ``getrusage(RUSAGE_CHILDREN)`` counts it)."""
+    while _reaping:
+        _reaping.pop().join()
 
 
 def _read_log(fd: int) -> str:

@@ -216,6 +216,73 @@ def test_messages_arrive_in_order_and_the_result_comes_back():
     np.testing.assert_array_equal(result, np.arange(5))
 
 
+def _linger_after_done(send, seconds):
+    """Send the result, then take ``seconds`` to end (as a child tearing down a net does)."""
+    real_exit = os._exit
+
+    def slow_exit(code):  # this forked child's own exit: nothing else sees it
+        time.sleep(seconds)
+        real_exit(code)
+
+    os._exit = slow_exit
+    send(("pid", os.getpid()))
+    return 42
+
+
+def _sleep(send, seconds, pid_file):
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def test_the_result_is_taken_as_it_arrives_and_the_child_is_waited_for_later():
+    heard = []
+    t0 = time.monotonic()
+    assert worker.run(_linger_after_done, 3.0, on_message=heard.append) == 42
+    assert time.monotonic() - t0 < 3.0  # not held up by the child's end
+    (pid,) = [m[1] for m in heard]
+    assert Path(f"/proc/{pid}").exists()
+    worker.wait_for_children()
+    assert time.monotonic() - t0 >= 3.0
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_with_verbose_the_child_s_whole_log_is_waited_for():
+    t0 = time.monotonic()
+    assert worker.run(_linger_after_done, 1.0, verbose=True) == 42
+    assert time.monotonic() - t0 >= 1.0
+
+
+@pytest.mark.parametrize("work", [_abort, _refuse, _sleep])
+def test_the_parent_s_check_meanwhile_decides_and_ends_the_child(work, tmp_path):
+    """A check the parent makes while the child works (the weights' fit) ends the child when
+    it fails, and its error is the one raised, whether the child has failed already (its
+    Caffe aborted on those weights, say) or is still at work."""
+    pid_file = tmp_path / "pid"
+    args = (60, pid_file) if work is _sleep else ()
+
+    def check():
+        deadline = time.monotonic() + 30
+        while work is _sleep and not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # the other children have failed by now
+        raise DreamError("the check failed", "a fix")
+
+    t0 = time.monotonic()
+    with pytest.raises(DreamError) as e:
+        worker.run(work, *args, meanwhile=check)
+    assert (e.value.problem, e.value.fix) == ("the check failed", "a fix")
+    assert time.monotonic() - t0 < 30
+    if work is _sleep:
+        assert not Path(f"/proc/{pid_file.read_text()}").exists()
+
+
+def test_a_check_meanwhile_that_passes_lets_the_result_through():
+    ran = []
+    assert worker.run(_linger_after_done, 0.0, meanwhile=lambda: ran.append(1)) == 42
+    assert ran == [1]
+
+
 @pytest.mark.parametrize("closed", [(1, 2), (0, 2), (0, 1), (0, 1, 2)])
 def test_a_caller_that_closed_its_streams_still_gets_its_dream(scene, closed):
     """Closed descriptors (``<&- >&- 2>&-``) become sinks: the same dream, exit 0, and the fast
