@@ -9,6 +9,7 @@ these factors change bits).
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import os
 import platform
@@ -96,6 +97,7 @@ class _DlInfo(ctypes.Structure):  # glibc's Dl_info, filled by dladdr
     ]
 
 
+@functools.cache  # a process keeps the libraries it loaded: looked up once (2 ms)
 def caffe_blas_path() -> str | None:
     """The BLAS libcaffe calls: the file defining the ``cblas_sgemm`` that the dynamic linker
     resolves for libcaffe (pycaffe is imported first). Never looked up by name: the name

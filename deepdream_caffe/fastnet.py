@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import checks
+from . import checks, shapes
 
 NOTEBOOK_SETUP = "notebook (force_backward, unpruned)"
 NOTEBOOK_UP_TO = "notebook (force_backward), every layer up to"
@@ -38,7 +38,7 @@ SWITCH = "deepdream_caffe/data_gradient"  # the added layer's name
 CHECK_SIDE = 16  # the smallest side the check runs at
 
 
-def load_fast(reach, pruned, end: str, make):
+def load_fast(reach, pruned, end: str, make, size=None):
     """The net for dreaming at ``end``: the rewritten ``pruned`` net when it checks out.
 
     ``reach`` is the notebook's net as far as its calls run it: force_backward, every layer up
@@ -47,9 +47,13 @@ def load_fast(reach, pruned, end: str, make):
     ``end``; ``make(definition)`` loads a definition with the weights, ``make(definition,
     False)`` builds it without reading them. The notebook's net of the check gets its
     parameters from the fast net, copied float for float (the same numbers Caffe read), so
-    the weights are read once.
+    the weights are read once. ``size``, (H, W): the largest image the dream gives the net,
+    which the fast net is built for (:func:`built_at`); the check's net is built for the
+    check's size.
     """
-    notebook = make(reach, False)
+    declared = shapes.declared_input(reach)
+    check = check_size(reach, declared[2:])
+    notebook = make(built_at(reach, check), False)
     fast_model = data_gradient_only(pruned, end, param_counts(notebook))
     if fast_model is None:
         notebook = make(reach)
@@ -58,13 +62,14 @@ def load_fast(reach, pruned, end: str, make):
             "needs a definition in the current (non-V1) format"
         )
         return notebook
+    if size is not None:
+        fast_model = built_at(fast_model, size, reach)
     fast = make(fast_model)
     copy_params(fast, notebook)
-    declared = fast.blobs["data"].data.shape
-    size = check_size(reach, declared[2:])
-    where = f"a {size[1]}x{size[0]} check"
-    if same_bits(one_pass(fast, end, size), one_pass(notebook, end, size)):
-        fast.blobs["data"].reshape(*declared)  # the input as a fresh net has it
+    built = fast.blobs["data"].data.shape
+    where = f"a {check[1]}x{check[0]} check"
+    if same_bits(one_pass(fast, end, check), one_pass(notebook, end, check)):
+        fast.blobs["data"].reshape(*built)  # the input as the fresh net has it
         fast.dream_setup = (
             f"data gradient only, pruned to {end}; bit-identical to the "
             f"{NOTEBOOK_UP_TO} {end} at {where}"
@@ -77,6 +82,36 @@ def load_fast(reach, pruned, end: str, make):
         f"from it at {where}, so this one is used"
     )
     return notebook
+
+
+def built_at(model, size, sizes_from=None):
+    """A copy of ``model`` with its ``data`` input declared as one image of ``size`` (H, W).
+
+    A net's blobs are made for the input it is built with and kept while it shrinks, each
+    zeroed when first used: GoogLeNet's deploy.prototxt declares 10 x 3 x 224 x 224, 3.4
+    times the blobs a 512x288 dream needs. The numbers a pass computes depend only on the
+    shapes it runs at, never on the shape the net was built with. ``model`` itself where a
+    layer of ``sizes_from`` (default ``model``) is not modelled exactly (an InnerProduct's
+    weights fit its declared input only), or where ``data`` is not declared by an Input
+    layer with a shape of its own.
+    """
+    if not all(modelled_exactly(layer) for layer in (sizes_from or model).layer):
+        return model
+    sized = type(model)()
+    sized.CopyFrom(model)
+    for layer in sized.layer:
+        if layer.type == "Input" and "data" in layer.top:
+            shapes_ = layer.input_param.shape
+            if len(shapes_) != len(layer.top):
+                return model  # one shape for every top
+            dims = shapes_[list(layer.top).index("data")].dim
+            if len(dims) != 4:
+                return model
+            channels = dims[1]
+            del dims[:]
+            dims.extend([1, channels, *size])
+            return sized
+    return model
 
 
 def copy_params(source, target) -> None:

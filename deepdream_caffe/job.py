@@ -319,6 +319,7 @@ def open_net(send, plan: Plan):
         plan.swap,
         plan.gpu,
         plan.setup,
+        max((octaves[-1] for octaves in plan.octaves), key=lambda hw: hw[0] * hw[1]),
     )
     send(("setup", net.dream_setup))
     return net

@@ -24,7 +24,9 @@ from .errors import DreamError
 WHOLE, REACH, FAST = "whole", "reach", "fast"  # the net set-ups build() makes
 
 
-def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, setup=FAST):
+def build(
+    model, weights: str, end: str | None, mean, channel_swap, gpu=None, setup=FAST, size=None
+):
     """A ``caffe.Classifier`` ready for dreaming at ``end``, from a parsed, checked definition.
 
     ``model``: the whole definition (a ``NetParameter``, TEST phase); ``weights``: a path Caffe
@@ -32,7 +34,8 @@ def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, se
     the whole definition with force_backward; ``REACH`` the notebook's net as far as its calls
     run it (every layer up to ``end``); ``FAST`` the net pruned to ``end`` computing the data
     gradient only, once checked bit for bit against ``REACH``
-    (:func:`deepdream_caffe.fastnet.load_fast`). ``net.dream_setup`` says which was used.
+    (:func:`deepdream_caffe.fastnet.load_fast`), and built for ``size`` (H, W), the largest
+    image it will get, where given. ``net.dream_setup`` says which was used.
     """
     from .definition import definition_file, notebook_reach, prune
     from .fastnet import NOTEBOOK_SETUP, NOTEBOOK_UP_TO, load_fast
@@ -61,7 +64,7 @@ def build(model, weights: str, end: str | None, mean, channel_swap, gpu=None, se
             "net's set-up and check"
         )
         return net
-    return load_fast(notebook_reach(model, end), prune(model, end), end, make)
+    return load_fast(notebook_reach(model, end), prune(model, end), end, make, size)
 
 
 def load_net(
@@ -74,9 +77,11 @@ def load_net(
     prune_net: bool = True,
     notebook_net: bool = False,
     allow_python_layers: bool = False,
+    size=None,
 ):
     """Parse, check and build in this process: for the lab's tools and the tests, which hold
     a net beside the notebook's own code. The commands go through a plan and a child process.
+    ``size``: as for :func:`build`.
     """
     from .checks import check_weights
     from .definition import (
@@ -98,7 +103,8 @@ def load_net(
     check_buildable(built, model_def, allow_python_layers)
     check_dreamable(built, model_def, end)
     check_weights(built, weights.read_bytes(), weights)  # Caffe aborts on weights that do not fit
-    return build(model, str(weights), end, mean, channel_swap, gpu, WHOLE if whole else FAST)
+    setup = WHOLE if whole else FAST
+    return build(model, str(weights), end, mean, channel_swap, gpu, setup, size)
 
 
 def select_device(caffe, gpu: int | None) -> None:

@@ -11,7 +11,8 @@ import pytest
 from helpers import Snapshot, assert_refused, main_in_process
 
 from deepdream_caffe import dream, fastnet
-from deepdream_caffe.definition import dream_layers, import_caffe, read_definition
+from deepdream_caffe.definition import dream_layers, import_caffe, prune, read_definition
+from deepdream_caffe.shapes import declared_input
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 SIZE = (224, 224)  # the size every end accepts, the classifier layers included
@@ -83,6 +84,39 @@ def test_the_check_runs_small(load):
     side = int(net.dream_setup.split(" at a ")[1].split("x")[0])
     assert 16 <= side < 224
     assert load(end="prob").dream_setup.endswith("at a 224x224 check")  # fully connected
+
+
+@pytest.mark.parametrize("model", ["bvlc_googlenet", "places205_googlenet"])
+def test_a_fast_net_built_for_the_dream_s_size_is_bit_identical(nets, load, img, model):
+    """Built for the largest image it will get (the declared 10x3x224x224 would make its
+    blobs 3.4 times those of a 512x288 dream), at every end whose layers' sizes are modelled;
+    at its declared size at the others (a fully connected layer's weights fit no other)."""
+    built_for = (250, 231)  # neither the size of the steps, nor the declared one
+    declared = declared_input(read_definition(nets[model][0]))
+    resized = 0
+    for end in all_ends(nets, model)[::7] + ["inception_4c/output", "prob"]:
+        fast, notebook = load(model, end, size=built_for), load(model, end, notebook_net=True)
+        assert fast.dream_setup.startswith("data gradient only"), end
+        shape = fast.blobs["data"].data.shape
+        if shape == (1, 3, *built_for):
+            resized += 1
+        else:
+            assert shape == declared, (end, shape)
+        assert np.array_equal(two_steps(fast, img, end), two_steps(notebook, img, end)), end
+    assert resized >= 5
+
+
+def test_what_cannot_be_built_at_another_size_is_left_as_declared(nets):
+    model = read_definition(nets["bvlc_googlenet"][0])
+    assert fastnet.built_at(model, (100, 120)) is model  # loss3/classifier: fully connected
+    pruned = prune(model, "inception_4c/output")
+    sized = fastnet.built_at(pruned, (100, 120))
+    assert sized is not pruned and sized.layer[0].input_param.shape[0].dim == [1, 3, 100, 120]
+    assert pruned.layer[0].input_param.shape[0].dim == [10, 3, 224, 224]  # a copy was changed
+    shared = type(pruned)()
+    shared.CopyFrom(pruned)
+    shared.layer[0].top.append("other")  # one shape for two tops: both would change
+    assert fastnet.built_at(shared, (100, 120)) is shared
 
 
 def dream_here(tmp_path, img, *flags):
