@@ -133,7 +133,8 @@ def make_plan(job, end: str, sizes, names=None, say=None, check_weights_later=Fa
     reach = notebook_reach(model, end)
     sized = reach if job.notebook_net else pruned
     built = model if job.notebook_net else reach
-    if built is not pruned:
+    # (the notebook's reach is the pruned net itself where the end needs every layer before it)
+    if built.SerializeToString() != pruned.SerializeToString():
         check_buildable(built, definition_path, job.allow_python_layers)
         check_dreamable(built, definition_path, end)
     octaves = []

@@ -111,7 +111,9 @@ def bench_image(size) -> np.ndarray:
         return np.float32(im)
 
 
-def load_variant(variant, definition, weights, end):
+def load_variant(variant, definition, weights, end, size=None):
+    """The variant's net; ``size`` (H, W), the largest image ours gets (the command builds
+    its net for it, net.build)."""
     from ..definition import prune, read_definition
     from ..models import IMAGENET_MEAN_BGR
     from ..net import load_net
@@ -120,7 +122,7 @@ def load_variant(variant, definition, weights, end):
         return load_net(
             definition, weights, end, IMAGENET_MEAN_BGR, prune_net=False, notebook_net=True
         )
-    net = load_net(definition, weights, end, IMAGENET_MEAN_BGR)
+    net = load_net(definition, weights, end, IMAGENET_MEAN_BGR, size=size)
     if variant == "pytorch":
         import torch
 
@@ -144,7 +146,7 @@ def run_variant(variant, size, iter_n, octave_n, cache: Path, raw_out: Path | No
     definition, weights = synthetic_net_files(cache)
     img = bench_image(size)
     t0 = time.perf_counter()
-    net = TimedNet(load_variant(variant, definition, weights, params.end))
+    net = TimedNet(load_variant(variant, definition, weights, params.end, img.shape[:2]))
     load_s = time.perf_counter() - t0
 
     octaves, marks = [], {"t": None, "times": None, "macs": 0}
