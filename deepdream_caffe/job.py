@@ -319,10 +319,19 @@ def open_net(send, plan: Plan):
         plan.swap,
         plan.gpu,
         plan.setup,
-        max((octaves[-1] for octaves in plan.octaves), key=lambda hw: hw[0] * hw[1]),
+        net_size(plan),
     )
     send(("setup", net.dream_setup))
     return net
+
+
+def net_size(plan: Plan) -> tuple:
+    """(H, W): the largest image the dream gives the net, which it is built for. With --tile,
+    the input's largest tile (its blobs would otherwise be the whole image's, each at that
+    size once used, and memory would no longer follow the tile); a guide goes in whole."""
+    first, *guides = plan.octaves
+    sizes = tile.tile_sizes(first, plan.tile) if plan.tile else [first[-1]]
+    return max([*sizes, *(octaves[-1] for octaves in guides)], key=lambda hw: hw[0] * hw[1])
 
 
 def dream_in_caffe(send, plan: Plan, rng, tiling: dict, img, guide, save_steps: bool):

@@ -60,8 +60,9 @@ def test_tiles_keep_the_jitter_stream_and_dream(load, sky):
 
 PEAK = """
 import resource, sys
-from deepdream_caffe import cli
+from deepdream_caffe import cli, worker
 status = cli.main(sys.argv[1:])
+worker.wait_for_children()  # the Caffe process may still be ending, and not counted yet
 print(status, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 """
 
@@ -93,6 +94,36 @@ def test_memory_follows_the_tile_not_the_image(nets, tmp_path, sky):
     untiled = child_peak("dream", *args, "-o", tmp_path / "a.png")
     tiled = child_peak("dream", *args, "-o", tmp_path / "b.png", "--tile", "256")
     assert tiled <= untiled / 2, (tiled / 2**20, untiled / 2**20)
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("command", ["dream", "zoom"])
+def test_the_net_is_built_for_the_largest_tile_not_the_image(nets, tmp_path, monkeypatch, command):
+    """A net's blobs are made for the input it is built with, each at that size once used
+    (even at a smaller one): built for the whole image, a 1200x900 dream at --tile 256 peaked
+    at 816 MiB instead of 417. So under --tile the net is built for the largest tile."""
+    import json
+
+    from deepdream_caffe import cli, net
+
+    real, built = net.build, tmp_path / "built.json"
+
+    def build(*args, **kwargs):  # in the Caffe process (forked: it has this patch)
+        made = real(*args, **kwargs)
+        built.write_text(json.dumps([made.dream_setup, made.blobs["data"].data.shape]))
+        return made
+
+    monkeypatch.setattr(net, "build", build)
+    definition, weights = nets["bvlc_googlenet"]
+    output = tmp_path / ("out.png" if command == "dream" else "frames")
+    args = [command, "noise:300x180", "-o", str(output), "--tile", "96", "--seed", "1"]
+    args += ["--model-def", str(definition), "--weights", str(weights)]
+    args += ["--iter-n", "1", "--octave-n", "1", "--end", "inception_3a/output"]
+    args += ["--frames", "1"] if command == "zoom" else []
+    assert cli.main(args) == 0
+    setup, shape = json.loads(built.read_text())
+    assert setup.startswith("data gradient only"), setup
+    assert shape == [1, 3, 96, 96], shape
 
 
 @pytest.mark.caffe
