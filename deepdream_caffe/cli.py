@@ -8,6 +8,7 @@ traceback). Ctrl-C and SIGTERM, from the first instant, end with one line too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -218,6 +219,10 @@ def main(argv=None) -> int:
         )
         return 1
     finally:
+        # worker.run takes a result before its Caffe process has ended: the command ends
+        # after it, leaving no orphan (a second Ctrl-C leaves it to the kernel: PDEATHSIG)
+        with contextlib.suppress(KeyboardInterrupt):
+            worker.wait_for_children()
         for signum, handler in before.items():
             signal.signal(signum, handler)
     return status or 0

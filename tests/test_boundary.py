@@ -283,6 +283,60 @@ def test_a_check_meanwhile_that_passes_lets_the_result_through():
     assert ran == [1]
 
 
+# A command whose Caffe process takes 1.5 s to end after its result (a net's teardown, longer)
+LINGERING = """
+import os, sys, time
+from deepdream_caffe import cli, worker
+from deepdream_caffe.errors import DreamError
+
+def linger(send):
+    real_exit = os._exit
+    def slow_exit(code):
+        time.sleep(1.5)
+        real_exit(code)
+    os._exit = slow_exit
+    return 42
+
+def cmd_info(args):
+    assert worker.run(linger) == 42
+    if outcome == "refused":  # as a result that holds NaN is, once it has come
+        raise DreamError("refused after the result came", "a fix")
+
+outcome = sys.argv[1]
+cli.cmd_info = cmd_info
+sys.argv = ["deepdream-caffe", "info"]
+cli.run()
+"""
+# Runs a program and counts the processes it left behind: orphans come to a subreaper
+SUBREAPER = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+p = subprocess.run([sys.executable, "-c", *sys.argv[1:]], stderr=subprocess.DEVNULL)
+orphans = 0
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    orphans += 1
+print(p.returncode, orphans)
+"""
+
+
+@pytest.mark.parametrize("outcome", ["done", "refused"])
+def test_a_command_ends_after_its_caffe_process(outcome):
+    """The result is taken before the Caffe process has ended, but the command does not end
+    before it: an orphan would be a zombie wherever nothing reaps them (a container's init)."""
+    p = subprocess.run(
+        [sys.executable, "-c", SUBREAPER, LINGERING, outcome],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    status, orphans = p.stdout.split()
+    assert (status, orphans) == ("0" if outcome == "done" else "1", "0"), p.stderr
+
+
 @pytest.mark.parametrize("closed", [(1, 2), (0, 2), (0, 1), (0, 1, 2)])
 def test_a_caller_that_closed_its_streams_still_gets_its_dream(scene, closed):
     """Closed descriptors (``<&- >&- 2>&-``) become sinks: the same dream, exit 0, and the fast
