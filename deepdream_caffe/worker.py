@@ -230,15 +230,19 @@ def _reap(pid: int, kill: bool) -> int:
 
 def _reap_later(pid: int, log: int) -> None:
     """Wait for a child that has sent its result, and close its log, on a daemon thread: the
-    parent goes on meanwhile (an exit abandons the thread, and the kernel ends the child with
-    the parent, PR_SET_PDEATHSIG)."""
+    parent goes on meanwhile (``cli.main`` waits for it before the command ends). Where no
+    thread can start (a process limit), here and now."""
 
     def reap():
         _reap(pid, kill=False)
         os.close(log)
 
     thread = threading.Thread(target=reap, name=f"reap {pid}", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # "can't start new thread": the result is not lost for that
+        reap()
+        return
     _reaping.append(thread)
 
 

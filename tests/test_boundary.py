@@ -247,6 +247,20 @@ def test_the_result_is_taken_as_it_arrives_and_the_child_is_waited_for_later():
         os.waitpid(pid, os.WNOHANG)
 
 
+def test_a_result_is_kept_where_no_thread_can_start_to_wait_for_the_child(monkeypatch):
+    start = worker.threading.Thread.start
+
+    def refuse(self):  # the reaper only: the child's Caffe thread starts as ever
+        if self.name.startswith("reap"):
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(worker.threading.Thread, "start", refuse)
+    t0 = time.monotonic()
+    assert worker.run(_linger_after_done, 1.0) == 42
+    assert time.monotonic() - t0 >= 1.0  # waited for here instead
+
+
 def test_with_verbose_the_child_s_whole_log_is_waited_for():
     t0 = time.monotonic()
     assert worker.run(_linger_after_done, 1.0, verbose=True) == 42
