@@ -132,7 +132,7 @@ def make_plan(job, end: str, sizes, names=None, say=None, check_weights_later=Fa
     # the net whose sizes a dream runs through, and the most this set-up builds
     reach = notebook_reach(model, end)
     sized = reach if job.notebook_net else pruned
-    built = model if job.notebook_net else reach
+    built = built_net(model, reach, job.notebook_net)
     # (the notebook's reach is the pruned net itself where the end needs every layer before it)
     if built.SerializeToString() != pruned.SerializeToString():
         check_buildable(built, definition_path, job.allow_python_layers)
@@ -309,9 +309,9 @@ def read_weights(path: Path, whole, built, job, later=False) -> Weights:
                 "pass a weights file on disk that nothing is writing to",
             )
         weights = Weights(path, size, fd)
-        free = checks.available_bytes()
-        if later and (free is None or LATER_MEMORY * size > free):
-            later = False
+        if later:
+            free = checks.available_bytes()
+            later = free is not None and LATER_MEMORY * size <= free
         return weights if later else check(weights, built, job)
     except BaseException:
         os.close(fd)
@@ -328,12 +328,17 @@ def check_weights_later(plan: Plan, job) -> Plan:
     plan as it was where they were checked already)."""
     if plan.weights.sha256 is not None:
         return plan
-    from . import net
     from .definition import notebook_reach
 
     model = plan.model()
-    built = model if plan.setup == net.WHOLE else notebook_reach(model, plan.end)
+    built = built_net(model, notebook_reach(model, plan.end), job.notebook_net)
     return replace(plan, weights=check(plan.weights, built, job))
+
+
+def built_net(model, reach, notebook_net: bool):
+    """The most a run's set-up builds, which its weights must fit: the whole definition with
+    --notebook-net, else ``reach``, every layer up to the end layer (the notebook's reach)."""
+    return model if notebook_net else reach
 
 
 def check(weights: Weights, built, job) -> Weights:
