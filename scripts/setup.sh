@@ -85,4 +85,8 @@ if ! "$venv/bin/python" -c 'import deepdream_caffe' 2>/dev/null || [ ! -x "$venv
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$here"
 fi
 GLOG_minloglevel=2 "$venv/bin/python" -c 'import caffe' || { say "error: pycaffe does not import"; exit 1; }
+# Their bytecode, written now: where PYTHONDONTWRITEBYTECODE is set or the folder is not the
+# user's, Python would compile every module again at each start (docs/performance.md).
+"$venv/bin/python" -m compileall -q "$here/deepdream_caffe" "$prefix/install/python" >/dev/null \
+  || say "note: Python bytecode not written for every module; each run compiles the rest"
 say "ready: $venv (Caffe at $prefix)"

@@ -138,6 +138,13 @@ def test_setup_in_conda_env_installs_pycaffe_and_the_project_into_it(tmp_path):
     (dest / "build-info.json").write_text(json.dumps(record))
     venv_pth = Path(ours, "pycaffe.pth").read_text()
 
+    for cache in [
+        *ROOT.glob("deepdream_caffe/**/__pycache__"),
+        *dest.glob("install/**/__pycache__"),
+    ]:
+        shutil.rmtree(cache)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # as some machines have it: setup writes them anyway
+
     p = subprocess.run([str(ROOT / "scripts/setup.sh")], env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert not log.exists(), log.read_text()
@@ -149,6 +156,25 @@ def test_setup_in_conda_env_installs_pycaffe_and_the_project_into_it(tmp_path):
     )
     assert info.returncode == 0 and record["cache_key"] in info.stdout
     assert Path(ours, "pycaffe.pth").read_text() == venv_pth  # the checkout's .venv untouched
+    # the bytecode of the project and of pycaffe, written whatever PYTHONDONTWRITEBYTECODE says
+    assert not stale_bytecode(ROOT / "deepdream_caffe") + stale_bytecode(dest / "install/python")
+
+
+def stale_bytecode(folder: Path) -> list:
+    """The modules under ``folder`` whose cached bytecode is missing or older than the source
+    (the header's source mtime and size, as Python checks them)."""
+    import importlib.util
+
+    stale = []
+    for source in folder.rglob("*.py"):
+        header = Path(importlib.util.cache_from_source(source))
+        header = header.read_bytes()[8:16] if header.is_file() else b""
+        stat = source.stat()
+        if header != (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (
+            stat.st_size & 0xFFFFFFFF
+        ).to_bytes(4, "little"):
+            stale.append(str(source))
+    return stale
 
 
 def test_makefile_starts_with_help_and_has_the_targets():
