@@ -257,6 +257,20 @@ def quiet_exit_for_closed_stdout() -> int:
     return 128 + signal.SIGPIPE
 
 
+def flush_stdout(status: int) -> int:
+    """Flush what the command printed. Where Python buffers it (a pipe, without
+    PYTHONUNBUFFERED), a reader that has gone (``info | head -1``) shows only here: the same
+    quiet end as a print that fails inside the command, unless the command failed already."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet = quiet_exit_for_closed_stdout()  # stdout onto /dev/null: no second failure
+        return status or quiet
+    except (OSError, ValueError):  # another error of the stream: the exit below reports it
+        pass
+    return status
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
@@ -269,7 +283,7 @@ def run() -> None:
     import multiprocessing
     import threading
 
-    status = main()
+    status = flush_stdout(main())
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
     if all(t.daemon for t in others) and not multiprocessing.active_children():
         try:
