@@ -188,11 +188,7 @@ def main(argv=None) -> int:
             raise
         if isinstance(e, BrokenPipeError) and reader_gone(1):
             return quiet_exit_for_closed_stdout()
-        print(
-            f"deepdream-caffe: error: {e}: {OS_ERROR_FIXES.get(e.errno, OS_ERROR_FIX)}; "
-            "no output was left half-written",
-            file=sys.stderr,
-        )
+        print(os_error_line(e), file=sys.stderr)
         return 1
     except worker.InternalError as e:  # an unexpected exception in the Caffe process
         if args is not None and args.debug:
@@ -243,6 +239,13 @@ OS_ERROR_FIXES = {
 }
 
 
+def os_error_line(e: OSError) -> str:
+    return (
+        f"deepdream-caffe: error: {e}: {OS_ERROR_FIXES.get(e.errno, OS_ERROR_FIX)}; "
+        "no output was left half-written"
+    )
+
+
 def reader_gone(fd: int) -> bool:
     """True if ``fd`` is a pipe whose reading end was closed (``... | head -1``)."""
     poll = select.poll()
@@ -258,15 +261,23 @@ def quiet_exit_for_closed_stdout() -> int:
 
 
 def flush_stdout(status: int) -> int:
-    """Flush what the command printed. Where Python buffers it (a pipe, without
-    PYTHONUNBUFFERED), a reader that has gone (``info | head -1``) shows only here: the same
-    quiet end as a print that fails inside the command, unless the command failed already."""
+    """Flush what the command printed. Where Python buffers it (a pipe or a file, without
+    PYTHONUNBUFFERED), a failed write shows only here, and ends as a print that fails inside
+    the command does, unless the command failed already: a reader that has gone
+    (``info | head -1``) quietly, a full disk (``info > /dev/full``) with its one line.
+    stdout then goes to /dev/null, so that Python's own flush at the exit cannot fail again."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        quiet = quiet_exit_for_closed_stdout()  # stdout onto /dev/null: no second failure
+        quiet = quiet_exit_for_closed_stdout()
         return status or quiet
-    except (OSError, ValueError):  # another error of the stream: the exit below reports it
+    except OSError as e:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        if status:
+            return status
+        print(os_error_line(e), file=sys.stderr)
+        return 1
+    except ValueError:  # a stream closed by the command: nothing is left to write
         pass
     return status
 

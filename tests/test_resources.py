@@ -78,18 +78,32 @@ def test_a_closed_stdout_pipe_is_a_quiet_end(tmp_path, unbuffered):
     and the free space; no output was left half-written". With Python's buffer (no
     PYTHONUNBUFFERED, as on most machines), the failure comes at the last flush, after the
     command: before, exit 120 and "Exception ignored ... BrokenPipeError"."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    if unbuffered:
-        env["PYTHONUNBUFFERED"] = unbuffered
     read, write = os.pipe()
     os.close(read)  # the reader has gone before the first line
     try:
-        p = subprocess.run(
-            [*CLI, "info"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, env=env
-        )
+        p = info_into(write, unbuffered)
     finally:
         os.close(write)
     assert (p.returncode, p.stderr) == (128 + signal.SIGPIPE, "")
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_full_disk_behind_stdout_is_one_line(unbuffered):
+    """``info > /dev/full``. Before, with Python's buffer: exit 120, "Exception ignored in:
+    <_io.TextIOWrapper name='<stdout>' ...>" and the error on a second line."""
+    with open("/dev/full", "w") as full:
+        p = info_into(full, unbuffered)
+    assert_refused(p, "No space left on device", codes=(1,))
+
+
+def info_into(stdout, unbuffered: str):
+    """``deepdream-caffe info`` with its stdout on ``stdout``, Python's buffer on or off."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    return subprocess.run(
+        [*CLI, "info"], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120, env=env
+    )
 
 
 def test_an_unwritable_stderr_does_not_fail_a_finished_dream(work):
