@@ -294,7 +294,11 @@ def run() -> None:
     import multiprocessing
     import threading
 
-    status = flush_stdout(main())
+    try:
+        status = main()
+    except SystemExit as e:  # argparse: --help, --version, a usage error
+        status = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    status = flush_stdout(status)
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
     if all(t.daemon for t in others) and not multiprocessing.active_children():
         try:

@@ -88,21 +88,24 @@ def test_a_closed_stdout_pipe_is_a_quiet_end(tmp_path, unbuffered):
 
 
 @pytest.mark.parametrize("unbuffered", ["", "1"])
-def test_a_full_disk_behind_stdout_is_one_line(unbuffered):
+@pytest.mark.parametrize("args", [["info"], ["--help"], ["dream", "--help"]])
+def test_a_full_disk_behind_stdout_is_one_line(unbuffered, args):
     """``info > /dev/full``. Before, with Python's buffer: exit 120, "Exception ignored in:
-    <_io.TextIOWrapper name='<stdout>' ...>" and the error on a second line."""
+    <_io.TextIOWrapper name='<stdout>' ...>" and the error on a second line; ``dream --help``
+    (argparse drops its own write errors) said nothing and exit 0."""
     with open("/dev/full", "w") as full:
-        p = info_into(full, unbuffered)
+        p = info_into(full, unbuffered, args)
     assert_refused(p, "No space left on device", codes=(1,))
 
 
-def info_into(stdout, unbuffered: str):
-    """``deepdream-caffe info`` with its stdout on ``stdout``, Python's buffer on or off."""
+def info_into(stdout, unbuffered: str, args=("info",)):
+    """``deepdream-caffe info`` (or ``args``) with its stdout on ``stdout``, Python's buffer
+    on or off."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if unbuffered:
         env["PYTHONUNBUFFERED"] = unbuffered
     return subprocess.run(
-        [*CLI, "info"], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120, env=env
+        [*CLI, *args], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120, env=env
     )
 
 
