@@ -256,23 +256,30 @@ def reader_gone(fd: int) -> bool:
 def quiet_exit_for_closed_stdout() -> int:
     """A reader that stopped reading wants no more: no message (there is no one to read
     it, and shells say nothing for their own tools), the status of a death by SIGPIPE."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # Python's flush at exit would fail again
+    stdout_to_devnull()
     return 128 + signal.SIGPIPE
+
+
+def stdout_to_devnull() -> None:
+    """Descriptor 1 onto /dev/null, after a write to it failed: what Python still holds for
+    it goes nowhere at the exit, instead of failing a second time."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def flush_stdout(status: int) -> int:
     """Flush what the command printed. Where Python buffers it (a pipe or a file, without
     PYTHONUNBUFFERED), a failed write shows only here, and ends as a print that fails inside
     the command does, unless the command failed already: a reader that has gone
-    (``info | head -1``) quietly, a full disk (``info > /dev/full``) with its one line.
-    stdout then goes to /dev/null, so that Python's own flush at the exit cannot fail again."""
+    (``info | head -1``) quietly, a full disk (``info > /dev/full``) with its one line."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         quiet = quiet_exit_for_closed_stdout()
         return status or quiet
     except OSError as e:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        stdout_to_devnull()
         if status:
             return status
         print(os_error_line(e), file=sys.stderr)
