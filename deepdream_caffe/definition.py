@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .build import SETUP_HINT
 from .environment import import_caffe  # noqa: F401 (where the package imports Caffe from)
-from .errors import DreamError
+from .errors import DreamError, not_a_file
 
 
 def upgrade_tool() -> Path:
@@ -95,7 +95,7 @@ def definition_bytes(path: Path) -> bytes:
     """The bytes of a .prototxt, read once (a run parses and hashes the same bytes)."""
     path = Path(path)
     if not path.is_file():
-        raise DreamError(f"model definition {path} does not exist", "check the --model-def path")
+        raise not_a_file("model definition", path, "check the --model-def path")
     return path.read_bytes()
 
 

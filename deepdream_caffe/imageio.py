@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 
 from . import interrupts
-from .errors import DreamError
+from .errors import DreamError, not_a_file
 
 READ_FIX = "give a PNG or JPEG file"
 
@@ -32,7 +32,7 @@ def read_bytes(path) -> bytes:
     """The bytes of an input image, read once (decoded and hashed from the same bytes)."""
     path = Path(path)
     if not path.is_file():
-        raise DreamError(f"input image {path} does not exist", "check the path")
+        raise not_a_file("input image", path, "check the path")
     return path.read_bytes()
 
 
@@ -42,7 +42,7 @@ def _opened(path, data=None):
     ``data``: the file's bytes, where already read (errors still name ``path``)."""
     path = Path(path)
     if data is None and not path.is_file():
-        raise DreamError(f"input image {path} does not exist", "check the path")
+        raise not_a_file("input image", path, "check the path")
     try:
         with warnings.catch_warnings():
             # sizes are decided by image_size and the memory check, not by Pillow's warning

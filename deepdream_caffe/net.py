@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .definition import import_caffe
-from .errors import DreamError
+from .errors import DreamError, not_a_file
 
 WHOLE, REACH, FAST = "whole", "reach", "fast"  # the net set-ups build() makes
 
@@ -95,7 +95,7 @@ def load_net(
     model = read_definition(model_def, allow_python_layers)
     weights = Path(weights)
     if not weights.is_file():
-        raise DreamError(f"weights file {weights} does not exist", "check the --weights path")
+        raise not_a_file("weights file", weights, "check the --weights path")
     if end is not None:
         check_end(model, end)
     whole = end is None or notebook_net or not prune_net

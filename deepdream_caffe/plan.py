@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checks, guards, models
-from .errors import DreamError
+from .errors import DreamError, not_a_file
 from .params import DreamParams
 
 
@@ -295,8 +295,7 @@ def read_weights(path: Path, whole, built, job, later=False) -> Weights:
     :func:`check_weights_later` (Caffe can read the copy already), unless the file is so large
     that this process parsing it beside the Caffe process could run out of memory."""
     if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        raise DreamError(f"weights file {path} {what}", "check the --weights path")
+        raise not_a_file("weights file", path, "check the --weights path")
     checks.check_weights_name(path)
     checked = checks.check_weights_size(whole, path)
     fd = memory_copy(path, most=checked + 1)

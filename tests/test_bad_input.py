@@ -66,6 +66,17 @@ def test_missing_input(work):
     fails(work, "dream", work[0] / "nope.png", "-o", work[0] / "o.png", words=["does not exist"])
 
 
+def test_a_folder_where_a_file_belongs(work):
+    """A folder as the input image or the model definition: named as what it is, not as
+    missing."""
+    folder, model = work
+    (folder / "dir.png").mkdir()
+    fails(work, "dream", folder / "dir.png", "-o", folder / "o.png", words=["not a regular file"])
+    fails_to_dream(
+        folder, ["--model-def", folder, "--weights", model[3]], words=["not a regular file"]
+    )
+
+
 @pytest.mark.parametrize("content", [b"", b"this is text", b"\x89PNG\r\n\x1a\n broken"])
 def test_not_an_image(work, content):
     (work[0] / "bad.png").write_bytes(content)
