@@ -190,9 +190,51 @@ def test_blas_bench_runs_each_library_it_finds_and_records_bits(tmp_path, monkey
     for r in record["results"]:
         assert r["kernel"] and r["forward_ms"] > 0 and r["sgemm_gflops"] > 0
         assert r["bit_groups"][0] == r["bit_groups"][1], r["blas"]
+        assert len(r["runs_ms"]) == 1 and r["runs_ms"][0] == r["forward_ms"] + r["backward_ms"]
     md = (tmp_path / "blas.md").read_text()
     assert md.count("\n| ") == 1 + len(record["results"])  # the header and a row each
     assert all(f"Skipped: {m}" in md for m in record["missing"])
+
+
+def test_blas_bench_rounds_become_one_row_per_configuration():
+    """With --repeats, a row is the configuration's median run by forward + backward time (the
+    slower middle one of an even count), naming every run's time, the best sgemm and all bits."""
+    from deepdream_caffe.lab import blasbench
+
+    def run(forward, backward, sgemm, digest, load):
+        return {
+            "blas": "B",
+            "threads": 2,
+            "kernel": "K",
+            "forward_ms": forward,
+            "backward_ms": backward,
+            "sgemm_gflops": sgemm,
+            "sha256": [digest, digest],
+            "load_before": load,
+            "load_after": load + 0.5,
+        }
+
+    rounds = [run(300, 200, 90, "a", 1.0), run(250, 200, 95, "a", 0.2), run(400, 300, 80, "b", 2)]
+    row = blasbench.median_run(rounds)
+    assert (row["forward_ms"], row["backward_ms"]) == (300, 200)
+    assert row["runs_ms"] == [500, 450, 700]  # in the order they ran
+    assert row["sgemm_gflops"] == 95 and row["sha256"] == ["a", "a", "a", "a", "b", "b"]
+    assert (row["load_before"], row["load_after"]) == (0.2, 2.5)
+    assert blasbench.median_run(rounds[:2])["forward_ms"] == 300  # even: the slower middle
+    row["bit_groups"] = [1, 1, 1, 1, 2, 2]
+    md = blasbench.markdown(
+        {
+            "size": [64, 48],
+            "end": "e",
+            "cpu": "c",
+            "caffe_build": "b",
+            "iterations": 5,
+            "repeats": 3,
+            "missing": [],
+            "results": [row],
+        }
+    )
+    assert "| B | 2 | K | 300 | 200 | 500, 450, 700 | 95 | 1, 2 | 0.20 / 2.50 |" in md
 
 
 def test_bench_without_its_inputs_leaves_no_folder(tmp_path, monkeypatch):

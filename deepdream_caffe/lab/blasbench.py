@@ -1,9 +1,10 @@
 """BLAS libraries under the same Caffe: the dream net timed, sgemm timed, results compared.
 
-``python -m deepdream_caffe.lab.blasbench -o DIR [--iterations N]`` writes DIR/blas.json and
-DIR/blas.md. The net is the one the product dreams with by default: GoogLeNet pruned to
-inception_4c/output, rewritten to compute the data gradient only (lab's fastnet), input
-1x3x575x1024, Caffe's fillers for weights (speed and bits do not depend on trained values).
+``python -m deepdream_caffe.lab.blasbench -o DIR [--iterations N] [--repeats R]`` writes
+DIR/blas.json and DIR/blas.md. The net is the one the product dreams with by default:
+GoogLeNet pruned to inception_4c/output, rewritten to compute the data gradient only (lab's
+fastnet), input 1x3x575x1024, Caffe's fillers for weights (speed and bits do not depend on
+trained values).
 
 Each BLAS runs at 1 and 2 threads, every step in a fresh process:
 
@@ -20,6 +21,11 @@ string), sgemm GFLOP/s at 4096x4096 (``cblas_sgemm`` through ctypes, best of 3),
 average forward and backward ms, and the bits of one forward and backward pass (onepass.cpp:
 END's data and data's diff), run twice to see whether the library repeats itself. Libraries
 that are not installed or built are skipped, and the table says so.
+
+``--repeats R`` measures every configuration R times, one round of all of them after another,
+so that a drift in the machine's speed reaches each alike; a row is the configuration's median
+run (by forward + backward time), with every run's time, the best sgemm, and the bits of all
+of its runs.
 """
 
 from __future__ import annotations
@@ -206,11 +212,30 @@ def measure(blas: Blas, threads: int, net: Path, tool: Path, out: Path, iteratio
     return result
 
 
+def median_run(every: list[dict]) -> dict:
+    """A configuration's runs as one row: its median run (the slower middle one of an even
+    count) by forward + backward time, with every run's time, the best sgemm, all the bits."""
+    total = lambda r: r["forward_ms"] + r["backward_ms"]  # noqa: E731
+    row = dict(sorted(every, key=total)[len(every) // 2])
+    row["runs_ms"] = [total(r) for r in every]
+    row["sgemm_gflops"] = max(r["sgemm_gflops"] for r in every)
+    row["sha256"] = [digest for r in every for digest in r["sha256"]]
+    row["load_before"] = min(r["load_before"] for r in every)
+    row["load_after"] = max(r["load_after"] for r in every)
+    return row
+
+
 def blasbench(
-    out: Path, iterations: int = 5, threads=THREADS, caffe_build: Path | None = None, say=print
+    out: Path,
+    iterations: int = 5,
+    threads=THREADS,
+    caffe_build: Path | None = None,
+    repeats: int = 1,
+    say=print,
 ) -> dict:
-    """Every BLAS found, at each thread count; the OpenBLAS ones under ``caffe_build`` (default:
-    the build pycaffe comes from), MKL under scripts/build-caffe-mkl.sh's."""
+    """Every BLAS found, at each thread count, ``repeats`` rounds; the OpenBLAS ones under
+    ``caffe_build`` (default: the build pycaffe comes from), MKL under
+    scripts/build-caffe-mkl.sh's."""
     caffe_build = caffe_build or caffe_build_dir()
     out.mkdir(parents=True, exist_ok=True)
     cache = bench.bench_cache()
@@ -220,11 +245,15 @@ def blasbench(
     found, missing = candidates(caffe_build)
     for line in missing:
         say(f"blasbench: skipped {line}")
-    results = []
-    for blas in found:
-        for n in threads:
-            say(f"blasbench: {blas.name}, {n} thread(s) ...")
-            results.append(measure(blas, n, net, tool, out, iterations))
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for round_ in range(1, repeats + 1):
+        for blas in found:
+            for n in threads:
+                say(f"blasbench: round {round_} of {repeats}: {blas.name}, {n} thread(s) ...")
+                runs.setdefault((blas.name, n), []).append(
+                    measure(blas, n, net, tool, out, iterations)
+                )
+    results = [median_run(every) for every in runs.values()]
     groups: list[str] = []
     for r in results:
         for digest in r["sha256"]:
@@ -237,6 +266,7 @@ def blasbench(
         "size": list(SIZE),
         "end": END,
         "iterations": iterations,
+        "repeats": repeats,
         "missing": missing,
         "results": results,
     }
@@ -251,18 +281,22 @@ def markdown(record) -> str:
         f"# BLAS libraries: GoogLeNet to {record['end']} at {w}x{h}, forward and backward",
         "",
         f"CPU: {record['cpu']}. Caffe (OpenBLAS rows): {record['caffe_build']}. "
-        f"`caffe time`, {record['iterations']} iterations; sgemm "
-        "4096x4096 float32, best of 3. Bits: one forward and backward pass run twice; the same "
-        "number = the same bits (across rows too). Load: the 1-minute load average before/after.",
+        f"`caffe time`, {record['iterations']} iterations, each configuration in "
+        f"{record['repeats']} round(s) taken in turn: its median run, and every run's forward + "
+        "backward ms; sgemm 4096x4096 float32, best of 3 per run. Bits: one forward and "
+        "backward pass, run twice per round; the same number = the same bits (across rows "
+        "too). Load: the 1-minute load average, lowest before and highest after.",
         "",
-        "| BLAS | threads | kernel | forward ms | backward ms | sgemm GFLOP/s | bits | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| BLAS | threads | kernel | forward ms | backward ms | every run ms | sgemm GFLOP/s "
+        "| bits | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["results"]:
+        groups = list(dict.fromkeys(r["bit_groups"]))  # each group once, in order
         lines.append(
             f"| {r['blas']} | {r['threads']} | {r['kernel']} | {r['forward_ms']:.0f} "
-            f"| {r['backward_ms']:.0f} | {r['sgemm_gflops']:.0f} "
-            f"| {', '.join(map(str, r['bit_groups']))} "
+            f"| {r['backward_ms']:.0f} | {', '.join(f'{t:.0f}' for t in r['runs_ms'])} "
+            f"| {r['sgemm_gflops']:.0f} | {', '.join(map(str, groups))} "
             f"| {r['load_before']:.2f} / {r['load_after']:.2f} |"
         )
     lines += ["", *(f"Skipped: {m}" for m in record["missing"])]
@@ -275,8 +309,14 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=5, help="caffe time's (default: 5)")
     parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS))
     parser.add_argument("--caffe-build", type=Path, help="Caffe build folder (default: pycaffe's)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of every configuration (default: 1)"
+    )
     args = parser.parse_args(argv)
-    record = blasbench(args.output, args.iterations, args.threads, args.caffe_build)
+    for name in ("iterations", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    record = blasbench(args.output, args.iterations, args.threads, args.caffe_build, args.repeats)
     print((args.output / "blas.md").read_text())
     return 0 if record["results"] else 1
 
