@@ -256,12 +256,16 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def middle(runs: list[dict], key) -> dict:
+    """The median run by ``key``: the slower middle one of an even count."""
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
 def median_run(every: list[dict]) -> dict:
     """The run with the median dream time (the slower middle one of an even count), with every
     run's time and whether every run gave the same bits."""
-    middle = sorted(every, key=lambda r: r["dream_s"])[len(every) // 2]
     return {
-        **middle,
+        **middle(every, key=lambda r: r["dream_s"]),
         "runs_dream_s": [r["dream_s"] for r in every],
         "runs_same_bits": len({r["result_sha256"] for r in every}) == 1,
     }

@@ -216,7 +216,7 @@ def median_run(every: list[dict]) -> dict:
     """A configuration's runs as one row: its median run (the slower middle one of an even
     count) by forward + backward time, with every run's time, the best sgemm, all the bits."""
     total = lambda r: r["forward_ms"] + r["backward_ms"]  # noqa: E731
-    row = dict(sorted(every, key=total)[len(every) // 2])
+    row = dict(bench.middle(every, key=total))
     row["runs_ms"] = [total(r) for r in every]
     row["sgemm_gflops"] = max(r["sgemm_gflops"] for r in every)
     row["sha256"] = [digest for r in every for digest in r["sha256"]]
